@@ -1,0 +1,853 @@
+#!/usr/bin/env python3
+"""Benchmark ferrocorn against uvicorn and granian with wrk.
+
+Method (see benches/README.md): one fresh server process (one worker, access log off) per
+measurement, pinned to CPU 0 with ``taskset``; wrk (one thread) pinned to CPU 1; a 1 s warm-up
+then a timed run; the median of N runs, interleaved across servers. Every server is checked to
+answer correctly before and after each run, and wrk's error counters are checked.
+
+Usage (from anywhere; servers are started with the repository root as cwd):
+
+    python3 benches/run.py                                  # full run, all servers
+    python3 benches/run.py --quick --servers uvicorn,granian
+    python3 benches/run.py --workloads plain-c64,echo-64k --runs 5 --markdown out.md
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import http.client
+import json
+import os
+import platform
+import re
+import resource
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import asdict, dataclass, field
+from importlib import metadata
+from pathlib import Path
+from typing import Any, ClassVar
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+HOST = "127.0.0.1"
+PYTHON = sys.executable
+
+READY_TIMEOUT_S = 30.0
+STOP_TIMEOUT_S = 10.0
+WARMUP_S = 1
+# wrk errors (socket errors + non-2xx/3xx responses) tolerated before a run is flagged.
+ERROR_TOLERANCE_ABS = 10
+ERROR_TOLERANCE_FRAC = 1e-4
+# Utilisation thresholds used to call out runs that were not server-bound.
+SERVER_BUSY_MIN = 0.90
+CLIENT_BUSY_MAX = 0.90
+# CPU (cores) used by anything but the server and wrk above which a result is called disturbed.
+OTHER_LOAD_MAX = 0.15
+# Median spread ((max - min) / median of req/s) above which a result is called noisy.
+NOISY_SPREAD = 0.10
+
+ECHO_BODY_SIZE = 64 * 1024
+STREAM_SIZE = 1024 * 1024
+PLAIN_BODY = b"Hello, world!"
+
+ALL_SERVERS = ("ferrocorn", "uvicorn", "granian")
+PEERS = ("uvicorn", "granian")
+
+
+class BenchError(RuntimeError):
+    """A failure that makes the benchmark meaningless (server does not start or answers wrongly)."""
+
+
+# --------------------------------------------------------------------------------------------
+# Workloads
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Response:
+    status: int
+    headers: dict[str, str]
+    body: bytes
+
+
+def _check_plain(resp: Response) -> str | None:
+    if resp.body != PLAIN_BODY:
+        return f"expected body {PLAIN_BODY!r}, got {resp.body[:80]!r}"
+    if not resp.headers.get("content-type", "").startswith("text/plain"):
+        return f"expected text/plain, got content-type {resp.headers.get('content-type')!r}"
+    if resp.headers.get("content-length") != str(len(PLAIN_BODY)):
+        return f"expected content-length {len(PLAIN_BODY)}, got {resp.headers.get('content-length')!r}"
+    return None
+
+
+def _echo_payload() -> bytes:
+    return bytes(range(256)) * (ECHO_BODY_SIZE // 256)
+
+
+def _check_echo(resp: Response) -> str | None:
+    if resp.body != _echo_payload():
+        return f"echoed body differs from the {ECHO_BODY_SIZE}-byte request body (got {len(resp.body)} bytes)"
+    return None
+
+
+def _check_stream(resp: Response) -> str | None:
+    if len(resp.body) != STREAM_SIZE:
+        return f"expected {STREAM_SIZE} bytes, got {len(resp.body)}"
+    if "content-length" in resp.headers:
+        return "streamed response unexpectedly carries a content-length"
+    if resp.headers.get("transfer-encoding", "").lower() != "chunked":
+        return f"expected transfer-encoding chunked, got {resp.headers.get('transfer-encoding')!r}"
+    return None
+
+
+def _json_checker(expected: object) -> Callable[[Response], str | None]:
+    def check(resp: Response) -> str | None:
+        try:
+            got = json.loads(resp.body)
+        except ValueError:
+            return f"body is not JSON: {resp.body[:80]!r}"
+        if got != expected:
+            return f"expected JSON {expected!r}, got {got!r}"
+        return None
+
+    return check
+
+
+@dataclass(frozen=True)
+class Workload:
+    name: str
+    title: str
+    app: str  # attribute of benches.apps
+    path: str
+    connections: int
+    check: Callable[[Response], str | None]
+    method: str = "GET"
+    body: bytes | None = None
+    report_throughput: bool = False  # report wrk's Transfer/sec (MB/s) as a metric
+
+    @property
+    def target(self) -> str:
+        return f"benches.apps:{self.app}"
+
+
+WORKLOADS: dict[str, Workload] = {
+    w.name: w
+    for w in (
+        Workload("plain-c64", "plain GET, -c64", "plain", "/", 64, _check_plain),
+        Workload("plain-c256", "plain GET, -c256", "plain", "/", 256, _check_plain),
+        Workload(
+            "echo-64k", "POST echo 64 KiB, -c64", "echo", "/", 64, _check_echo,
+            method="POST", body=_echo_payload(),
+        ),
+        Workload(
+            "stream-1m", "1 MiB streamed (16 KiB chunks), -c64", "stream", "/", 64, _check_stream,
+            report_throughput=True,
+        ),
+        Workload(
+            "fastapi-json", "FastAPI GET /json, -c64", "fastapi_app", "/json", 64,
+            _json_checker({"message": "Hello, world!"}),
+        ),
+        Workload(
+            "fastapi-items", "FastAPI GET /items/42?q=x, -c64", "fastapi_app", "/items/42?q=x", 64,
+            _json_checker({"item_id": 42, "q": "x"}),
+        ),
+    )
+}
+DEFAULT_WORKLOADS = ("plain-c64", "plain-c256", "echo-64k", "stream-1m", "fastapi-json")
+
+
+def wrk_lua_script(workload: Workload, directory: Path) -> Path | None:
+    """Write the wrk Lua script a non-GET workload needs; wrk sends exactly these bytes."""
+    if workload.method == "GET":
+        return None
+    assert workload.body is not None
+    # The echo payload is bytes 0..255 repeated; rebuild it in Lua rather than embedding 64 KiB.
+    repeats = len(workload.body) // 256
+    assert workload.body == bytes(range(256)) * repeats
+    script = directory / f"{workload.name}.lua"
+    script.write_text(
+        "local bytes = {}\n"
+        "for i = 0, 255 do bytes[#bytes + 1] = string.char(i) end\n"
+        f'wrk.method = "{workload.method}"\n'
+        f"wrk.body = string.rep(table.concat(bytes), {repeats})\n"
+        'wrk.headers["Content-Type"] = "application/octet-stream"\n'
+    )
+    return script
+
+
+# --------------------------------------------------------------------------------------------
+# HTTP checks
+# --------------------------------------------------------------------------------------------
+
+
+def http_request(port: int, workload: Workload, timeout: float = 10.0) -> Response:
+    conn = http.client.HTTPConnection(HOST, port, timeout=timeout)
+    try:
+        headers = {"Content-Type": "application/octet-stream"} if workload.body is not None else {}
+        conn.request(workload.method, workload.path, body=workload.body, headers=headers)
+        resp = conn.getresponse()
+        body = resp.read()
+        return Response(resp.status, {k.lower(): v for k, v in resp.getheaders()}, body)
+    finally:
+        conn.close()
+
+
+def verify(port: int, workload: Workload) -> str | None:
+    """Return a description of what is wrong with the server's answer, or None if it is right."""
+    try:
+        resp = http_request(port, workload)
+    except (OSError, http.client.HTTPException) as exc:
+        return f"request failed: {exc!r}"
+    if resp.status != 200:
+        return f"expected status 200, got {resp.status} (body {resp.body[:120]!r})"
+    return workload.check(resp)
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind((HOST, 0))
+        return int(sock.getsockname()[1])
+
+
+# --------------------------------------------------------------------------------------------
+# Server processes
+# --------------------------------------------------------------------------------------------
+
+
+def server_command(server: str, target: str, port: int) -> list[str]:
+    common = ["--host", HOST, "--port", str(port)]
+    if server == "ferrocorn":
+        return [PYTHON, "-m", "ferrocorn", target, *common, "--no-access-log", "--log-level", "warning"]
+    if server == "uvicorn":
+        return [
+            PYTHON, "-m", "uvicorn", target, *common,
+            "--loop", "uvloop", "--http", "httptools", "--no-access-log", "--log-level", "warning",
+        ]
+    if server == "granian":
+        return [
+            PYTHON, "-m", "granian", "--interface", "asgi", *common,
+            "--workers", "1", "--runtime-threads", "1",
+            "--no-access-log", "--log-level", "warning", target,
+        ]
+    raise ValueError(f"unknown server {server!r}")
+
+
+def _proc_stat_fields(pid: int) -> list[str] | None:
+    try:
+        raw = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    # Fields after the parenthesised command name: state is field 3 of proc(5), so index i here
+    # is field i + 3.
+    return raw[raw.rindex(")") + 2 :].split()
+
+
+def process_group_members(pgid: int) -> list[int]:
+    members = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            fields = _proc_stat_fields(int(entry))
+            if fields is not None and int(fields[2]) == pgid:  # field 5: pgrp
+                members.append(int(entry))
+    return members
+
+
+def process_group_cpu_seconds(pgid: int) -> float:
+    ticks = 0
+    for pid in process_group_members(pgid):
+        fields = _proc_stat_fields(pid)
+        if fields is not None:
+            ticks += int(fields[11]) + int(fields[12])  # fields 14, 15: utime, stime
+    return ticks / os.sysconf("SC_CLK_TCK")
+
+
+@dataclass(frozen=True)
+class SystemCpu:
+    """Machine-wide CPU seconds from /proc/stat (all CPUs)."""
+
+    task: float  # user + nice + system: time charged to processes
+    steal: float  # time the hypervisor gave to someone else
+
+    @classmethod
+    def read(cls) -> SystemCpu:
+        with open("/proc/stat") as stat:
+            values = [int(v) for v in stat.readline().split()[1:]]
+        # cpu: user nice system idle iowait irq softirq steal guest guest_nice
+        tick = os.sysconf("SC_CLK_TCK")
+        steal = values[7] if len(values) > 7 else 0
+        return cls(task=sum(values[0:3]) / tick, steal=steal / tick)
+
+
+class ServerProcess:
+    """A server started in its own session (process group) so the whole tree can be stopped."""
+
+    live: ClassVar[set[ServerProcess]] = set()
+
+    def __init__(self, server: str, workload: Workload, cpu: str, log_dir: Path) -> None:
+        self.server = server
+        self.port = free_port()
+        self.command = ["taskset", "-c", cpu, *server_command(server, workload.target, self.port)]
+        self.log_path = log_dir / f"{server}-{workload.name}-{self.port}.log"
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        env = dict(os.environ)
+        env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO_ROOT), env.get("PYTHONPATH")]))
+        env["PYTHONUNBUFFERED"] = "1"
+        with self.log_path.open("wb") as log:
+            self.proc = subprocess.Popen(
+                self.command, cwd=REPO_ROOT, env=env, stdin=subprocess.DEVNULL,
+                stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+            )
+        ServerProcess.live.add(self)
+
+    @property
+    def pgid(self) -> int:
+        assert self.proc is not None
+        return self.proc.pid  # start_new_session: the leader's pid is the group id
+
+    def exit_code(self) -> int | None:
+        return None if self.proc is None else self.proc.poll()
+
+    def log_text(self) -> str:
+        try:
+            return self.log_path.read_text(errors="replace")
+        except OSError:
+            return ""
+
+    def wait_ready(self, workload: Workload) -> None:
+        """Poll until the port accepts a connection and answers an HTTP request."""
+        deadline = time.monotonic() + READY_TIMEOUT_S
+        last_error = "no attempt"
+        while time.monotonic() < deadline:
+            code = self.exit_code()
+            if code is not None:
+                raise BenchError(
+                    f"{self.server} exited with code {code} before becoming ready\n"
+                    f"command: {' '.join(self.command)}\n{self.log_text()}"
+                )
+            try:
+                http_request(self.port, workload, timeout=2.0)
+                return
+            except (OSError, http.client.HTTPException) as exc:
+                last_error = repr(exc)
+            time.sleep(0.05)
+        raise BenchError(
+            f"{self.server} not ready on port {self.port} after {READY_TIMEOUT_S:.0f} s "
+            f"(last error: {last_error})\ncommand: {' '.join(self.command)}\n{self.log_text()}"
+        )
+
+    def stop(self) -> None:
+        """SIGTERM the process group, SIGKILL it after a grace period, reap the leader."""
+        if self.proc is None:
+            return
+        ServerProcess.live.discard(self)
+        pgid = self.pgid
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(pgid, signal.SIGTERM)
+        deadline = time.monotonic() + STOP_TIMEOUT_S
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None and not process_group_members(pgid):
+                break
+            time.sleep(0.05)
+        else:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(pgid, signal.SIGKILL)
+        # Stragglers (e.g. workers that outlived the leader) are still in our group: kill them.
+        if process_group_members(pgid):
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(pgid, signal.SIGKILL)
+        self.proc.wait()
+
+    @classmethod
+    def stop_all(cls) -> None:
+        for server in list(cls.live):
+            server.stop()
+
+
+# --------------------------------------------------------------------------------------------
+# wrk
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass
+class WrkResult:
+    requests: int
+    rps: float
+    p99_ms: float
+    transfer_mb_s: float  # wrk's Transfer/sec in MB (2**20 bytes) per second
+    socket_errors: int
+    non_2xx: int
+    raw: str
+
+    @property
+    def errors(self) -> int:
+        return self.socket_errors + self.non_2xx
+
+
+_TIME_UNITS_MS = {"us": 1e-3, "ms": 1.0, "s": 1e3, "m": 60e3, "h": 3600e3}
+_SIZE_UNITS_MB = {"": 1 / 2**20, "K": 1 / 2**10, "M": 1.0, "G": 2**10, "T": 2**20}
+
+
+def parse_wrk(output: str) -> WrkResult:
+    def search(pattern: str) -> re.Match[str]:
+        match = re.search(pattern, output, re.MULTILINE)
+        if match is None:
+            raise BenchError(f"could not find {pattern!r} in wrk output:\n{output}")
+        return match
+
+    requests = int(search(r"^\s*(\d+) requests in ").group(1))
+    rps = float(search(r"^Requests/sec:\s*([\d.]+)").group(1))
+    p99 = search(r"^\s*99%\s+([\d.]+)(us|ms|s|m|h)\b")
+    transfer = search(r"^Transfer/sec:\s*([\d.]+)([KMGT]?)B")
+    socket_match = re.search(
+        r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", output
+    )
+    socket_errors = sum(int(g) for g in socket_match.groups()) if socket_match else 0
+    non_2xx_match = re.search(r"Non-2xx or 3xx responses: (\d+)", output)
+    return WrkResult(
+        requests=requests,
+        rps=rps,
+        p99_ms=float(p99.group(1)) * _TIME_UNITS_MS[p99.group(2)],
+        transfer_mb_s=float(transfer.group(1)) * _SIZE_UNITS_MB[transfer.group(2)],
+        socket_errors=socket_errors,
+        non_2xx=int(non_2xx_match.group(1)) if non_2xx_match else 0,
+        raw=output,
+    )
+
+
+def run_wrk(
+    port: int, workload: Workload, duration: int, cpu: str, script: Path | None
+) -> tuple[WrkResult, float]:
+    """Run wrk; return its parsed result and the CPU seconds wrk itself used."""
+    cmd = [
+        "taskset", "-c", cpu, "wrk", "-t1", f"-c{workload.connections}", f"-d{duration}s",
+        "--latency",
+    ]
+    if script is not None:
+        cmd += ["-s", str(script)]
+    cmd.append(f"http://{HOST}:{port}{workload.path}")
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=duration + 60, check=False)
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    if proc.returncode != 0:
+        raise BenchError(f"wrk failed ({proc.returncode}): {' '.join(cmd)}\n{proc.stdout}{proc.stderr}")
+    cpu_s = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+    return parse_wrk(proc.stdout), cpu_s
+
+
+# --------------------------------------------------------------------------------------------
+# Measurement
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass
+class Measurement:
+    workload: str
+    server: str
+    run: int
+    rps: float
+    p99_ms: float
+    transfer_mb_s: float
+    requests: int
+    socket_errors: int
+    non_2xx: int
+    server_cpu: float  # fraction of one core used by the server's process tree during the run
+    client_cpu: float  # fraction of one core used by wrk
+    other_cpu: float  # cores used by every other process on the machine
+    steal: float  # cores taken by the hypervisor
+    warnings: list[str] = field(default_factory=list)
+
+
+def measure(
+    server: str, workload: Workload, run: int, args: argparse.Namespace, work_dir: Path
+) -> Measurement:
+    script = wrk_lua_script(workload, work_dir)
+    proc = ServerProcess(server, workload, args.server_cpu, work_dir)
+    try:
+        proc.start()
+        proc.wait_ready(workload)
+        problem = verify(proc.port, workload)
+        if problem is not None:
+            raise BenchError(
+                f"{server} answers {workload.name} ({workload.method} {workload.path}) wrongly: "
+                f"{problem}\ncommand: {' '.join(proc.command)}\n{proc.log_text()}"
+            )
+        run_wrk(proc.port, workload, WARMUP_S, args.client_cpu, script)
+
+        cpu_before = process_group_cpu_seconds(proc.pgid)
+        system_before = SystemCpu.read()
+        started = time.monotonic()
+        result, client_cpu_s = run_wrk(proc.port, workload, args.duration, args.client_cpu, script)
+        elapsed = time.monotonic() - started
+        system_after = SystemCpu.read()
+        server_cpu_s = process_group_cpu_seconds(proc.pgid) - cpu_before
+        # Whatever else ran on the machine during the run (builds, other benchmarks) skews it.
+        other_cpu = (system_after.task - system_before.task - server_cpu_s - client_cpu_s) / elapsed
+        steal = (system_after.steal - system_before.steal) / elapsed
+
+        warnings = []
+        tolerance = max(ERROR_TOLERANCE_ABS, ERROR_TOLERANCE_FRAC * result.requests)
+        if result.errors > tolerance:
+            warnings.append(
+                f"{result.non_2xx} non-2xx/3xx responses and {result.socket_errors} socket errors "
+                f"in {result.requests} requests"
+            )
+        if result.requests == 0:
+            warnings.append("no request completed")
+        code = proc.exit_code()
+        if code is not None:
+            warnings.append(f"server exited with code {code} during the run")
+        else:
+            problem = verify(proc.port, workload)
+            if problem is not None:
+                warnings.append(f"wrong answer after the run: {problem}")
+        proc.stop()
+        log = proc.log_text().strip()
+        if log:
+            # Everything runs at log level warning, so any output deserves a look.
+            warnings.append(f"server wrote {len(log.splitlines())} line(s) of output")
+            print(f"    {server} output ({proc.log_path}):\n" + _indent(log[-3000:], 6), file=sys.stderr)
+        return Measurement(
+            workload=workload.name, server=server, run=run, rps=result.rps, p99_ms=result.p99_ms,
+            transfer_mb_s=result.transfer_mb_s, requests=result.requests,
+            socket_errors=result.socket_errors, non_2xx=result.non_2xx,
+            server_cpu=server_cpu_s / elapsed, client_cpu=client_cpu_s / elapsed,
+            other_cpu=other_cpu, steal=steal, warnings=warnings,
+        )
+    finally:
+        proc.stop()
+
+
+def _indent(text: str, spaces: int) -> str:
+    return "\n".join(" " * spaces + line for line in text.splitlines())
+
+
+# --------------------------------------------------------------------------------------------
+# Summary and reporting
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass
+class Summary:
+    workload: str
+    server: str
+    rps: float
+    p99_ms: float
+    transfer_mb_s: float
+    server_cpu: float
+    client_cpu: float
+    other_cpu: float
+    rps_spread: float  # (max - min) / median of req/s across runs
+    warnings: list[str]
+
+
+def summarise(measurements: list[Measurement], workload: str, server: str) -> Summary | None:
+    runs = [m for m in measurements if m.workload == workload and m.server == server]
+    if not runs:
+        return None
+    rps = [m.rps for m in runs]
+    median_rps = statistics.median(rps)
+    spread = (max(rps) - min(rps)) / median_rps if median_rps else 0.0
+    warnings = [f"run {m.run}: {w}" for m in runs for w in m.warnings]
+    server_cpu = statistics.median(m.server_cpu for m in runs)
+    client_cpu = statistics.median(m.client_cpu for m in runs)
+    if server_cpu < SERVER_BUSY_MIN:
+        note = f"server core only {server_cpu:.0%} busy"
+        if client_cpu > CLIENT_BUSY_MAX:
+            note += f" while wrk used {client_cpu:.0%}: wrk is probably the bottleneck"
+        warnings.append(note)
+    other_cpu = max(m.other_cpu + m.steal for m in runs)
+    if other_cpu > OTHER_LOAD_MAX:
+        warnings.append(
+            f"other load on the machine: up to {other_cpu:.0%} of a core used by other processes "
+            "or stolen by the hypervisor during a run"
+        )
+    if len(runs) > 1 and spread > NOISY_SPREAD:
+        warnings.append(f"noisy: req/s spread {spread:.0%} across {len(runs)} runs")
+    return Summary(
+        workload=workload, server=server, rps=median_rps,
+        p99_ms=statistics.median(m.p99_ms for m in runs),
+        transfer_mb_s=statistics.median(m.transfer_mb_s for m in runs),
+        server_cpu=server_cpu, client_cpu=client_cpu, other_cpu=other_cpu, rps_spread=spread, warnings=warnings,
+    )
+
+
+def _fmt_rps(value: float) -> str:
+    return f"{value:,.0f}"
+
+
+def _fmt_ms(value: float) -> str:
+    return f"{value:.2f} ms" if value < 10 else f"{value:.1f} ms"
+
+
+def _fmt_mb(value: float) -> str:
+    return f"{value:,.0f}"
+
+
+def _fmt_ratio(num: float | None, den: float | None) -> str:
+    if num is None or den is None or den == 0:
+        return "n/a"
+    return f"{num / den:.2f}×"
+
+
+def markdown_table(
+    summaries: dict[tuple[str, str], Summary], workloads: list[Workload], servers: list[str]
+) -> tuple[str, list[str]]:
+    """Return the Markdown table and the list of footnotes for flagged cells."""
+    ratio_peers = [p for p in PEERS if "ferrocorn" in servers and p in servers]
+    header = ["workload", "metric", *servers, *(f"ferrocorn/{p}" for p in ratio_peers)]
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    notes: list[str] = []
+
+    metrics: list[tuple[str, Callable[[Summary], float], Callable[[float], str], bool]] = [
+        ("req/s", lambda s: s.rps, _fmt_rps, True),
+        ("p99 latency", lambda s: s.p99_ms, _fmt_ms, True),
+        ("MB/s", lambda s: s.transfer_mb_s, _fmt_mb, True),
+        ("CPU server / wrk", lambda s: s.server_cpu, str, False),
+    ]
+    for workload in workloads:
+        first = True
+        for name, getter, fmt, ratio in metrics:
+            if name == "MB/s" and not workload.report_throughput:
+                continue
+            cells = [workload.title if first else "", name]
+            first = False
+            for server in servers:
+                summary = summaries.get((workload.name, server))
+                if summary is None:
+                    cells.append("–")
+                elif name == "CPU server / wrk":
+                    cells.append(f"{summary.server_cpu:.0%} / {summary.client_cpu:.0%}")
+                else:
+                    cell = fmt(getter(summary))
+                    if name == "req/s" and summary.warnings:
+                        first_note = len(notes) + 1
+                        notes.extend(f"{workload.name} / {server}: {w}" for w in summary.warnings)
+                        cell += " ⚠" + ",".join(str(i) for i in range(first_note, len(notes) + 1))
+                    cells.append(cell)
+            for peer in ratio_peers:
+                if not ratio:
+                    cells.append("")
+                    continue
+                mine = summaries.get((workload.name, "ferrocorn"))
+                theirs = summaries.get((workload.name, peer))
+                cells.append(
+                    _fmt_ratio(getter(mine) if mine else None, getter(theirs) if theirs else None)
+                )
+            lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines), notes
+
+
+def environment_info(args: argparse.Namespace, servers: list[str]) -> dict[str, Any]:
+    versions: dict[str, str] = {}
+    for package in ("ferrocorn", "uvicorn", "granian", "uvloop", "httptools", "fastapi"):
+        with contextlib.suppress(metadata.PackageNotFoundError):
+            versions[package] = metadata.version(package)
+    wrk = subprocess.run(["wrk", "--version"], capture_output=True, text=True, check=False)
+    wrk_version = (wrk.stdout + wrk.stderr).splitlines()[0].split("[")[0].strip()
+    return {
+        "date": time.strftime("%Y-%m-%d %H:%M:%S %z"),
+        "python": platform.python_version(),
+        "cpus": os.cpu_count(),
+        "kernel": platform.release(),
+        "wrk": wrk_version,
+        "versions": {k: v for k, v in versions.items() if k in servers or k not in ALL_SERVERS},
+        "duration_s": args.duration,
+        "warmup_s": WARMUP_S,
+        "runs": args.runs,
+        "server_cpu": args.server_cpu,
+        "client_cpu": args.client_cpu,
+    }
+
+
+def render_markdown(table: str, notes: list[str], info: dict[str, Any]) -> str:
+    versions = ", ".join(f"{k} {v}" for k, v in info["versions"].items())
+    lines = [
+        (
+            f"Measured {info['date']} on {info['cpus']} CPUs (kernel {info['kernel']}), "
+            f"CPython {info['python']}, {info['wrk']}; {versions}."
+        ),
+        "",
+        (
+            f"Median of {info['runs']} interleaved run(s) of {info['duration_s']} s after a "
+            f"{info['warmup_s']} s warm-up; fresh server process per run pinned to CPU "
+            f"{info['server_cpu']}, `wrk -t1` pinned to CPU {info['client_cpu']}. "
+            "Ratios > 1 mean ferrocorn is faster for req/s and MB/s, slower for p99 latency. "
+            '"CPU server / wrk": share of one core used by the server process tree and by wrk.'
+        ),
+        "",
+        table,
+    ]
+    if notes:
+        lines += ["", "Flags:", *(f"{i}. {note}" for i, note in enumerate(notes, 1))]
+    return "\n".join(lines) + "\n"
+
+
+# --------------------------------------------------------------------------------------------
+# Main
+# --------------------------------------------------------------------------------------------
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0] if __doc__ else None,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog="workloads: " + ", ".join(
+            f"{w.name}{' (default)' if w.name in DEFAULT_WORKLOADS else ''}"
+            for w in WORKLOADS.values()
+        ),
+    )
+    parser.add_argument("--duration", type=int, help="seconds per timed run (default 10; 3 with --quick)")
+    parser.add_argument("--runs", type=int, help="runs per server and workload (default 3; 1 with --quick)")
+    parser.add_argument("--quick", action="store_true", help="smoke check: 1 run of 3 s")
+    parser.add_argument("--workloads", default=",".join(DEFAULT_WORKLOADS), help="comma list")
+    parser.add_argument("--servers", default=",".join(ALL_SERVERS), help="comma list")
+    parser.add_argument("--server-cpu", default="0", help="taskset CPU list for servers (default 0)")
+    parser.add_argument("--client-cpu", default="1", help="taskset CPU list for wrk (default 1)")
+    parser.add_argument("--json", type=Path, help="write all runs and medians to this JSON file")
+    parser.add_argument("--markdown", type=Path, help="write the Markdown report to this file")
+    args = parser.parse_args(argv)
+
+    args.duration = args.duration or (3 if args.quick else 10)
+    args.runs = args.runs or (1 if args.quick else 3)
+    if args.duration < 1 or args.runs < 1:
+        parser.error("--duration and --runs must be at least 1")
+    args.server_list = [s.strip() for s in args.servers.split(",") if s.strip()]
+    args.workload_list = [w.strip() for w in args.workloads.split(",") if w.strip()]
+    for server in args.server_list:
+        if server not in ALL_SERVERS:
+            parser.error(f"unknown server {server!r}; choose from {', '.join(ALL_SERVERS)}")
+    for name in args.workload_list:
+        if name not in WORKLOADS:
+            parser.error(f"unknown workload {name!r}; choose from {', '.join(WORKLOADS)}")
+    if not args.server_list or not args.workload_list:
+        parser.error("need at least one server and one workload")
+    return args
+
+
+def check_prerequisites(servers: list[str]) -> None:
+    for tool in ("wrk", "taskset"):
+        if shutil.which(tool) is None:
+            raise BenchError(f"{tool} not found: run `bash benches/setup.sh`")
+    modules = {"ferrocorn": "ferrocorn._ferrocorn", "uvicorn": "uvicorn", "granian": "granian"}
+    for server in servers:
+        probe = subprocess.run(
+            [PYTHON, "-c", f"import {modules[server]}"],
+            capture_output=True, text=True, cwd=REPO_ROOT, check=False,
+        )
+        if probe.returncode != 0:
+            hint = (
+                "build and install it with `pip install .` from the repository root, "
+                "or leave it out with --servers uvicorn,granian"
+                if server == "ferrocorn"
+                else "run `bash benches/setup.sh`"
+            )
+            raise BenchError(f"cannot import {modules[server]}: {hint}\n{probe.stderr.strip()}")
+
+
+def run(args: argparse.Namespace) -> int:
+    servers: list[str] = args.server_list
+    workloads = [WORKLOADS[name] for name in args.workload_list]
+    check_prerequisites(servers)
+
+    total = len(workloads) * len(servers) * args.runs
+    estimate = total * (args.duration + WARMUP_S + 1.5)
+    print(
+        f"{len(workloads)} workload(s) × {len(servers)} server(s) × {args.runs} run(s) of "
+        f"{args.duration} s (+{WARMUP_S} s warm-up): about {estimate / 60:.1f} min",
+        file=sys.stderr,
+    )
+    measurements: list[Measurement] = []
+    with tempfile.TemporaryDirectory(prefix="ferrocorn-bench-") as tmp:
+        work_dir = Path(tmp)
+        done = 0
+        for workload in workloads:
+            for run_index in range(1, args.runs + 1):
+                # Rotate the start position so no server always runs first (or last).
+                shift = (run_index - 1) % len(servers)
+                for server in servers[shift:] + servers[:shift]:
+                    done += 1
+                    m = measure(server, workload, run_index, args, work_dir)
+                    measurements.append(m)
+                    flag = f"  ⚠ {'; '.join(m.warnings)}" if m.warnings else ""
+                    print(
+                        f"[{done}/{total}] {workload.name:<13} {server:<9} run {run_index}: "
+                        f"{m.rps:>10,.0f} req/s  p99 {_fmt_ms(m.p99_ms):>9}  "
+                        f"{m.transfer_mb_s:>8,.1f} MB/s  cpu {m.server_cpu:.0%}/{m.client_cpu:.0%}"
+                        f" other {m.other_cpu + m.steal:.0%}"
+                        f"{flag}",
+                        file=sys.stderr,
+                    )
+
+    summaries = {
+        (w.name, s): summary
+        for w in workloads
+        for s in servers
+        if (summary := summarise(measurements, w.name, s)) is not None
+    }
+    info = environment_info(args, servers)
+    table, notes = markdown_table(summaries, workloads, servers)
+    report = render_markdown(table, notes, info)
+    print(report)
+    if args.markdown:
+        args.markdown.parent.mkdir(parents=True, exist_ok=True)
+        args.markdown.write_text(report)
+    if args.json:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(
+            json.dumps(
+                {
+                    "environment": info,
+                    "medians": [asdict(s) for s in summaries.values()],
+                    "runs": [asdict(m) for m in measurements],
+                },
+                indent=2,
+            )
+            + "\n"
+        )
+    # Errors, crashes and wrong answers fail the invocation; utilisation and noise notes do not.
+    return 1 if any(m.warnings for m in measurements) else 0
+
+
+@contextlib.contextmanager
+def terminate_on_sigterm() -> Iterator[None]:
+    """Turn SIGTERM/SIGHUP into KeyboardInterrupt so that cleanup runs."""
+
+    def handler(signum: int, _frame: object) -> None:
+        raise KeyboardInterrupt(f"signal {signum}")
+
+    previous = {sig: signal.signal(sig, handler) for sig in (signal.SIGTERM, signal.SIGHUP)}
+    try:
+        yield
+    finally:
+        for sig, old in previous.items():
+            signal.signal(sig, old)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    with terminate_on_sigterm():
+        try:
+            return run(args)
+        except BenchError as exc:
+            print(f"\nBENCHMARK FAILED: {exc}", file=sys.stderr)
+            return 2
+        except KeyboardInterrupt:
+            print("\ninterrupted", file=sys.stderr)
+            return 130
+        finally:
+            ServerProcess.stop_all()
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,372 @@
+"""Every setting of the server, declared once.
+
+`OPTIONS` is the single source of truth: each entry gives the name (the `Config` attribute and
+`run()` keyword), the command-line flags, the type, the default and the help text. `cli.py`
+builds the click command from it, `Config` takes its keyword arguments from it, and the
+environment variables (`FERROCORN_<NAME>`, then `UVICORN_<NAME>`) are derived from the names.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import copy
+import inspect
+import logging
+import logging.config
+import os
+import socket
+import ssl
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import click
+
+from ferrocorn.importer import ImportFromStringError, import_from_string
+from ferrocorn.logging import LOGGING_CONFIG, TRACE_LOG_LEVEL
+
+logger = logging.getLogger("ferrocorn.error")
+
+#: Every startup failure (import, bind, lifespan) exits with this code, as uvicorn does.
+STARTUP_FAILURE = 3
+
+LOG_LEVELS: dict[str, int] = {
+    "critical": logging.CRITICAL,
+    "error": logging.ERROR,
+    "warning": logging.WARNING,
+    "info": logging.INFO,
+    "debug": logging.DEBUG,
+    "trace": TRACE_LOG_LEVEL,
+}
+LOOP_CHOICES = ("auto", "asyncio", "uvloop")
+HTTP_CHOICES = ("auto", "h11", "httptools")
+WS_CHOICES = ("auto", "none", "websockets", "websockets-sansio", "wsproto")
+LIFESPAN_CHOICES = ("auto", "on", "off")
+INTERFACE_CHOICES = ("auto", "asgi3", "asgi2", "wsgi")
+SSL_PROTOCOL_VERSION = int(ssl.PROTOCOL_TLS_SERVER)
+
+
+@dataclass(frozen=True)
+class Option:
+    """One setting: how it is spelled on the command line, its type, default and help."""
+
+    name: str
+    flags: tuple[str, ...]
+    default: Any
+    help: str
+    type: Any = None
+    multiple: bool = False
+    is_flag: bool = False
+    metavar: str | None = None
+    show_default: bool = True
+    #: Not yet acted on by this version: accepted for compatibility, with a warning if set.
+    pending: str | None = None
+
+    @property
+    def envvars(self) -> list[str]:
+        # FERROCORN_* wins over UVICORN_*, so one deployment can carry both.
+        return [f"FERROCORN_{self.name.upper()}", f"UVICORN_{self.name.upper()}"]
+
+
+_PENDING_SUPERVISION = "reload and worker supervision are not implemented yet"
+_PENDING_TLS = "TLS is not implemented yet"
+_PENDING_WS = "WebSockets are not implemented yet"
+
+OPTIONS: tuple[Option, ...] = (
+    Option("host", ("--host",), "127.0.0.1", "Bind socket to this host.", type=str),
+    Option("port", ("--port",), 8000, "Bind socket to this port. If 0, an available port will be picked.", type=int),
+    Option("uds", ("--uds",), None, "Bind to a UNIX domain socket.", type=str),
+    Option("fd", ("--fd",), None, "Bind to socket from this file descriptor.", type=int),
+    Option("reload", ("--reload",), False, "Enable auto-reload.", is_flag=True, pending=_PENDING_SUPERVISION),
+    Option("reload_dirs", ("--reload-dir",), None, "Set reload directories explicitly, instead of using the current working directory.", type=click.Path(exists=True), multiple=True, pending=_PENDING_SUPERVISION),
+    Option("reload_includes", ("--reload-include",), None, "Set glob patterns to include while watching for files. Includes '*.py' by default; these defaults can be overridden with `--reload-exclude`. This option has no effect unless watchfiles is installed.", type=str, multiple=True, pending=_PENDING_SUPERVISION),
+    Option("reload_excludes", ("--reload-exclude",), None, "Set glob patterns to exclude while watching for files. Includes '.*, .py[cod], .sw.*, ~*' by default; these defaults can be overridden with `--reload-include`. This option has no effect unless watchfiles is installed.", type=str, multiple=True, pending=_PENDING_SUPERVISION),
+    Option("reload_delay", ("--reload-delay",), 0.25, "Delay between previous and next check if application needs to be. Defaults to 0.25s.", type=float, pending=_PENDING_SUPERVISION),
+    Option("workers", ("--workers",), None, "Number of worker processes. Defaults to the $WEB_CONCURRENCY environment variable if available, or 1. Not valid with --reload.", type=int, pending=_PENDING_SUPERVISION),
+    Option("loop", ("--loop",), "auto", "Event loop factory implementation.", type=str, metavar="[auto|asyncio|uvloop]"),
+    Option("http", ("--http",), "auto", "HTTP protocol implementation. Every choice is served by ferrocorn's Rust core.", type=str, metavar="[auto|h11|httptools]"),
+    Option("ws", ("--ws",), "auto", "WebSocket protocol implementation.", type=str, metavar="[auto|none|websockets|websockets-sansio|wsproto]", pending=_PENDING_WS),
+    Option("ws_max_size", ("--ws-max-size",), 16777216, "WebSocket max size message in bytes.", type=int, pending=_PENDING_WS),
+    Option("ws_max_queue", ("--ws-max-queue",), 32, "The maximum length of the WebSocket message queue.", type=int, pending=_PENDING_WS),
+    Option("ws_ping_interval", ("--ws-ping-interval",), 20.0, "WebSocket ping interval in seconds.", type=float, pending=_PENDING_WS),
+    Option("ws_ping_timeout", ("--ws-ping-timeout",), 20.0, "WebSocket ping timeout in seconds.", type=float, pending=_PENDING_WS),
+    Option("ws_per_message_deflate", ("--ws-per-message-deflate",), True, "WebSocket per-message-deflate compression", type=bool, pending=_PENDING_WS),
+    Option("lifespan", ("--lifespan",), "auto", "Lifespan implementation.", type=click.Choice(LIFESPAN_CHOICES)),
+    Option("interface", ("--interface",), "auto", "Select ASGI3, ASGI2, or WSGI as the application interface.", type=click.Choice(INTERFACE_CHOICES)),
+    Option("env_file", ("--env-file",), None, "Environment configuration file.", type=click.Path(exists=True)),
+    Option("log_config", ("--log-config",), None, "Logging configuration file. Supported formats: .ini, .json, .yaml.", type=click.Path(exists=True), show_default=False),
+    Option("log_level", ("--log-level",), None, "Log level. [default: info]", type=click.Choice(list(LOG_LEVELS), case_sensitive=False), show_default=False),
+    Option("access_log", ("--access-log/--no-access-log",), True, "Enable/Disable access log.", is_flag=True),
+    Option("use_colors", ("--use-colors/--no-use-colors",), None, "Enable/Disable colorized logging.", is_flag=True, show_default=False),
+    Option("proxy_headers", ("--proxy-headers/--no-proxy-headers",), True, "Enable/Disable X-Forwarded-Proto, X-Forwarded-For to populate url scheme and remote address info.", is_flag=True, pending="proxy headers are not implemented yet"),
+    Option("server_header", ("--server-header/--no-server-header",), True, "Enable/Disable default Server header.", is_flag=True),
+    Option("date_header", ("--date-header/--no-date-header",), True, "Enable/Disable default Date header.", is_flag=True),
+    Option("forwarded_allow_ips", ("--forwarded-allow-ips",), None, "Comma separated list of IP Addresses, IP Networks, or literals (e.g. UNIX Socket path) to trust with proxy headers. Defaults to the $FORWARDED_ALLOW_IPS environment variable if available, or '127.0.0.1'. The literal '*' means trust everything.", type=str),
+    Option("root_path", ("--root-path",), "", "Set the ASGI 'root_path' for applications submounted below a given URL path.", type=str),
+    Option("limit_concurrency", ("--limit-concurrency",), None, "Maximum number of concurrent connections or tasks to allow, before issuing HTTP 503 responses.", type=int, pending="--limit-concurrency is not implemented yet"),
+    Option("backlog", ("--backlog",), 2048, "Maximum number of connections to hold in backlog", type=int),
+    Option("limit_max_requests", ("--limit-max-requests",), None, "Maximum number of requests to service before terminating the process.", type=int),
+    Option("limit_max_requests_jitter", ("--limit-max-requests-jitter",), 0, "Maximum jitter to add to limit_max_requests. Staggers worker restarts to avoid all workers restarting simultaneously.", type=int),
+    Option("timeout_keep_alive", ("--timeout-keep-alive",), 5, "Close Keep-Alive connections if no new data is received within this timeout (in seconds).", type=int),
+    Option("timeout_graceful_shutdown", ("--timeout-graceful-shutdown",), None, "Maximum number of seconds to wait for graceful shutdown.", type=int),
+    Option("timeout_worker_healthcheck", ("--timeout-worker-healthcheck",), 5, "Maximum number of seconds to wait for a worker to respond to a healthcheck.", type=int, pending=_PENDING_SUPERVISION),
+    Option("ssl_keyfile", ("--ssl-keyfile",), None, "SSL key file", type=str, pending=_PENDING_TLS),
+    Option("ssl_certfile", ("--ssl-certfile",), None, "SSL certificate file", type=str, pending=_PENDING_TLS),
+    Option("ssl_keyfile_password", ("--ssl-keyfile-password",), None, "SSL keyfile password", type=str, pending=_PENDING_TLS),
+    Option("ssl_version", ("--ssl-version",), SSL_PROTOCOL_VERSION, "SSL version to use (see stdlib ssl module's)", type=int, pending=_PENDING_TLS),
+    Option("ssl_cert_reqs", ("--ssl-cert-reqs",), int(ssl.CERT_NONE), "Whether client certificate is required (see stdlib ssl module's)", type=int, pending=_PENDING_TLS),
+    Option("ssl_ca_certs", ("--ssl-ca-certs",), None, "CA certificates file", type=str, pending=_PENDING_TLS),
+    Option("ssl_ciphers", ("--ssl-ciphers",), None, "Ciphers to use (see stdlib ssl module's)", type=str, pending=_PENDING_TLS),
+    Option("headers", ("--header",), None, "Specify custom default HTTP response headers as a Name:Value pair", type=str, multiple=True),
+    Option("app_dir", ("--app-dir",), "", "Look for APP in the specified directory, by adding this to the PYTHONPATH. Defaults to the current working directory.", type=str, show_default=False),
+    Option("h11_max_incomplete_event_size", ("--h11-max-incomplete-event-size",), None, "For h11, the maximum number of bytes to buffer of an incomplete event. Ferrocorn applies it as the limit on the request line plus headers (431 above it).", type=int),
+    Option("factory", ("--factory",), False, "Treat APP as an application factory, i.e. a () -> <ASGI app> callable.", is_flag=True),
+    Option("reset_contextvars", ("--reset-contextvars",), False, "Run each request in a fresh contextvars.Context.", is_flag=True),
+)
+
+OPTIONS_BY_NAME: dict[str, Option] = {option.name: option for option in OPTIONS}
+
+#: Settings only reachable from Python (`run()`, `Config`), not from the command line.
+PYTHON_ONLY_DEFAULTS: dict[str, Any] = {
+    "ssl_context_factory": None,
+    "timeout_notify": 30,
+    "callback_notify": None,
+}
+
+
+def _normalise_headers(headers: Any) -> list[tuple[str, str]]:
+    """`--header Name:Value` strings (or pairs from Python) into (name, value) pairs."""
+    pairs: list[tuple[str, str]] = []
+    for header in headers or ():
+        if isinstance(header, str):
+            name, separator, value = header.partition(":")
+            if not separator:
+                raise click.BadParameter(f"{header!r} is not in the form Name:Value", param_hint="'--header'")
+            pairs.append((name.strip(), value.strip()))
+        else:
+            name, value = header
+            pairs.append((str(name), str(value)))
+    return pairs
+
+
+class Config:
+    """Server settings: every keyword in `OPTIONS` (and `PYTHON_ONLY_DEFAULTS`) is accepted."""
+
+    def __init__(self, app: Any, **kwargs: Any) -> None:
+        self.app = app
+        # From Python, log_config defaults to the built-in configuration; None leaves logging alone.
+        log_config = kwargs.pop("log_config", LOGGING_CONFIG)
+        for option in OPTIONS:
+            setattr(self, option.name, kwargs.pop(option.name, option.default))
+        self.log_config = copy.deepcopy(log_config) if isinstance(log_config, dict) else log_config
+        for name, default in PYTHON_ONLY_DEFAULTS.items():
+            setattr(self, name, kwargs.pop(name, default))
+        if kwargs:
+            unknown = ", ".join(sorted(kwargs))
+            raise TypeError(f"Config() got unexpected keyword argument(s): {unknown}")
+
+        self.loaded = False
+        self.loaded_app: Any = None
+        self.lifespan_state: dict[str, Any] = {}
+        self.configure_logging()
+
+        if self.env_file is not None:
+            from dotenv import load_dotenv
+
+            logger.info("Loading environment from '%s'", self.env_file)
+            load_dotenv(dotenv_path=self.env_file)
+
+        if self.workers is None:
+            self.workers = int(os.environ.get("WEB_CONCURRENCY", 1))
+        if self.forwarded_allow_ips is None:
+            self.forwarded_allow_ips = os.environ.get("FORWARDED_ALLOW_IPS", "127.0.0.1")
+        self.reload_dirs = list(self.reload_dirs or [])
+        self.reload_includes = list(self.reload_includes or [])
+        self.reload_excludes = list(self.reload_excludes or [])
+        self.headers = _normalise_headers(self.headers)
+        self.encoded_headers = [(name.lower().encode("latin-1"), value.encode("latin-1")) for name, value in self.headers]
+        if self.server_header and not any(name == b"server" for name, _ in self.encoded_headers):
+            self.encoded_headers.insert(0, (b"server", b"ferrocorn"))
+        self._warn_pending_options()
+
+    # --- derived settings -------------------------------------------------------------------
+
+    @property
+    def asgi_version(self) -> Literal["2.0", "3.0"]:
+        return "2.0" if self.interface == "asgi2" else "3.0"
+
+    @property
+    def is_ssl(self) -> bool:
+        return bool(self.ssl_keyfile or self.ssl_certfile)
+
+    @property
+    def should_reload(self) -> bool:
+        return isinstance(self.app, str) and self.reload
+
+    def _warn_pending_options(self) -> None:
+        for option in OPTIONS:
+            if option.pending is None:
+                continue
+            value = getattr(self, option.name)
+            unchanged = value == option.default or (option.multiple and not value)
+            if option.name == "workers":
+                unchanged = value in (None, 1)
+            if not unchanged:
+                logger.warning("Option '%s' is accepted but has no effect yet: %s.", option.name, option.pending)
+        if self.http != "auto":
+            logger.info("--http %s: served by ferrocorn's Rust HTTP implementation.", self.http)
+
+    # --- logging ----------------------------------------------------------------------------
+
+    def configure_logging(self) -> None:
+        logging.addLevelName(TRACE_LOG_LEVEL, "TRACE")
+        if self.log_config is not None:
+            if isinstance(self.log_config, dict):
+                if self.use_colors in (True, False):
+                    formatters = self.log_config.get("formatters", {})
+                    for name in ("default", "access"):
+                        if name in formatters:
+                            formatters[name]["use_colors"] = self.use_colors
+                logging.config.dictConfig(self.log_config)
+            elif isinstance(self.log_config, str) and self.log_config.endswith(".json"):
+                import json
+
+                with open(self.log_config) as file:
+                    logging.config.dictConfig(json.load(file))
+            elif isinstance(self.log_config, str) and self.log_config.endswith((".yaml", ".yml")):
+                import yaml
+
+                with open(self.log_config) as file:
+                    logging.config.dictConfig(yaml.safe_load(file))
+            else:
+                logging.config.fileConfig(self.log_config, disable_existing_loggers=False)
+
+        if self.log_level is not None:
+            level = LOG_LEVELS[self.log_level.lower()] if isinstance(self.log_level, str) else self.log_level
+            for name in ("ferrocorn.error", "ferrocorn.access", "ferrocorn.asgi"):
+                logging.getLogger(name).setLevel(level)
+        if self.access_log is False:
+            access_logger = logging.getLogger("ferrocorn.access")
+            access_logger.handlers = []
+            access_logger.propagate = False
+
+    # --- the app ----------------------------------------------------------------------------
+
+    def load(self) -> None:
+        """Import and prepare the app; on failure log one line and exit with code 3."""
+        assert not self.loaded
+        if self.app_dir is not None:
+            sys.path.insert(0, self.app_dir)
+        try:
+            self.loaded_app = import_from_string(self.app)
+        except ImportFromStringError as exc:
+            logger.error("Error loading ASGI app. %s", exc)
+            sys.exit(STARTUP_FAILURE)
+
+        try:
+            self.loaded_app = self.loaded_app()
+        except TypeError as exc:
+            if self.factory:
+                logger.error("Error loading ASGI app factory: %s", exc)
+                sys.exit(STARTUP_FAILURE)
+        else:
+            if not self.factory:
+                logger.warning(
+                    "ASGI app factory detected. Using it, but please consider setting the --factory flag explicitly."
+                )
+
+        if self.interface == "auto":
+            if inspect.isclass(self.loaded_app):
+                use_asgi_3 = hasattr(self.loaded_app, "__await__")
+            elif inspect.isfunction(self.loaded_app):
+                use_asgi_3 = asyncio.iscoroutinefunction(self.loaded_app)
+            else:
+                call = getattr(self.loaded_app, "__call__", None)
+                use_asgi_3 = asyncio.iscoroutinefunction(call)
+            self.interface = "asgi3" if use_asgi_3 else "asgi2"
+
+        if self.interface == "wsgi":
+            logger.error("Error loading ASGI app. The WSGI interface is not supported; wrap the app with a2wsgi.")
+            sys.exit(STARTUP_FAILURE)
+        if self.interface == "asgi2":
+            self.loaded_app = ASGI2Middleware(self.loaded_app)
+        self.loaded = True
+
+    def get_loop_factory(self) -> Callable[[], asyncio.AbstractEventLoop] | None:
+        if self.loop in ("none", None):
+            return None
+        if self.loop == "asyncio":
+            return asyncio.new_event_loop
+        if self.loop in ("auto", "uvloop"):
+            try:
+                import uvloop
+            except ImportError:
+                if self.loop == "uvloop":
+                    raise
+                return asyncio.new_event_loop
+            return uvloop.new_event_loop
+        try:
+            return import_from_string(self.loop)
+        except ImportFromStringError as exc:
+            logger.error("Error loading custom loop setup function. %s", exc)
+            sys.exit(STARTUP_FAILURE)
+
+    # --- sockets ----------------------------------------------------------------------------
+
+    def bind_sockets(self) -> list[socket.socket]:
+        """The listening sockets for --fd, --uds or --host/--port."""
+        if self.fd is not None:
+            sock = socket.fromfd(self.fd, socket.AF_UNIX, socket.SOCK_STREAM)
+            return [socket.socket(fileno=sock.detach())]
+        if self.uds is not None:
+            path = self.uds
+            if os.path.exists(path):
+                os.remove(path)
+            sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            sock.bind(path)
+            os.chmod(path, 0o666)
+            sock.listen(self.backlog)
+            return [sock]
+        return bind_tcp(self.host, self.port, self.backlog)
+
+
+def bind_tcp(host: str, port: int, backlog: int) -> list[socket.socket]:
+    """Bind every address `host` resolves to, with the error text asyncio's create_server gives."""
+    infos = socket.getaddrinfo(host or None, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+    sockets: list[socket.socket] = []
+    seen: set[tuple[Any, ...]] = set()
+    try:
+        for family, kind, proto, _, address in infos:
+            if (family, address) in seen:
+                continue
+            seen.add((family, address))
+            sock = socket.socket(family, kind, proto)
+            sockets.append(sock)
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            if family == socket.AF_INET6 and hasattr(socket, "IPPROTO_IPV6"):
+                sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+            try:
+                sock.bind(address)
+            except OSError as err:
+                message = f"error while attempting to bind on address {address!r}: {err.strerror.lower()}"
+                raise OSError(err.errno, message) from None
+            sock.listen(backlog)
+            if port == 0 and len(infos) > 1:
+                port = sock.getsockname()[1]  # keep every family on the port picked first
+    except BaseException:
+        for sock in sockets:
+            sock.close()
+        raise
+    return sockets
+
+
+class ASGI2Middleware:
+    """Runs an ASGI 2 app (`app(scope)` returning `coroutine(receive, send)`) as ASGI 3."""
+
+    def __init__(self, app: Any) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        instance = self.app(scope)
+        await instance(receive, send)

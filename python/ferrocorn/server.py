@@ -1,0 +1,268 @@
+"""`Server`: one worker process serving one app, as uvicorn's `Server` does.
+
+The Rust core owns the sockets and HTTP; this module owns the lifecycle around it: lifespan,
+the startup lines, the once-a-tick checks, signals and the graceful shutdown.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import signal
+import socket
+import sys
+import threading
+from collections.abc import Callable, Coroutine, Generator
+from types import FrameType
+from typing import Any
+from urllib.parse import quote
+
+import click
+
+from ferrocorn import _ferrocorn
+from ferrocorn._ferrocorn import ClientDisconnected
+from ferrocorn.config import STARTUP_FAILURE, Config
+from ferrocorn.lifespan import Lifespan
+
+HANDLED_SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+logger = logging.getLogger("ferrocorn.error")
+access_logger = logging.getLogger("ferrocorn.access")
+
+
+def make_runner(app: Any) -> Callable[[dict[str, Any], Any], Coroutine[Any, Any, None]]:
+    """The coroutine the core starts for each request: the app, plus what its failures mean."""
+
+    async def run_http(scope: dict[str, Any], protocol: Any) -> None:
+        try:
+            await app(scope, protocol.receive, protocol.send)
+        except ClientDisconnected:
+            protocol.app_failed()  # the client left mid-response: nothing to report
+        except Exception as exc:
+            protocol.app_failed()
+            logger.error("Exception in ASGI application\n", exc_info=exc)
+        except BaseException:
+            protocol.app_failed()  # cancelled at shutdown, or the process is exiting
+            raise
+        else:
+            problem = protocol.app_returned()
+            if problem is not None:
+                logger.error(problem)
+
+    return run_http
+
+
+def log_access(scope: dict[str, Any], status: int) -> None:
+    if not access_logger.isEnabledFor(logging.INFO):
+        return
+    client = scope.get("client")
+    client_addr = "%s:%d" % (client[0], client[1]) if client else ""
+    path = quote(scope["path"])
+    if scope["query_string"]:
+        path = f"{path}?{scope['query_string'].decode('ascii', 'replace')}"
+    access_logger.info(
+        '%s - "%s %s HTTP/%s" %d',
+        client_addr,
+        scope["method"],
+        path,
+        scope["http_version"],
+        status,
+    )
+
+
+def log_from_core(level: int, message: str) -> None:
+    logger.log(level, message)
+
+
+class Server:
+    def __init__(self, config: Config) -> None:
+        self.config = config
+        self.started = False
+        self.should_exit = False
+        self.force_exit = False
+        self.core: Any = None
+        self.servers: list[socket.socket] = []
+        self._owned_sockets: list[socket.socket] = []
+        self._captured_signals: list[int] = []
+        self.limit_max_requests: int | None = None
+
+    def run(self, sockets: list[socket.socket] | None = None) -> None:
+        asyncio_run(self.serve(sockets=sockets), loop_factory=self.config.get_loop_factory())
+
+    async def serve(self, sockets: list[socket.socket] | None = None) -> None:
+        with self.capture_signals():
+            await self._serve(sockets)
+
+    async def _serve(self, sockets: list[socket.socket] | None = None) -> None:
+        process_id = os.getpid()
+        config = self.config
+        if not config.loaded:
+            config.load()
+        self.lifespan = Lifespan(config)
+        logger.info("Started server process [%d]", process_id)
+
+        await self.startup(sockets=sockets)
+        if self.should_exit:
+            return
+        await self.main_loop()
+        await self.shutdown(sockets=sockets)
+        logger.info("Finished server process [%d]", process_id)
+
+    async def startup(self, sockets: list[socket.socket] | None = None) -> None:
+        await self.lifespan.startup()
+        if self.lifespan.should_exit:
+            self.should_exit = True
+            return
+
+        config = self.config
+        if sockets is None:
+            try:
+                sockets = config.bind_sockets()
+            except OSError as exc:
+                logger.error(exc)
+                await self.lifespan.shutdown()
+                sys.exit(STARTUP_FAILURE)
+            self._owned_sockets = sockets
+        self.servers = list(sockets)
+
+        loop = asyncio.get_running_loop()
+        self.core = _ferrocorn.Core(
+            loop_=loop,
+            runner=make_runner(config.loaded_app),
+            reset_contextvars=config.reset_contextvars,
+            log=log_from_core,
+            access_log=log_access if config.access_log else None,
+            root_path=config.root_path,
+            state=self.lifespan.state,
+            default_headers=config.encoded_headers,
+            keep_alive_timeout=float(config.timeout_keep_alive),
+            max_header_size=config.h11_max_incomplete_event_size,
+            date_header=config.date_header,
+            asgi_version=config.asgi_version,
+        )
+        for sock in sockets:
+            unix_path = sock.getsockname() if sock.family == socket.AF_UNIX else None
+            self.core.listen(sock.fileno(), unix_path=unix_path or None)
+        loop.add_reader(self.core.fileno(), self.core.drain)
+        self.core.start()
+
+        if config.limit_max_requests is not None:
+            import random
+
+            self.limit_max_requests = config.limit_max_requests + random.randint(0, config.limit_max_requests_jitter)
+        self._log_started_message(sockets)
+        self.started = True
+
+    def _log_started_message(self, sockets: list[socket.socket]) -> None:
+        config = self.config
+        if config.fd is not None:
+            logger.info("Ferrocorn running on socket %s (Press CTRL+C to quit)", sockets[0].getsockname())
+            return
+        if config.uds is not None:
+            logger.info("Ferrocorn running on unix socket %s (Press CTRL+C to quit)", config.uds)
+            return
+        address_format = "%s://%s:%d"
+        host = "0.0.0.0" if config.host is None else config.host
+        if ":" in host:
+            address_format = "%s://[%s]:%d"
+        port = config.port
+        if port == 0 and sockets:
+            port = sockets[0].getsockname()[1]
+        scheme = "https" if config.is_ssl else "http"
+        message = f"Ferrocorn running on {address_format} (Press CTRL+C to quit)"
+        color_message = "Ferrocorn running on " + click.style(address_format, bold=True) + " (Press CTRL+C to quit)"
+        logger.info(message, scheme, host, port, extra={"color_message": color_message})
+
+    async def main_loop(self) -> None:
+        counter = 0
+        should_exit = await self.on_tick(counter)
+        while not should_exit:
+            counter = (counter + 1) % 864000
+            await asyncio.sleep(0.1)
+            should_exit = await self.on_tick(counter)
+
+    async def on_tick(self, counter: int) -> bool:
+        if self.should_exit:
+            return True
+        if self.limit_max_requests is not None and self.core.total_requests >= self.limit_max_requests:
+            logger.warning("Maximum request limit of %d exceeded. Terminating process.", self.limit_max_requests)
+            return True
+        return False
+
+    async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
+        logger.info("Shutting down")
+        core = self.core
+        core.stop_accepting()
+        for sock in self._owned_sockets:
+            sock.close()
+        try:
+            await asyncio.wait_for(self._wait_for_requests(), timeout=self.config.timeout_graceful_shutdown)
+        except asyncio.TimeoutError:
+            logger.error(
+                "Cancel %s running task(s), timeout graceful shutdown exceeded",
+                core.tasks,
+            )
+        if core.tasks:
+            core.cancel_tasks()
+            await asyncio.sleep(0)  # let the cancelled tasks end their responses
+        core.force_close()
+        loop = asyncio.get_running_loop()
+        loop.remove_reader(core.fileno())
+        core.close()
+        if self.config.uds and os.path.exists(self.config.uds) and self._owned_sockets:
+            os.remove(self.config.uds)
+        if not self.force_exit:
+            await self.lifespan.shutdown()
+
+    async def _wait_for_requests(self) -> None:
+        core = self.core
+        if core.connections and not self.force_exit:
+            logger.info("Waiting for connections to close. (CTRL+C to force quit)")
+            while core.connections and not self.force_exit:
+                await asyncio.sleep(0.1)
+        if core.tasks and not self.force_exit:
+            logger.info("Waiting for background tasks to complete. (CTRL+C to force quit)")
+            while core.tasks and not self.force_exit:
+                await asyncio.sleep(0.1)
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Generator[None, None, None]:
+        if threading.current_thread() is not threading.main_thread():
+            yield  # signals can only be handled in the main thread
+            return
+        original_handlers = {sig: signal.signal(sig, self.handle_exit) for sig in HANDLED_SIGNALS}
+        try:
+            yield
+        finally:
+            for sig, handler in original_handlers.items():
+                signal.signal(sig, handler)
+        # Deliver each captured signal to the handler installed before us (SIGINT's default
+        # raises KeyboardInterrupt, which run() swallows). A signal whose disposition was the
+        # default is not re-raised: the graceful shutdown is done, and the exit code is 0.
+        for captured in reversed(self._captured_signals):
+            previous = original_handlers[captured]
+            if callable(previous):
+                signal.raise_signal(captured)
+
+    def handle_exit(self, sig: int, frame: FrameType | None) -> None:
+        self._captured_signals.append(sig)
+        if self.should_exit and sig == signal.SIGINT:
+            self.force_exit = True
+        else:
+            self.should_exit = True
+
+
+def asyncio_run(main: Coroutine[Any, Any, None], *, loop_factory: Callable[[], asyncio.AbstractEventLoop] | None) -> None:
+    if sys.version_info >= (3, 11):
+        with asyncio.Runner(loop_factory=loop_factory) as runner:
+            runner.run(main)
+        return
+    loop = (loop_factory or asyncio.new_event_loop)()
+    try:
+        asyncio.set_event_loop(loop)
+        loop.run_until_complete(main)
+    finally:
+        asyncio.set_event_loop(None)
+        loop.close()

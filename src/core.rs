@@ -1,0 +1,289 @@
+//! `Core`: the Python handle on one server's Rust side.
+//!
+//! Python binds the sockets and creates a `Core` with the loop and callbacks; `start()` moves
+//! the tokio runtime onto its own thread; `drain()` (the loop's reader callback on the
+//! bridge's eventfd) starts apps for new requests and completes waiting futures.
+
+use std::collections::HashMap;
+use std::os::fd::RawFd;
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use http::{HeaderName, HeaderValue};
+use parking_lot::Mutex;
+use pyo3::exceptions::{PyRuntimeError, PyValueError};
+use pyo3::prelude::*;
+use pyo3::types::PyDict;
+use pyo3::intern;
+
+use crate::awaitable::Done;
+use crate::bridge::{Bridge, Event};
+use crate::errors::CoreError;
+use crate::exchange::{split_wake_id, RequestHead};
+use crate::listener::Listener;
+use crate::protocol::{Active, HttpProtocol, PyContext};
+use crate::scope::{build_http_scope, ScopeCache};
+use crate::server::{serve, Endpoint, Phase, Settings, Shared};
+
+#[pyclass(module = "ferrocorn._ferrocorn")]
+pub struct Core {
+    shared: Arc<Shared>,
+    ctx: Arc<PyContext>,
+    runtime: Option<tokio::runtime::Runtime>,
+    endpoints: Vec<Endpoint>,
+    thread: Option<JoinHandle<()>>,
+    spare: Vec<Event>,
+    total_requests: u64,
+}
+
+#[pymethods]
+impl Core {
+    #[new]
+    #[pyo3(signature = (
+        *, loop_, runner, log, access_log=None, root_path=String::new(), state=None,
+        default_headers=Vec::new(), keep_alive_timeout=5.0, max_header_size=None,
+        date_header=true, asgi_version="3.0", reset_contextvars=false,
+    ))]
+    #[allow(clippy::too_many_arguments)]
+    fn new(
+        py: Python<'_>,
+        loop_: &Bound<'_, PyAny>,
+        runner: Py<PyAny>,
+        log: Py<PyAny>,
+        access_log: Option<Py<PyAny>>,
+        root_path: String,
+        state: Option<Py<PyDict>>,
+        default_headers: Vec<(Vec<u8>, Vec<u8>)>,
+        keep_alive_timeout: f64,
+        max_header_size: Option<usize>,
+        date_header: bool,
+        asgi_version: &str,
+        reset_contextvars: bool,
+    ) -> PyResult<Self> {
+        if !(keep_alive_timeout.is_finite() && keep_alive_timeout > 0.0) {
+            return Err(PyValueError::new_err("keep_alive_timeout must be positive"));
+        }
+        if let Some(size) = max_header_size {
+            if size < 1024 {
+                return Err(PyValueError::new_err("max_header_size must be at least 1024"));
+            }
+        }
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .thread_name("ferrocorn-io")
+            .build()
+            .map_err(CoreError::Io)?;
+        let bridge = Arc::new(Bridge::new()?);
+        let settings = Settings {
+            keep_alive_timeout: Duration::from_secs_f64(keep_alive_timeout),
+            max_header_size,
+            date_header,
+        };
+        let shared = Arc::new(Shared::new(bridge, settings));
+        let scope_cache = ScopeCache::new(py, &root_path, state)?;
+        scope_cache.set_asgi_version(py, asgi_version)?;
+        let default_headers = default_headers
+            .into_iter()
+            .map(|(name, value)| {
+                let name = HeaderName::from_bytes(&name)
+                    .map_err(|_| PyValueError::new_err("invalid default header name"))?;
+                let value = HeaderValue::from_bytes(&value)
+                    .map_err(|_| PyValueError::new_err("invalid default header value"))?;
+                Ok((name, value))
+            })
+            .collect::<PyResult<Vec<_>>>()?;
+        let ctx = Arc::new(PyContext {
+            create_future: loop_.getattr(intern!(py, "create_future"))?.unbind(),
+            create_task: loop_.getattr(intern!(py, "create_task"))?.unbind(),
+            runner,
+            fresh_context: if reset_contextvars {
+                Some(py.import("contextvars")?.getattr("Context")?.unbind())
+            } else {
+                None
+            },
+            log,
+            access_log,
+            scope_cache,
+            done: Py::new(py, Done)?,
+            default_headers,
+            runtime: runtime.handle().clone(),
+            active: Mutex::new(HashMap::new()),
+        });
+        Ok(Self {
+            shared,
+            ctx,
+            runtime: Some(runtime),
+            endpoints: Vec::new(),
+            thread: None,
+            spare: Vec::with_capacity(256),
+            total_requests: 0,
+        })
+    }
+
+    /// Serve on (a duplicate of) the listening socket `fd`. For a Unix socket, `unix_path` is
+    /// what the scope reports as `server`.
+    #[pyo3(signature = (fd, unix_path=None))]
+    fn listen(&mut self, fd: RawFd, unix_path: Option<String>) -> PyResult<()> {
+        let runtime = self.runtime.as_ref().ok_or(CoreError::AlreadyStarted)?;
+        let _entered = runtime.enter();
+        let listener = Listener::from_fd(fd)?;
+        self.endpoints.push(Endpoint {
+            listener,
+            unix_path: unix_path.map(Arc::from),
+        });
+        Ok(())
+    }
+
+    /// Start accepting connections on the I/O thread.
+    fn start(&mut self) -> PyResult<()> {
+        if self.endpoints.is_empty() {
+            return Err(CoreError::NotListening.into());
+        }
+        let runtime = self.runtime.take().ok_or(CoreError::AlreadyStarted)?;
+        let shared = self.shared.clone();
+        let endpoints = std::mem::take(&mut self.endpoints);
+        let thread = std::thread::Builder::new()
+            .name("ferrocorn-io".to_owned())
+            .spawn(move || runtime.block_on(serve(shared, endpoints)))
+            .map_err(CoreError::Io)?;
+        self.thread = Some(thread);
+        Ok(())
+    }
+
+    /// The eventfd the event loop must watch; call `drain()` when it is readable.
+    fn fileno(&self) -> RawFd {
+        self.shared.bridge.fileno()
+    }
+
+    /// Handle everything the I/O thread queued since the last call.
+    fn drain(&mut self, py: Python<'_>) -> PyResult<()> {
+        let mut events = self.shared.bridge.take(std::mem::take(&mut self.spare));
+        for event in events.drain(..) {
+            let outcome = match event {
+                Event::Request(head) => self.dispatch(py, head),
+                Event::Wake(id) => self.wake(py, id),
+                Event::Log(level, message) => self
+                    .ctx
+                    .log
+                    .call1(py, (level.as_python_level(), message))
+                    .map(drop),
+            };
+            if let Err(err) = outcome {
+                // One request's failure must not stop the others: report it and go on.
+                self.report(py, err);
+            }
+        }
+        self.spare = events;
+        Ok(())
+    }
+
+    /// Stop accepting; in-flight requests finish, idle keep-alive connections close.
+    fn stop_accepting(&self) {
+        self.shared.set_phase(Phase::Draining);
+    }
+
+    /// Close every connection now.
+    fn force_close(&self) {
+        self.shared.set_phase(Phase::ForceClose);
+    }
+
+    /// Stop the I/O thread and wait for it. Idempotent.
+    fn close(&mut self, py: Python<'_>) -> PyResult<()> {
+        self.shared.set_phase(Phase::Stopped);
+        if let Some(thread) = self.thread.take() {
+            py.detach(|| thread.join())
+                .map_err(|_| PyRuntimeError::new_err("the I/O thread panicked"))?;
+        }
+        self.runtime = None;
+        Ok(())
+    }
+
+    /// Open connections.
+    #[getter]
+    fn connections(&self) -> usize {
+        self.shared.connection_count()
+    }
+
+    /// Requests whose app is still running.
+    #[getter]
+    fn tasks(&self) -> usize {
+        self.ctx.active.lock().len()
+    }
+
+    /// Requests handed to the app since start.
+    #[getter]
+    fn total_requests(&self) -> u64 {
+        self.total_requests
+    }
+
+    /// Cancel every running app task (graceful-shutdown timeout). Returns how many.
+    fn cancel_tasks(&self, py: Python<'_>) -> PyResult<usize> {
+        let tasks: Vec<Py<PyAny>> = self
+            .ctx
+            .active
+            .lock()
+            .values()
+            .map(|active| active.task.clone_ref(py))
+            .collect();
+        for task in &tasks {
+            task.call_method0(py, intern!(py, "cancel"))?;
+        }
+        Ok(tasks.len())
+    }
+}
+
+impl Core {
+    fn dispatch(&mut self, py: Python<'_>, head: Box<RequestHead>) -> PyResult<()> {
+        self.total_requests += 1;
+        let scope = build_http_scope(py, &self.ctx.scope_cache, &head)?;
+        let RequestHead {
+            id,
+            parts,
+            body,
+            exchange,
+            ..
+        } = *head;
+        let keep_scope = self.ctx.access_log.as_ref().map(|_| scope.clone().unbind());
+        let is_head = parts.method == http::Method::HEAD;
+        let protocol = Py::new(
+            py,
+            HttpProtocol::new(self.ctx.clone(), exchange, body, is_head, keep_scope),
+        )?;
+        let coroutine = self.ctx.runner.call1(py, (scope, protocol.clone_ref(py)))?;
+        let task = match &self.ctx.fresh_context {
+            // --reset-contextvars: the task runs in an empty context instead of a copy.
+            Some(context_class) => {
+                let kwargs = PyDict::new(py);
+                kwargs.set_item(intern!(py, "context"), context_class.call0(py)?)?;
+                self.ctx
+                    .create_task
+                    .call(py, (coroutine,), Some(&kwargs))?
+            }
+            None => self.ctx.create_task.call1(py, (coroutine,))?,
+        };
+        self.ctx.active.lock().insert(id, Active { protocol, task });
+        Ok(())
+    }
+
+    fn wake(&mut self, py: Python<'_>, id: u64) -> PyResult<()> {
+        let (request_id, kind) = split_wake_id(id);
+        let protocol = self
+            .ctx
+            .active
+            .lock()
+            .get(&request_id)
+            .map(|active| active.protocol.clone_ref(py));
+        match protocol {
+            Some(protocol) => protocol.borrow_mut(py).on_wake(py, kind),
+            None => Ok(()), // the app has already finished
+        }
+    }
+
+    fn report(&self, py: Python<'_>, err: PyErr) {
+        let message = format!("Error in the ferrocorn core: {err}");
+        if self.ctx.log.call1(py, (40, message)).is_err() {
+            err.print(py);
+        }
+    }
+}

@@ -1,0 +1,168 @@
+//! HTTP/1.1 glue: hyper's h1 connection, configured for an ASGI server, and the service that
+//! turns each request into an [`Exchange`] handed to Python.
+
+use std::convert::Infallible;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use http::{header, HeaderValue, Request, Response, StatusCode};
+use hyper::body::{Body, Incoming};
+use hyper::server::conn::http1;
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::sync::oneshot;
+
+use crate::bridge::{Event, LogLevel};
+use crate::exchange::{ConnInfo, Exchange, RequestHead, ResponseBody};
+use crate::listener::Accepted;
+use crate::server::{phase_action, PhaseAction, Settings, Shared};
+
+pub fn builder(settings: &Settings) -> http1::Builder {
+    let mut builder = http1::Builder::new();
+    builder
+        .timer(TokioTimer::new())
+        .keep_alive(true)
+        // hyper applies this to idle keep-alive connections too, so it is uvicorn's
+        // --timeout-keep-alive and also bounds slow-header (slowloris) clients.
+        .header_read_timeout(settings.keep_alive_timeout)
+        .auto_date_header(settings.date_header)
+        .pipeline_flush(true);
+    if let Some(size) = settings.max_header_size {
+        builder.max_header_size(size);
+    }
+    builder
+}
+
+pub async fn serve_connection(shared: &Arc<Shared>, accepted: Accepted, unix_path: Option<Arc<str>>) {
+    match accepted {
+        Accepted::Tcp(stream, peer, local) => {
+            let conn = Arc::new(ConnInfo {
+                client: Some(peer),
+                server: local,
+                unix_path: None,
+                tls: false,
+            });
+            drive(shared, stream, conn).await
+        }
+        Accepted::Unix(stream) => {
+            let conn = Arc::new(ConnInfo {
+                client: None,
+                server: None,
+                unix_path,
+                tls: false,
+            });
+            drive(shared, stream, conn).await
+        }
+    }
+}
+
+async fn drive<S>(shared: &Arc<Shared>, stream: S, conn: Arc<ConnInfo>)
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let service_shared = shared.clone();
+    let service = service_fn(move |request| {
+        handle_request(service_shared.clone(), conn.clone(), request)
+    });
+    let connection = shared.http1.serve_connection(TokioIo::new(stream), service);
+    tokio::pin!(connection);
+    let mut phase = shared.phase();
+    let mut draining = false;
+    loop {
+        if !draining {
+            match phase_action(*phase.borrow_and_update()) {
+                PhaseAction::Continue => {}
+                PhaseAction::Graceful => {
+                    draining = true;
+                    connection.as_mut().graceful_shutdown();
+                }
+                PhaseAction::Close => return,
+            }
+        }
+        tokio::select! {
+            result = connection.as_mut() => {
+                if let Err(err) = result {
+                    report_connection_error(shared, &err);
+                }
+                return;
+            }
+            changed = phase.changed() => {
+                if changed.is_err() {
+                    return;
+                }
+                if draining && matches!(phase_action(*phase.borrow()), PhaseAction::Close) {
+                    return;
+                }
+            }
+        }
+    }
+}
+
+fn report_connection_error(shared: &Shared, err: &hyper::Error) {
+    if err.is_parse() || err.is_parse_too_large() || err.is_parse_status() {
+        // hyper has already answered 400/431 and will close the connection.
+        shared
+            .bridge
+            .log(LogLevel::Warning, "Invalid HTTP request received.".to_owned());
+    } else {
+        shared
+            .bridge
+            .log(LogLevel::Debug, format!("Connection closed: {err}"));
+    }
+}
+
+/// Marks the exchange as abandoned if hyper drops the service future before the app answered:
+/// that only happens when the client has gone.
+struct AnswerGuard {
+    exchange: Arc<Exchange>,
+    answered: bool,
+}
+
+impl Drop for AnswerGuard {
+    fn drop(&mut self) {
+        if !self.answered {
+            self.exchange.client_gone();
+        }
+    }
+}
+
+async fn handle_request(
+    shared: Arc<Shared>,
+    conn: Arc<ConnInfo>,
+    request: Request<Incoming>,
+) -> Result<Response<ResponseBody>, Infallible> {
+    let id = shared.next_request_id();
+    let (responder, response) = oneshot::channel();
+    let exchange = Arc::new(Exchange::new(id, shared.bridge.clone(), responder));
+    let (parts, body) = request.into_parts();
+    let body = if body.is_end_stream() { None } else { Some(body) };
+    let mut guard = AnswerGuard {
+        exchange: exchange.clone(),
+        answered: false,
+    };
+    shared.bridge.push(Event::Request(Box::new(RequestHead {
+        id,
+        parts,
+        body,
+        conn,
+        exchange,
+    })));
+    let response = response.await;
+    guard.answered = true;
+    Ok(response.unwrap_or_else(|_| internal_server_error()))
+}
+
+/// Only reached if the Python side dropped an exchange without answering (it always answers,
+/// even for a failing app); kept so that the client still gets a well-formed reply.
+fn internal_server_error() -> Response<ResponseBody> {
+    let mut response = Response::new(ResponseBody::Full(Some(Bytes::from_static(
+        b"Internal Server Error",
+    ))));
+    *response.status_mut() = StatusCode::INTERNAL_SERVER_ERROR;
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
+    response
+}

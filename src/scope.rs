@@ -1,0 +1,198 @@
+//! Building the ASGI `http` scope, to equal what uvicorn builds for the same request.
+//!
+//! Keys are interned once, constant sub-objects are cached and copied, and the only
+//! per-request allocations are the objects the app can mutate or that carry request data.
+
+use std::borrow::Cow;
+use std::net::SocketAddr;
+
+use http::{Method, Version};
+use pyo3::prelude::*;
+use pyo3::types::{PyBytes, PyDict, PyList, PyString, PyTuple};
+use pyo3::{intern, IntoPyObjectExt};
+
+use crate::exchange::RequestHead;
+
+/// The ASGI HTTP spec version this server implements (2.4: `send()` raises after disconnect).
+pub const HTTP_SPEC_VERSION: &str = "2.4";
+
+/// Python objects reused for every scope of one server.
+pub struct ScopeCache {
+    asgi: Py<PyDict>,
+    root_path: Py<PyString>,
+    root_path_text: String,
+    state: Option<Py<PyDict>>,
+}
+
+impl ScopeCache {
+    pub fn new(py: Python<'_>, root_path: &str, state: Option<Py<PyDict>>) -> PyResult<Self> {
+        let asgi = PyDict::new(py);
+        asgi.set_item(intern!(py, "version"), "3.0")?;
+        asgi.set_item(intern!(py, "spec_version"), HTTP_SPEC_VERSION)?;
+        Ok(Self {
+            asgi: asgi.unbind(),
+            root_path: PyString::new(py, root_path).unbind(),
+            root_path_text: root_path.to_owned(),
+            state,
+        })
+    }
+
+    pub fn set_asgi_version(&self, py: Python<'_>, version: &str) -> PyResult<()> {
+        self.asgi.bind(py).set_item(intern!(py, "version"), version)
+    }
+}
+
+pub fn build_http_scope<'py>(
+    py: Python<'py>,
+    cache: &ScopeCache,
+    head: &RequestHead,
+) -> PyResult<Bound<'py, PyDict>> {
+    let parts = &head.parts;
+    let scope = PyDict::new(py);
+    scope.set_item(intern!(py, "type"), intern!(py, "http"))?;
+    scope.set_item(intern!(py, "asgi"), cache.asgi.bind(py).copy()?)?;
+    scope.set_item(intern!(py, "http_version"), http_version(py, parts.version))?;
+    match (&head.conn.unix_path, head.conn.server) {
+        (Some(path), _) => scope.set_item(intern!(py, "server"), (path.as_ref(), py.None()))?,
+        (None, Some(addr)) => scope.set_item(intern!(py, "server"), addr_tuple(py, addr)?)?,
+        (None, None) => scope.set_item(intern!(py, "server"), py.None())?,
+    }
+    match head.conn.client {
+        Some(addr) => scope.set_item(intern!(py, "client"), addr_tuple(py, addr)?)?,
+        None => scope.set_item(intern!(py, "client"), py.None())?,
+    }
+    let scheme = if head.conn.tls {
+        intern!(py, "https")
+    } else {
+        intern!(py, "http")
+    };
+    scope.set_item(intern!(py, "scheme"), scheme)?;
+    scope.set_item(intern!(py, "method"), method(py, &parts.method))?;
+    scope.set_item(intern!(py, "root_path"), cache.root_path.bind(py))?;
+
+    let raw_path = parts.uri.path().as_bytes();
+    let decoded = percent_decode(raw_path);
+    let path_text = String::from_utf8_lossy(&decoded);
+    if cache.root_path_text.is_empty() {
+        scope.set_item(intern!(py, "path"), PyString::new(py, &path_text))?;
+        scope.set_item(intern!(py, "raw_path"), PyBytes::new(py, raw_path))?;
+    } else {
+        // uvicorn prefixes both with root_path; apps written for it rely on that.
+        let path = format!("{}{}", cache.root_path_text, path_text);
+        scope.set_item(intern!(py, "path"), PyString::new(py, &path))?;
+        let mut full_raw = Vec::with_capacity(cache.root_path_text.len() + raw_path.len());
+        full_raw.extend_from_slice(cache.root_path_text.as_bytes());
+        full_raw.extend_from_slice(raw_path);
+        scope.set_item(intern!(py, "raw_path"), PyBytes::new(py, &full_raw))?;
+    }
+    let query = parts.uri.query().unwrap_or("").as_bytes();
+    scope.set_item(intern!(py, "query_string"), PyBytes::new(py, query))?;
+
+    let headers = PyList::empty(py);
+    for (name, value) in parts.headers.iter() {
+        let pair = PyTuple::new(
+            py,
+            [
+                PyBytes::new(py, name.as_str().as_bytes()),
+                PyBytes::new(py, value.as_bytes()),
+            ],
+        )?;
+        headers.append(pair)?;
+    }
+    scope.set_item(intern!(py, "headers"), headers)?;
+    match &cache.state {
+        Some(state) => scope.set_item(intern!(py, "state"), state.bind(py).copy()?)?,
+        None => scope.set_item(intern!(py, "state"), PyDict::new(py))?,
+    }
+    scope.set_item(intern!(py, "extensions"), PyDict::new(py))?;
+    Ok(scope)
+}
+
+fn http_version(py: Python<'_>, version: Version) -> &Bound<'_, PyString> {
+    match version {
+        Version::HTTP_10 => intern!(py, "1.0"),
+        Version::HTTP_2 => intern!(py, "2"),
+        _ => intern!(py, "1.1"),
+    }
+}
+
+fn method<'py>(py: Python<'py>, method: &Method) -> Bound<'py, PyString> {
+    let interned = match *method {
+        Method::GET => intern!(py, "GET"),
+        Method::POST => intern!(py, "POST"),
+        Method::PUT => intern!(py, "PUT"),
+        Method::DELETE => intern!(py, "DELETE"),
+        Method::HEAD => intern!(py, "HEAD"),
+        Method::OPTIONS => intern!(py, "OPTIONS"),
+        Method::PATCH => intern!(py, "PATCH"),
+        _ => return PyString::new(py, method.as_str()),
+    };
+    interned.clone()
+}
+
+fn addr_tuple(py: Python<'_>, addr: SocketAddr) -> PyResult<Bound<'_, PyTuple>> {
+    let host = addr.ip().to_string().into_bound_py_any(py)?;
+    let port = addr.port().into_bound_py_any(py)?;
+    PyTuple::new(py, [host, port])
+}
+
+/// Percent-decode a request path, as `urllib.parse.unquote` does on the bytes level.
+/// Malformed escapes are kept literally.
+pub fn percent_decode(input: &[u8]) -> Cow<'_, [u8]> {
+    if !input.contains(&b'%') {
+        return Cow::Borrowed(input);
+    }
+    let mut out = Vec::with_capacity(input.len());
+    let mut i = 0;
+    while i < input.len() {
+        if input[i] == b'%' && i + 2 < input.len() {
+            if let (Some(hi), Some(lo)) = (hex(input[i + 1]), hex(input[i + 2])) {
+                out.push(hi << 4 | lo);
+                i += 3;
+                continue;
+            }
+        }
+        out.push(input[i]);
+        i += 1;
+    }
+    Cow::Owned(out)
+}
+
+fn hex(byte: u8) -> Option<u8> {
+    match byte {
+        b'0'..=b'9' => Some(byte - b'0'),
+        b'a'..=b'f' => Some(byte - b'a' + 10),
+        b'A'..=b'F' => Some(byte - b'A' + 10),
+        _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::percent_decode;
+
+    #[test]
+    fn decodes_escapes_and_utf8() {
+        assert_eq!(percent_decode(b"/a%20b").as_ref(), b"/a b");
+        assert_eq!(
+            String::from_utf8_lossy(&percent_decode(b"/caf%C3%A9")),
+            "/caf\u{e9}"
+        );
+    }
+
+    #[test]
+    fn keeps_malformed_escapes() {
+        assert_eq!(percent_decode(b"/100%").as_ref(), b"/100%");
+        assert_eq!(percent_decode(b"/%zz").as_ref(), b"/%zz");
+        assert_eq!(percent_decode(b"/%4").as_ref(), b"/%4");
+        assert_eq!(percent_decode(b"%41%42").as_ref(), b"AB");
+    }
+
+    #[test]
+    fn borrows_when_nothing_to_decode() {
+        assert!(matches!(
+            percent_decode(b"/plain"),
+            std::borrow::Cow::Borrowed(_)
+        ));
+    }
+}

@@ -1,0 +1,145 @@
+//! The tokio side: accept loops, one task per connection, and the shutdown phases.
+//!
+//! The runtime is a current-thread runtime on its own OS thread ("ferrocorn-io"). It never
+//! touches Python: requests leave through the [`Bridge`], responses come back through each
+//! [`Exchange`].
+
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::watch;
+
+use crate::bridge::{Bridge, LogLevel};
+use crate::http1;
+use crate::listener::Listener;
+
+/// Where the server is in its life. Connections watch this to close gracefully or at once.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub enum Phase {
+    Running,
+    /// Stop accepting; finish in-flight requests; close idle keep-alive connections.
+    Draining,
+    /// Drop every connection now.
+    ForceClose,
+    /// Leave the runtime.
+    Stopped,
+}
+
+/// HTTP settings fixed at startup.
+#[derive(Clone, Debug)]
+pub struct Settings {
+    pub keep_alive_timeout: Duration,
+    pub max_header_size: Option<usize>,
+    pub date_header: bool,
+}
+
+/// State shared by every task of the runtime. Holds no Python object.
+pub struct Shared {
+    pub bridge: Arc<Bridge>,
+    pub http1: hyper::server::conn::http1::Builder,
+    next_request_id: AtomicU64,
+    connections: AtomicUsize,
+    phase: watch::Sender<Phase>,
+}
+
+impl Shared {
+    pub fn new(bridge: Arc<Bridge>, settings: Settings) -> Self {
+        let http1 = http1::builder(&settings);
+        let (phase, _) = watch::channel(Phase::Running);
+        Self {
+            bridge,
+            http1,
+            next_request_id: AtomicU64::new(1),
+            connections: AtomicUsize::new(0),
+            phase,
+        }
+    }
+
+    pub fn next_request_id(&self) -> u64 {
+        self.next_request_id.fetch_add(1, Ordering::Relaxed)
+    }
+
+    pub fn connection_count(&self) -> usize {
+        self.connections.load(Ordering::Acquire)
+    }
+
+    pub fn set_phase(&self, phase: Phase) {
+        self.phase.send_replace(phase);
+    }
+
+    pub fn phase(&self) -> watch::Receiver<Phase> {
+        self.phase.subscribe()
+    }
+}
+
+/// A listener plus what the scope reports as `server` for a Unix socket.
+pub struct Endpoint {
+    pub listener: Listener,
+    pub unix_path: Option<Arc<str>>,
+}
+
+/// Runs until the phase becomes [`Phase::Stopped`].
+pub async fn serve(shared: Arc<Shared>, endpoints: Vec<Endpoint>) {
+    for endpoint in endpoints {
+        tokio::spawn(accept_loop(shared.clone(), endpoint));
+    }
+    let mut phase = shared.phase();
+    while *phase.borrow_and_update() != Phase::Stopped {
+        if phase.changed().await.is_err() {
+            break;
+        }
+    }
+}
+
+async fn accept_loop(shared: Arc<Shared>, endpoint: Endpoint) {
+    let mut phase = shared.phase();
+    loop {
+        let accepted = tokio::select! {
+            accepted = endpoint.listener.accept() => accepted,
+            _ = phase.wait_for(|p| *p != Phase::Running) => return,
+        };
+        match accepted {
+            Ok(accepted) => {
+                shared.connections.fetch_add(1, Ordering::AcqRel);
+                let guard = ConnectionGuard(shared.clone());
+                let unix_path = endpoint.unix_path.clone();
+                tokio::spawn(async move {
+                    http1::serve_connection(&guard.0, accepted, unix_path).await;
+                    drop(guard);
+                });
+            }
+            Err(err) => {
+                // EMFILE and friends: back off briefly instead of spinning.
+                shared
+                    .bridge
+                    .log(LogLevel::Error, format!("Error accepting connection: {err}"));
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+    }
+}
+
+/// Keeps the live-connection count exact, whichever way a connection task ends.
+struct ConnectionGuard(Arc<Shared>);
+
+impl Drop for ConnectionGuard {
+    fn drop(&mut self) {
+        self.0.connections.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+/// How the connection loop reacts to a phase change.
+pub enum PhaseAction {
+    Continue,
+    Graceful,
+    Close,
+}
+
+pub fn phase_action(phase: Phase) -> PhaseAction {
+    match phase {
+        Phase::Running => PhaseAction::Continue,
+        Phase::Draining => PhaseAction::Graceful,
+        Phase::ForceClose | Phase::Stopped => PhaseAction::Close,
+    }
+}
