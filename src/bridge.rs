@@ -1,12 +1,18 @@
 //! The hand-off from the tokio side to the asyncio side.
 //!
-//! Rust threads never take the GIL. They push [`Event`]s into one queue and, only when the
-//! queue goes from "nobody will look" to "somebody must look", write to an eventfd that the
-//! asyncio loop watches with `loop.add_reader`. The loop then drains every queued event in one
-//! callback, so under load a single wake-up carries a whole batch of requests.
+//! Rust threads never take the GIL. They push [`Event`]s into one queue and write to an eventfd
+//! that the asyncio loop watches with `loop.add_reader`; the loop then drains every queued event
+//! in one callback.
+//!
+//! The write is deferred: the I/O thread signals when it is about to park (it has nothing left
+//! to do but wait, usually for Python), or at once when the batch is large or has waited too
+//! long. Both threads usually share one core, so waking Python in the middle of an I/O pass
+//! would only make the two threads take turns per request; deferring makes one wake-up carry
+//! the whole pass's requests.
 
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
 
 use parking_lot::Mutex;
 
@@ -42,8 +48,30 @@ impl LogLevel {
     }
 }
 
+thread_local! {
+    /// True on the I/O thread, whose park hook flushes the queue; pushes from any other thread
+    /// must wake the loop themselves.
+    static ON_IO_THREAD: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+/// Marks the calling thread as the I/O thread (see [`Bridge::push`]).
+pub fn mark_io_thread() {
+    ON_IO_THREAD.with(|flag| flag.set(true));
+}
+
+/// Signal at once when this many events are waiting...
+const MAX_BATCH: usize = 64;
+/// ...or when the oldest unsignalled event is this old.
+const MAX_DELAY: Duration = Duration::from_micros(500);
+
+struct Queue {
+    events: Vec<Event>,
+    /// When the first event not yet signalled was queued.
+    oldest_unsignalled: Option<Instant>,
+}
+
 pub struct Bridge {
-    queue: Mutex<Vec<Event>>,
+    queue: Mutex<Queue>,
     /// True while a wake-up is pending (the eventfd was written and not yet drained).
     armed: AtomicBool,
     eventfd: OwnedFd,
@@ -57,7 +85,10 @@ impl Bridge {
             return Err(CoreError::Io(std::io::Error::last_os_error()));
         }
         Ok(Self {
-            queue: Mutex::new(Vec::with_capacity(256)),
+            queue: Mutex::new(Queue {
+                events: Vec::with_capacity(256),
+                oldest_unsignalled: None,
+            }),
             armed: AtomicBool::new(false),
             // SAFETY: fd is a fresh descriptor that nothing else owns.
             eventfd: unsafe { OwnedFd::from_raw_fd(fd) },
@@ -68,16 +99,55 @@ impl Bridge {
         self.eventfd.as_raw_fd()
     }
 
-    /// Queue an event; wake the loop unless a wake-up is already on its way.
+    /// Queue an event from the I/O thread; the loop is woken by [`Bridge::flush`] before the
+    /// thread parks, or now if the batch is already large or old.
     pub fn push(&self, event: Event) {
-        self.queue.lock().push(event);
+        if !ON_IO_THREAD.with(|flag| flag.get()) {
+            self.push_now(event);
+            return;
+        }
+        let mut queue = self.queue.lock();
+        queue.events.push(event);
+        let now_due = match queue.oldest_unsignalled {
+            None => {
+                queue.oldest_unsignalled = Some(Instant::now());
+                queue.events.len() >= MAX_BATCH
+            }
+            Some(since) => queue.events.len() >= MAX_BATCH || since.elapsed() >= MAX_DELAY,
+        };
+        if now_due {
+            queue.oldest_unsignalled = None;
+            drop(queue);
+            self.wake();
+        }
+    }
+
+    /// Queue an event and wake the loop now (for pushes from threads that do not park through
+    /// the runtime, and for rare events).
+    pub fn push_now(&self, event: Event) {
+        self.queue.lock().events.push(event);
+        self.wake();
+    }
+
+    /// Wake the loop if events are waiting. Called by the I/O thread before it parks.
+    pub fn flush(&self) {
+        let mut queue = self.queue.lock();
+        if queue.events.is_empty() {
+            return;
+        }
+        queue.oldest_unsignalled = None;
+        drop(queue);
+        self.wake();
+    }
+
+    fn wake(&self) {
         if !self.armed.swap(true, Ordering::AcqRel) {
             self.signal();
         }
     }
 
     pub fn log(&self, level: LogLevel, message: String) {
-        self.push(Event::Log(level, message));
+        self.push_now(Event::Log(level, message));
     }
 
     fn signal(&self) {
@@ -107,6 +177,8 @@ impl Bridge {
                 std::mem::size_of::<u64>(),
             );
         }
-        std::mem::replace(&mut *self.queue.lock(), spare)
+        let mut queue = self.queue.lock();
+        queue.oldest_unsignalled = None;
+        std::mem::replace(&mut queue.events, spare)
     }
 }

@@ -13,12 +13,12 @@ use std::time::Duration;
 use http::{HeaderName, HeaderValue};
 use parking_lot::Mutex;
 use pyo3::exceptions::{PyRuntimeError, PyValueError};
+use pyo3::intern;
 use pyo3::prelude::*;
 use pyo3::types::PyDict;
-use pyo3::intern;
 
 use crate::awaitable::Done;
-use crate::bridge::{Bridge, Event};
+use crate::bridge::{mark_io_thread, Bridge, Event};
 use crate::errors::CoreError;
 use crate::exchange::{split_wake_id, RequestHead};
 use crate::listener::Listener;
@@ -66,15 +66,20 @@ impl Core {
         }
         if let Some(size) = max_header_size {
             if size < 1024 {
-                return Err(PyValueError::new_err("max_header_size must be at least 1024"));
+                return Err(PyValueError::new_err(
+                    "max_header_size must be at least 1024",
+                ));
             }
         }
+        let bridge = Arc::new(Bridge::new()?);
+        let park_bridge = bridge.clone();
         let runtime = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .thread_name("ferrocorn-io")
+            // Everything the I/O pass produced goes to Python in one wake-up.
+            .on_thread_park(move || park_bridge.flush())
             .build()
             .map_err(CoreError::Io)?;
-        let bridge = Arc::new(Bridge::new()?);
         let settings = Settings {
             keep_alive_timeout: Duration::from_secs_f64(keep_alive_timeout),
             max_header_size,
@@ -145,7 +150,10 @@ impl Core {
         let endpoints = std::mem::take(&mut self.endpoints);
         let thread = std::thread::Builder::new()
             .name("ferrocorn-io".to_owned())
-            .spawn(move || runtime.block_on(serve(shared, endpoints)))
+            .spawn(move || {
+                mark_io_thread();
+                runtime.block_on(serve(shared, endpoints))
+            })
             .map_err(CoreError::Io)?;
         self.thread = Some(thread);
         Ok(())
@@ -256,9 +264,7 @@ impl Core {
             Some(context_class) => {
                 let kwargs = PyDict::new(py);
                 kwargs.set_item(intern!(py, "context"), context_class.call0(py)?)?;
-                self.ctx
-                    .create_task
-                    .call(py, (coroutine,), Some(&kwargs))?
+                self.ctx.create_task.call(py, (coroutine,), Some(&kwargs))?
             }
             None => self.ctx.create_task.call1(py, (coroutine,))?,
         };

@@ -33,6 +33,10 @@ pub struct ConnInfo {
     /// For Unix sockets, the path the scope reports as `server`.
     pub unix_path: Option<Arc<str>>,
     pub tls: bool,
+    /// The scope's `client` and `server` tuples, built by the first request on this connection
+    /// and shared by the rest (tuples are immutable). Dropping them off the GIL is deferred by
+    /// PyO3 to the next time the GIL is held.
+    pub py_addresses: std::sync::OnceLock<(pyo3::Py<pyo3::PyAny>, pyo3::Py<pyo3::PyAny>)>,
 }
 
 /// A parsed request on its way to the Python side.

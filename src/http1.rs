@@ -34,7 +34,11 @@ pub fn builder(settings: &Settings) -> http1::Builder {
     builder
 }
 
-pub async fn serve_connection(shared: &Arc<Shared>, accepted: Accepted, unix_path: Option<Arc<str>>) {
+pub async fn serve_connection(
+    shared: &Arc<Shared>,
+    accepted: Accepted,
+    unix_path: Option<Arc<str>>,
+) {
     match accepted {
         Accepted::Tcp(stream, peer, local) => {
             let conn = Arc::new(ConnInfo {
@@ -42,6 +46,7 @@ pub async fn serve_connection(shared: &Arc<Shared>, accepted: Accepted, unix_pat
                 server: local,
                 unix_path: None,
                 tls: false,
+                py_addresses: Default::default(),
             });
             drive(shared, stream, conn).await
         }
@@ -51,6 +56,7 @@ pub async fn serve_connection(shared: &Arc<Shared>, accepted: Accepted, unix_pat
                 server: None,
                 unix_path,
                 tls: false,
+                py_addresses: Default::default(),
             });
             drive(shared, stream, conn).await
         }
@@ -62,9 +68,8 @@ where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
     let service_shared = shared.clone();
-    let service = service_fn(move |request| {
-        handle_request(service_shared.clone(), conn.clone(), request)
-    });
+    let service =
+        service_fn(move |request| handle_request(service_shared.clone(), conn.clone(), request));
     let connection = shared.http1.serve_connection(TokioIo::new(stream), service);
     tokio::pin!(connection);
     let mut phase = shared.phase();
@@ -102,9 +107,10 @@ where
 fn report_connection_error(shared: &Shared, err: &hyper::Error) {
     if err.is_parse() || err.is_parse_too_large() || err.is_parse_status() {
         // hyper has already answered 400/431 and will close the connection.
-        shared
-            .bridge
-            .log(LogLevel::Warning, "Invalid HTTP request received.".to_owned());
+        shared.bridge.log(
+            LogLevel::Warning,
+            "Invalid HTTP request received.".to_owned(),
+        );
     } else {
         shared
             .bridge
@@ -136,7 +142,11 @@ async fn handle_request(
     let (responder, response) = oneshot::channel();
     let exchange = Arc::new(Exchange::new(id, shared.bridge.clone(), responder));
     let (parts, body) = request.into_parts();
-    let body = if body.is_end_stream() { None } else { Some(body) };
+    let body = if body.is_end_stream() {
+        None
+    } else {
+        Some(body)
+    };
     let mut guard = AnswerGuard {
         exchange: exchange.clone(),
         answered: false,

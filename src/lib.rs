@@ -32,7 +32,10 @@ fn _ferrocorn(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<protocol::HttpProtocol>()?;
     m.add_class::<awaitable::Ready>()?;
     m.add_class::<awaitable::Done>()?;
-    m.add("ClientDisconnected", m.py().get_type::<ClientDisconnected>())?;
+    m.add(
+        "ClientDisconnected",
+        m.py().get_type::<ClientDisconnected>(),
+    )?;
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;
     m.add("HTTP_SPEC_VERSION", scope::HTTP_SPEC_VERSION)?;
     Ok(())

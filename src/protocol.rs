@@ -211,9 +211,8 @@ impl HttpProtocol {
                 let name = HeaderName::from_bytes(name).map_err(|_| {
                     ProtocolError::InvalidHeaderName(String::from_utf8_lossy(name).into_owned())
                 })?;
-                let value = HeaderValue::from_bytes(value).map_err(|_| {
-                    ProtocolError::InvalidHeaderValue(name.as_str().to_owned())
-                })?;
+                let value = HeaderValue::from_bytes(value)
+                    .map_err(|_| ProtocolError::InvalidHeaderValue(name.as_str().to_owned()))?;
                 if name == TRANSFER_ENCODING {
                     continue; // the server decides the framing (ASGI spec)
                 }
@@ -245,11 +244,7 @@ impl HttpProtocol {
         Ok(())
     }
 
-    fn send_body(
-        &mut self,
-        py: Python<'_>,
-        message: &Bound<'_, PyDict>,
-    ) -> PyResult<Py<PyAny>> {
+    fn send_body(&mut self, py: Python<'_>, message: &Bound<'_, PyDict>) -> PyResult<Py<PyAny>> {
         let body = match message.get_item(intern!(py, "body"))? {
             Some(body) => Bytes::copy_from_slice(bytes_of(&body)?),
             None => Bytes::new(),
@@ -476,9 +471,7 @@ fn bytes_of<'a>(value: &'a Bound<'_, PyAny>) -> PyResult<&'a [u8]> {
 }
 
 fn is_done(py: Python<'_>, future: &Py<PyAny>) -> PyResult<bool> {
-    future
-        .call_method0(py, intern!(py, "done"))?
-        .is_truthy(py)
+    future.call_method0(py, intern!(py, "done"))?.is_truthy(py)
 }
 
 fn set_result(py: Python<'_>, future: &Py<PyAny>, value: Py<PyAny>) -> PyResult<()> {

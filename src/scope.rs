@@ -11,7 +11,7 @@ use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyDict, PyList, PyString, PyTuple};
 use pyo3::{intern, IntoPyObjectExt};
 
-use crate::exchange::RequestHead;
+use crate::exchange::{ConnInfo, RequestHead};
 
 /// The ASGI HTTP spec version this server implements (2.4: `send()` raises after disconnect).
 pub const HTTP_SPEC_VERSION: &str = "2.4";
@@ -52,15 +52,9 @@ pub fn build_http_scope<'py>(
     scope.set_item(intern!(py, "type"), intern!(py, "http"))?;
     scope.set_item(intern!(py, "asgi"), cache.asgi.bind(py).copy()?)?;
     scope.set_item(intern!(py, "http_version"), http_version(py, parts.version))?;
-    match (&head.conn.unix_path, head.conn.server) {
-        (Some(path), _) => scope.set_item(intern!(py, "server"), (path.as_ref(), py.None()))?,
-        (None, Some(addr)) => scope.set_item(intern!(py, "server"), addr_tuple(py, addr)?)?,
-        (None, None) => scope.set_item(intern!(py, "server"), py.None())?,
-    }
-    match head.conn.client {
-        Some(addr) => scope.set_item(intern!(py, "client"), addr_tuple(py, addr)?)?,
-        None => scope.set_item(intern!(py, "client"), py.None())?,
-    }
+    let (client, server) = connection_addresses(py, &head.conn)?;
+    scope.set_item(intern!(py, "server"), server)?;
+    scope.set_item(intern!(py, "client"), client)?;
     let scheme = if head.conn.tls {
         intern!(py, "https")
     } else {
@@ -128,6 +122,29 @@ fn method<'py>(py: Python<'py>, method: &Method) -> Bound<'py, PyString> {
         _ => return PyString::new(py, method.as_str()),
     };
     interned.clone()
+}
+
+/// The `(client, server)` scope values of a connection, built once per connection.
+fn connection_addresses<'py>(
+    py: Python<'py>,
+    conn: &ConnInfo,
+) -> PyResult<(Bound<'py, PyAny>, Bound<'py, PyAny>)> {
+    if let Some((client, server)) = conn.py_addresses.get() {
+        return Ok((client.bind(py).clone(), server.bind(py).clone()));
+    }
+    let server = match (&conn.unix_path, conn.server) {
+        (Some(path), _) => (path.as_ref(), py.None()).into_bound_py_any(py)?,
+        (None, Some(addr)) => addr_tuple(py, addr)?.into_any(),
+        (None, None) => py.None().into_bound(py),
+    };
+    let client = match conn.client {
+        Some(addr) => addr_tuple(py, addr)?.into_any(),
+        None => py.None().into_bound(py),
+    };
+    let _ = conn
+        .py_addresses
+        .set((client.clone().unbind(), server.clone().unbind()));
+    Ok((client, server))
 }
 
 fn addr_tuple(py: Python<'_>, addr: SocketAddr) -> PyResult<Bound<'_, PyTuple>> {

@@ -111,9 +111,10 @@ async fn accept_loop(shared: Arc<Shared>, endpoint: Endpoint) {
             }
             Err(err) => {
                 // EMFILE and friends: back off briefly instead of spinning.
-                shared
-                    .bridge
-                    .log(LogLevel::Error, format!("Error accepting connection: {err}"));
+                shared.bridge.log(
+                    LogLevel::Error,
+                    format!("Error accepting connection: {err}"),
+                );
                 tokio::time::sleep(Duration::from_millis(50)).await;
             }
         }
