@@ -274,7 +274,7 @@ def process_group_cpu_seconds(pgid: int) -> float:
 class SystemCpu:
     """Machine-wide CPU seconds from /proc/stat (all CPUs)."""
 
-    task: float  # user + nice + system: time charged to processes
+    task: float  # user + nice + system + irq + softirq
     steal: float  # time the hypervisor gave to someone else
 
     @classmethod
@@ -284,7 +284,9 @@ class SystemCpu:
         # cpu: user nice system idle iowait irq softirq steal guest guest_nice
         tick = os.sysconf("SC_CLK_TCK")
         steal = values[7] if len(values) > 7 else 0
-        return cls(task=sum(values[0:3]) / tick, steal=steal / tick)
+        # Process CPU times include softirq work done in their context: count it as busy too.
+        task = sum(values[0:3]) + sum(values[5:7])
+        return cls(task=task / tick, steal=steal / tick)
 
 
 class ServerProcess:
@@ -492,7 +494,10 @@ def measure(
         system_after = SystemCpu.read()
         server_cpu_s = process_group_cpu_seconds(proc.pgid) - cpu_before
         # Whatever else ran on the machine during the run (builds, other benchmarks) skews it.
-        other_cpu = (system_after.task - system_before.task - server_cpu_s - client_cpu_s) / elapsed
+        # Per-process and machine-wide accounting differ by a few %: clamp the difference at 0.
+        other_cpu = max(
+            0.0, (system_after.task - system_before.task - server_cpu_s - client_cpu_s) / elapsed
+        )
         steal = (system_after.steal - system_before.steal) / elapsed
 
         warnings = []
@@ -526,6 +531,48 @@ def measure(
         )
     finally:
         proc.stop()
+
+
+def wait_for_idle(timeout: float) -> bool:
+    """Wait until the machine is idle (nothing of ours runs now) for one second; False on timeout."""
+    deadline = time.monotonic() + timeout
+    announced = False
+    while True:
+        before = SystemCpu.read()
+        time.sleep(1.0)
+        after = SystemCpu.read()
+        load = (after.task - before.task) + (after.steal - before.steal)
+        if load <= OTHER_LOAD_MAX:
+            return True
+        if time.monotonic() >= deadline:
+            print(f"    machine still busy ({load:.0%} of a core); measuring anyway", file=sys.stderr)
+            return False
+        if not announced:
+            print(f"    machine busy ({load:.0%} of a core used by others): waiting", file=sys.stderr)
+            announced = True
+
+
+def measure_undisturbed(
+    server: str, workload: Workload, run: int, args: argparse.Namespace, work_dir: Path, label: str
+) -> Measurement:
+    """Measure once, waiting for an idle machine first and re-measuring runs disturbed by others."""
+    for attempt in range(args.retries + 1):
+        if args.idle_timeout > 0:
+            wait_for_idle(args.idle_timeout)
+        m = measure(server, workload, run, args, work_dir)
+        disturbed = m.other_cpu + m.steal > OTHER_LOAD_MAX
+        flag = f"  ⚠ {'; '.join(m.warnings)}" if m.warnings else ""
+        if disturbed:
+            flag += "  (disturbed by other load" + (", retrying)" if attempt < args.retries else ")")
+        print(
+            f"{label}: {m.rps:>10,.0f} req/s  p99 {_fmt_ms(m.p99_ms):>9}  "
+            f"{m.transfer_mb_s:>8,.1f} MB/s  cpu {m.server_cpu:.0%}/{m.client_cpu:.0%}"
+            f" other {m.other_cpu + m.steal:.0%}{flag}",
+            file=sys.stderr,
+        )
+        if not disturbed:
+            break
+    return m
 
 
 def _indent(text: str, spaces: int) -> str:
@@ -714,6 +761,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--servers", default=",".join(ALL_SERVERS), help="comma list")
     parser.add_argument("--server-cpu", default="0", help="taskset CPU list for servers (default 0)")
     parser.add_argument("--client-cpu", default="1", help="taskset CPU list for wrk (default 1)")
+    parser.add_argument(
+        "--idle-timeout", type=float, default=120.0,
+        help="before each run, wait up to this many seconds for other load to stop (0: don't wait)",
+    )
+    parser.add_argument(
+        "--retries", type=int, default=2,
+        help="re-measure a run disturbed by other load up to this many times (default 2)",
+    )
     parser.add_argument("--json", type=Path, help="write all runs and medians to this JSON file")
     parser.add_argument("--markdown", type=Path, help="write the Markdown report to this file")
     args = parser.parse_args(argv)
@@ -722,6 +777,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     args.runs = args.runs or (1 if args.quick else 3)
     if args.duration < 1 or args.runs < 1:
         parser.error("--duration and --runs must be at least 1")
+    if args.retries < 0:
+        parser.error("--retries must be at least 0")
     args.server_list = [s.strip() for s in args.servers.split(",") if s.strip()]
     args.workload_list = [w.strip() for w in args.workloads.split(",") if w.strip()]
     for server in args.server_list:
@@ -777,16 +834,9 @@ def run(args: argparse.Namespace) -> int:
                 shift = (run_index - 1) % len(servers)
                 for server in servers[shift:] + servers[:shift]:
                     done += 1
-                    m = measure(server, workload, run_index, args, work_dir)
-                    measurements.append(m)
-                    flag = f"  ⚠ {'; '.join(m.warnings)}" if m.warnings else ""
-                    print(
-                        f"[{done}/{total}] {workload.name:<13} {server:<9} run {run_index}: "
-                        f"{m.rps:>10,.0f} req/s  p99 {_fmt_ms(m.p99_ms):>9}  "
-                        f"{m.transfer_mb_s:>8,.1f} MB/s  cpu {m.server_cpu:.0%}/{m.client_cpu:.0%}"
-                        f" other {m.other_cpu + m.steal:.0%}"
-                        f"{flag}",
-                        file=sys.stderr,
+                    label = f"[{done}/{total}] {workload.name:<13} {server:<9} run {run_index}"
+                    measurements.append(
+                        measure_undisturbed(server, workload, run_index, args, work_dir, label)
                     )
 
     summaries = {

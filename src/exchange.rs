@@ -90,6 +90,9 @@ pub struct ExchangeState {
     out_buffered: usize,
     out_done: bool,
     out_aborted: bool,
+    /// On abort, hyper is first given one `Pending` so that it flushes what it has (the head,
+    /// the bytes sent so far) before the error ends the connection.
+    abort_flushed: bool,
     out_waker: Option<Waker>,
     pub send_waiting: bool,
 }
@@ -214,6 +217,11 @@ impl Exchange {
             return Poll::Ready(Some(Ok(Frame::data(chunk))));
         }
         if state.out_aborted {
+            if !state.abort_flushed {
+                state.abort_flushed = true;
+                cx.waker().wake_by_ref();
+                return Poll::Pending;
+            }
             return Poll::Ready(Some(Err(BodyAborted)));
         }
         if state.out_done {

@@ -18,6 +18,11 @@ use crate::exchange::{ConnInfo, Exchange, RequestHead, ResponseBody};
 use crate::listener::Accepted;
 use crate::server::{phase_action, PhaseAction, Settings, Shared};
 
+/// Request line plus headers, in bytes, above which a request gets 431. uvicorn's h11 uses 16 KiB,
+/// which large SSO cookies exceed; nginx allows 4 x 8 KiB per line. `--h11-max-incomplete-event-size`
+/// overrides it.
+pub const DEFAULT_MAX_HEADER_SIZE: usize = 64 * 1024;
+
 pub fn builder(settings: &Settings) -> http1::Builder {
     let mut builder = http1::Builder::new();
     builder
@@ -26,11 +31,10 @@ pub fn builder(settings: &Settings) -> http1::Builder {
         // hyper applies this to idle keep-alive connections too, so it is uvicorn's
         // --timeout-keep-alive and also bounds slow-header (slowloris) clients.
         .header_read_timeout(settings.keep_alive_timeout)
-        .auto_date_header(settings.date_header)
-        .pipeline_flush(true);
-    if let Some(size) = settings.max_header_size {
-        builder.max_header_size(size);
-    }
+        .auto_date_header(settings.date_header);
+    // Not `pipeline_flush`: with it hyper skips the flush while unparsed bytes remain, which
+    // loses the automatic 400 for a malformed request (the bad bytes are still buffered).
+    builder.max_header_size(settings.max_header_size.unwrap_or(DEFAULT_MAX_HEADER_SIZE));
     builder
 }
 
@@ -138,6 +142,9 @@ async fn handle_request(
     conn: Arc<ConnInfo>,
     request: Request<Incoming>,
 ) -> Result<Response<ResponseBody>, Infallible> {
+    if let Err(reason) = validate_host(&request) {
+        return Ok(bad_request(reason));
+    }
     let id = shared.next_request_id();
     let (responder, response) = oneshot::channel();
     let exchange = Arc::new(Exchange::new(id, shared.bridge.clone(), responder));
@@ -161,6 +168,45 @@ async fn handle_request(
     let response = response.await;
     guard.answered = true;
     Ok(response.unwrap_or_else(|_| internal_server_error()))
+}
+
+/// RFC 9112 §3.2: an HTTP/1.1 request needs exactly one Host, and it must be `host[:port]`.
+/// hyper does not check this; the app never sees such a request.
+fn validate_host(request: &Request<Incoming>) -> Result<(), &'static str> {
+    let mut hosts = request.headers().get_all(header::HOST).iter();
+    match (hosts.next(), hosts.next()) {
+        (None, _) if request.version() == http::Version::HTTP_11 => Err("missing Host header"),
+        (None, _) => Ok(()),
+        (Some(_), Some(_)) => Err("more than one Host header"),
+        (Some(host), None) => {
+            let valid = !host.as_bytes().contains(&b'@')
+                && (host.is_empty()
+                    || host
+                        .to_str()
+                        .ok()
+                        .and_then(|text| text.parse::<http::uri::Authority>().ok())
+                        .is_some());
+            if valid {
+                Ok(())
+            } else {
+                Err("invalid Host header")
+            }
+        }
+    }
+}
+
+fn bad_request(reason: &'static str) -> Response<ResponseBody> {
+    let mut response = Response::new(ResponseBody::Full(Some(Bytes::from_static(
+        reason.as_bytes(),
+    ))));
+    *response.status_mut() = StatusCode::BAD_REQUEST;
+    let headers = response.headers_mut();
+    headers.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
+    headers.insert(header::CONNECTION, HeaderValue::from_static("close"));
+    response
 }
 
 /// Only reached if the Python side dropped an exchange without answering (it always answers,

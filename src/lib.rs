@@ -19,6 +19,11 @@ mod protocol;
 mod scope;
 mod server;
 
+/// mimalloc instead of the system allocator: requests are allocated on one thread and freed on
+/// the other, which glibc's per-thread arenas handle poorly (measured: see docs/architecture.md).
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 create_exception!(
     ferrocorn._ferrocorn,
     ClientDisconnected,

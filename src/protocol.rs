@@ -280,7 +280,7 @@ impl HttpProtocol {
                     return Err(ClientDisconnected::new_err("client disconnected"));
                 }
                 self.response = ResponseState::Streaming { remaining };
-                self.push(py, body, true)
+                self.push(py, body, remaining != Some(0))
             }
             ResponseState::Streaming { .. } => {
                 if more {
@@ -288,7 +288,9 @@ impl HttpProtocol {
                 } else {
                     self.response_complete(py)?;
                 }
-                self.push(py, body, more)
+                // Once every declared byte is queued the response is complete on the wire (hyper
+                // ends it there), even if the app's closing `more_body=False` is still to come.
+                self.push(py, body, more && remaining != Some(0))
             }
             other => {
                 self.response = other;
@@ -430,10 +432,14 @@ impl HttpProtocol {
         }
     }
 
-    /// The app raised: 500 if nothing was sent yet, otherwise a broken-off response.
+    /// The app raised: 500 if nothing was sent yet (400 if the request body was malformed),
+    /// otherwise a broken-off response.
     fn app_failed(&mut self) {
         self.release();
         match self.response {
+            ResponseState::Idle if self.exchange.lock().body_failed => {
+                self.respond_error(StatusCode::BAD_REQUEST)
+            }
             ResponseState::Idle => self.respond_error(StatusCode::INTERNAL_SERVER_ERROR),
             _ => self.abort_response(),
         }

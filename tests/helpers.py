@@ -229,7 +229,7 @@ class ServerProcess:
     def alive(self) -> bool:
         return self.proc.poll() is None
 
-    def signal(self, sig=signal.SIGINT):
+    def send_signal(self, sig=signal.SIGINT):
         if self.proc.poll() is None:
             os.kill(self.pid, sig)
 

@@ -16,6 +16,7 @@ def raw_scope(server, target, headers=(), method="GET", version="1.1", body=b"")
         assert resp.status == 200, resp
         data = resp.json()
         data["_local_port"] = conn.local_port
+        data["scope"]["headers"] = [tuple(h) for h in data["scope"]["headers"]]
         return data
 
 
@@ -144,6 +145,7 @@ def test_scope_via_httpx_post(router_server):
         r = c.post("/scope/p?z=9", content=b"abc", headers={"content-type": "text/plain"})
     assert r.status_code == 200
     scope = decode_json(r.json())["scope"]
+    scope["headers"] = [tuple(h) for h in scope["headers"]]
     assert scope["method"] == "POST"
     assert (b"content-length", b"3") in scope["headers"]
     assert (b"content-type", b"text/plain") in scope["headers"]

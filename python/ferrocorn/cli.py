@@ -9,22 +9,16 @@ from typing import Any
 import click
 
 import ferrocorn
+from ferrocorn.api import run
 from ferrocorn.config import OPTIONS, Option
 from ferrocorn.logging import LOGGING_CONFIG
-from ferrocorn.api import run
 
 
 def _print_version(ctx: click.Context, param: click.Parameter, value: bool) -> None:
     if not value or ctx.resilient_parsing:
         return
-    click.echo(
-        "Running ferrocorn {version} with {implementation} {python} on {system}".format(
-            version=ferrocorn.__version__,
-            implementation=platform.python_implementation(),
-            python=platform.python_version(),
-            system=platform.system(),
-        )
-    )
+    python = f"{platform.python_implementation()} {platform.python_version()}"
+    click.echo(f"Running ferrocorn {ferrocorn.__version__} with {python} on {platform.system()}")
     ctx.exit()
 
 

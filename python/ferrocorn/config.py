@@ -79,50 +79,292 @@ OPTIONS: tuple[Option, ...] = (
     Option("uds", ("--uds",), None, "Bind to a UNIX domain socket.", type=str),
     Option("fd", ("--fd",), None, "Bind to socket from this file descriptor.", type=int),
     Option("reload", ("--reload",), False, "Enable auto-reload.", is_flag=True, pending=_PENDING_SUPERVISION),
-    Option("reload_dirs", ("--reload-dir",), None, "Set reload directories explicitly, instead of using the current working directory.", type=click.Path(exists=True), multiple=True, pending=_PENDING_SUPERVISION),
-    Option("reload_includes", ("--reload-include",), None, "Set glob patterns to include while watching for files. Includes '*.py' by default; these defaults can be overridden with `--reload-exclude`. This option has no effect unless watchfiles is installed.", type=str, multiple=True, pending=_PENDING_SUPERVISION),
-    Option("reload_excludes", ("--reload-exclude",), None, "Set glob patterns to exclude while watching for files. Includes '.*, .py[cod], .sw.*, ~*' by default; these defaults can be overridden with `--reload-include`. This option has no effect unless watchfiles is installed.", type=str, multiple=True, pending=_PENDING_SUPERVISION),
-    Option("reload_delay", ("--reload-delay",), 0.25, "Delay between previous and next check if application needs to be. Defaults to 0.25s.", type=float, pending=_PENDING_SUPERVISION),
-    Option("workers", ("--workers",), None, "Number of worker processes. Defaults to the $WEB_CONCURRENCY environment variable if available, or 1. Not valid with --reload.", type=int, pending=_PENDING_SUPERVISION),
-    Option("loop", ("--loop",), "auto", "Event loop factory implementation.", type=str, metavar="[auto|asyncio|uvloop]"),
-    Option("http", ("--http",), "auto", "HTTP protocol implementation. Every choice is served by ferrocorn's Rust core.", type=str, metavar="[auto|h11|httptools]"),
-    Option("ws", ("--ws",), "auto", "WebSocket protocol implementation.", type=str, metavar="[auto|none|websockets|websockets-sansio|wsproto]", pending=_PENDING_WS),
-    Option("ws_max_size", ("--ws-max-size",), 16777216, "WebSocket max size message in bytes.", type=int, pending=_PENDING_WS),
-    Option("ws_max_queue", ("--ws-max-queue",), 32, "The maximum length of the WebSocket message queue.", type=int, pending=_PENDING_WS),
-    Option("ws_ping_interval", ("--ws-ping-interval",), 20.0, "WebSocket ping interval in seconds.", type=float, pending=_PENDING_WS),
-    Option("ws_ping_timeout", ("--ws-ping-timeout",), 20.0, "WebSocket ping timeout in seconds.", type=float, pending=_PENDING_WS),
-    Option("ws_per_message_deflate", ("--ws-per-message-deflate",), True, "WebSocket per-message-deflate compression", type=bool, pending=_PENDING_WS),
+    Option(
+        "reload_dirs",
+        ("--reload-dir",),
+        None,
+        "Set reload directories explicitly, instead of using the current working directory.",
+        type=click.Path(exists=True),
+        multiple=True,
+        pending=_PENDING_SUPERVISION,
+    ),
+    Option(
+        "reload_includes",
+        ("--reload-include",),
+        None,
+        "Set glob patterns to include while watching for files. Includes '*.py' by default; these defaults can be overridden with `--reload-exclude`. This option has no effect unless watchfiles is installed.",
+        type=str,
+        multiple=True,
+        pending=_PENDING_SUPERVISION,
+    ),
+    Option(
+        "reload_excludes",
+        ("--reload-exclude",),
+        None,
+        "Set glob patterns to exclude while watching for files. Includes '.*, .py[cod], .sw.*, ~*' by default; these defaults can be overridden with `--reload-include`. This option has no effect unless watchfiles is installed.",
+        type=str,
+        multiple=True,
+        pending=_PENDING_SUPERVISION,
+    ),
+    Option(
+        "reload_delay",
+        ("--reload-delay",),
+        0.25,
+        "Delay between previous and next check if application needs to be. Defaults to 0.25s.",
+        type=float,
+        pending=_PENDING_SUPERVISION,
+    ),
+    Option(
+        "workers",
+        ("--workers",),
+        None,
+        "Number of worker processes. Defaults to the $WEB_CONCURRENCY environment variable if available, or 1. Not valid with --reload.",
+        type=int,
+        pending=_PENDING_SUPERVISION,
+    ),
+    Option(
+        "loop", ("--loop",), "auto", "Event loop factory implementation.", type=str, metavar="[auto|asyncio|uvloop]"
+    ),
+    Option(
+        "http",
+        ("--http",),
+        "auto",
+        "HTTP protocol implementation. Every choice is served by ferrocorn's Rust core.",
+        type=str,
+        metavar="[auto|h11|httptools]",
+    ),
+    Option(
+        "ws",
+        ("--ws",),
+        "auto",
+        "WebSocket protocol implementation.",
+        type=str,
+        metavar="[auto|none|websockets|websockets-sansio|wsproto]",
+        pending=_PENDING_WS,
+    ),
+    Option(
+        "ws_max_size",
+        ("--ws-max-size",),
+        16777216,
+        "WebSocket max size message in bytes.",
+        type=int,
+        pending=_PENDING_WS,
+    ),
+    Option(
+        "ws_max_queue",
+        ("--ws-max-queue",),
+        32,
+        "The maximum length of the WebSocket message queue.",
+        type=int,
+        pending=_PENDING_WS,
+    ),
+    Option(
+        "ws_ping_interval",
+        ("--ws-ping-interval",),
+        20.0,
+        "WebSocket ping interval in seconds.",
+        type=float,
+        pending=_PENDING_WS,
+    ),
+    Option(
+        "ws_ping_timeout",
+        ("--ws-ping-timeout",),
+        20.0,
+        "WebSocket ping timeout in seconds.",
+        type=float,
+        pending=_PENDING_WS,
+    ),
+    Option(
+        "ws_per_message_deflate",
+        ("--ws-per-message-deflate",),
+        True,
+        "WebSocket per-message-deflate compression",
+        type=bool,
+        pending=_PENDING_WS,
+    ),
     Option("lifespan", ("--lifespan",), "auto", "Lifespan implementation.", type=click.Choice(LIFESPAN_CHOICES)),
-    Option("interface", ("--interface",), "auto", "Select ASGI3, ASGI2, or WSGI as the application interface.", type=click.Choice(INTERFACE_CHOICES)),
+    Option(
+        "interface",
+        ("--interface",),
+        "auto",
+        "Select ASGI3, ASGI2, or WSGI as the application interface.",
+        type=click.Choice(INTERFACE_CHOICES),
+    ),
     Option("env_file", ("--env-file",), None, "Environment configuration file.", type=click.Path(exists=True)),
-    Option("log_config", ("--log-config",), None, "Logging configuration file. Supported formats: .ini, .json, .yaml.", type=click.Path(exists=True), show_default=False),
-    Option("log_level", ("--log-level",), None, "Log level. [default: info]", type=click.Choice(list(LOG_LEVELS), case_sensitive=False), show_default=False),
+    Option(
+        "log_config",
+        ("--log-config",),
+        None,
+        "Logging configuration file. Supported formats: .ini, .json, .yaml.",
+        type=click.Path(exists=True),
+        show_default=False,
+    ),
+    Option(
+        "log_level",
+        ("--log-level",),
+        None,
+        "Log level. [default: info]",
+        type=click.Choice(list(LOG_LEVELS), case_sensitive=False),
+        show_default=False,
+    ),
     Option("access_log", ("--access-log/--no-access-log",), True, "Enable/Disable access log.", is_flag=True),
-    Option("use_colors", ("--use-colors/--no-use-colors",), None, "Enable/Disable colorized logging.", is_flag=True, show_default=False),
-    Option("proxy_headers", ("--proxy-headers/--no-proxy-headers",), True, "Enable/Disable X-Forwarded-Proto, X-Forwarded-For to populate url scheme and remote address info.", is_flag=True, pending="proxy headers are not implemented yet"),
-    Option("server_header", ("--server-header/--no-server-header",), True, "Enable/Disable default Server header.", is_flag=True),
-    Option("date_header", ("--date-header/--no-date-header",), True, "Enable/Disable default Date header.", is_flag=True),
-    Option("forwarded_allow_ips", ("--forwarded-allow-ips",), None, "Comma separated list of IP Addresses, IP Networks, or literals (e.g. UNIX Socket path) to trust with proxy headers. Defaults to the $FORWARDED_ALLOW_IPS environment variable if available, or '127.0.0.1'. The literal '*' means trust everything.", type=str),
-    Option("root_path", ("--root-path",), "", "Set the ASGI 'root_path' for applications submounted below a given URL path.", type=str),
-    Option("limit_concurrency", ("--limit-concurrency",), None, "Maximum number of concurrent connections or tasks to allow, before issuing HTTP 503 responses.", type=int, pending="--limit-concurrency is not implemented yet"),
+    Option(
+        "use_colors",
+        ("--use-colors/--no-use-colors",),
+        None,
+        "Enable/Disable colorized logging.",
+        is_flag=True,
+        show_default=False,
+    ),
+    Option(
+        "proxy_headers",
+        ("--proxy-headers/--no-proxy-headers",),
+        True,
+        "Enable/Disable X-Forwarded-Proto, X-Forwarded-For to populate url scheme and remote address info.",
+        is_flag=True,
+        pending="proxy headers are not implemented yet",
+    ),
+    Option(
+        "server_header",
+        ("--server-header/--no-server-header",),
+        True,
+        "Enable/Disable default Server header.",
+        is_flag=True,
+    ),
+    Option(
+        "date_header", ("--date-header/--no-date-header",), True, "Enable/Disable default Date header.", is_flag=True
+    ),
+    Option(
+        "forwarded_allow_ips",
+        ("--forwarded-allow-ips",),
+        None,
+        "Comma separated list of IP Addresses, IP Networks, or literals (e.g. UNIX Socket path) to trust with proxy headers. Defaults to the $FORWARDED_ALLOW_IPS environment variable if available, or '127.0.0.1'. The literal '*' means trust everything.",
+        type=str,
+    ),
+    Option(
+        "root_path",
+        ("--root-path",),
+        "",
+        "Set the ASGI 'root_path' for applications submounted below a given URL path.",
+        type=str,
+    ),
+    Option(
+        "limit_concurrency",
+        ("--limit-concurrency",),
+        None,
+        "Maximum number of concurrent connections or tasks to allow, before issuing HTTP 503 responses.",
+        type=int,
+        pending="--limit-concurrency is not implemented yet",
+    ),
     Option("backlog", ("--backlog",), 2048, "Maximum number of connections to hold in backlog", type=int),
-    Option("limit_max_requests", ("--limit-max-requests",), None, "Maximum number of requests to service before terminating the process.", type=int),
-    Option("limit_max_requests_jitter", ("--limit-max-requests-jitter",), 0, "Maximum jitter to add to limit_max_requests. Staggers worker restarts to avoid all workers restarting simultaneously.", type=int),
-    Option("timeout_keep_alive", ("--timeout-keep-alive",), 5, "Close Keep-Alive connections if no new data is received within this timeout (in seconds).", type=int),
-    Option("timeout_graceful_shutdown", ("--timeout-graceful-shutdown",), None, "Maximum number of seconds to wait for graceful shutdown.", type=int),
-    Option("timeout_worker_healthcheck", ("--timeout-worker-healthcheck",), 5, "Maximum number of seconds to wait for a worker to respond to a healthcheck.", type=int, pending=_PENDING_SUPERVISION),
+    Option(
+        "limit_max_requests",
+        ("--limit-max-requests",),
+        None,
+        "Maximum number of requests to service before terminating the process.",
+        type=int,
+    ),
+    Option(
+        "limit_max_requests_jitter",
+        ("--limit-max-requests-jitter",),
+        0,
+        "Maximum jitter to add to limit_max_requests. Staggers worker restarts to avoid all workers restarting simultaneously.",
+        type=int,
+    ),
+    Option(
+        "timeout_keep_alive",
+        ("--timeout-keep-alive",),
+        5,
+        "Close Keep-Alive connections if no new data is received within this timeout (in seconds).",
+        type=int,
+    ),
+    Option(
+        "timeout_graceful_shutdown",
+        ("--timeout-graceful-shutdown",),
+        None,
+        "Maximum number of seconds to wait for graceful shutdown.",
+        type=int,
+    ),
+    Option(
+        "timeout_worker_healthcheck",
+        ("--timeout-worker-healthcheck",),
+        5,
+        "Maximum number of seconds to wait for a worker to respond to a healthcheck.",
+        type=int,
+        pending=_PENDING_SUPERVISION,
+    ),
     Option("ssl_keyfile", ("--ssl-keyfile",), None, "SSL key file", type=str, pending=_PENDING_TLS),
     Option("ssl_certfile", ("--ssl-certfile",), None, "SSL certificate file", type=str, pending=_PENDING_TLS),
-    Option("ssl_keyfile_password", ("--ssl-keyfile-password",), None, "SSL keyfile password", type=str, pending=_PENDING_TLS),
-    Option("ssl_version", ("--ssl-version",), SSL_PROTOCOL_VERSION, "SSL version to use (see stdlib ssl module's)", type=int, pending=_PENDING_TLS),
-    Option("ssl_cert_reqs", ("--ssl-cert-reqs",), int(ssl.CERT_NONE), "Whether client certificate is required (see stdlib ssl module's)", type=int, pending=_PENDING_TLS),
+    Option(
+        "ssl_keyfile_password",
+        ("--ssl-keyfile-password",),
+        None,
+        "SSL keyfile password",
+        type=str,
+        pending=_PENDING_TLS,
+    ),
+    Option(
+        "ssl_version",
+        ("--ssl-version",),
+        SSL_PROTOCOL_VERSION,
+        "SSL version to use (see stdlib ssl module's)",
+        type=int,
+        pending=_PENDING_TLS,
+    ),
+    Option(
+        "ssl_cert_reqs",
+        ("--ssl-cert-reqs",),
+        int(ssl.CERT_NONE),
+        "Whether client certificate is required (see stdlib ssl module's)",
+        type=int,
+        pending=_PENDING_TLS,
+    ),
     Option("ssl_ca_certs", ("--ssl-ca-certs",), None, "CA certificates file", type=str, pending=_PENDING_TLS),
-    Option("ssl_ciphers", ("--ssl-ciphers",), None, "Ciphers to use (see stdlib ssl module's)", type=str, pending=_PENDING_TLS),
-    Option("headers", ("--header",), None, "Specify custom default HTTP response headers as a Name:Value pair", type=str, multiple=True),
-    Option("app_dir", ("--app-dir",), "", "Look for APP in the specified directory, by adding this to the PYTHONPATH. Defaults to the current working directory.", type=str, show_default=False),
-    Option("h11_max_incomplete_event_size", ("--h11-max-incomplete-event-size",), None, "For h11, the maximum number of bytes to buffer of an incomplete event. Ferrocorn applies it as the limit on the request line plus headers (431 above it).", type=int),
-    Option("factory", ("--factory",), False, "Treat APP as an application factory, i.e. a () -> <ASGI app> callable.", is_flag=True),
-    Option("reset_contextvars", ("--reset-contextvars",), False, "Run each request in a fresh contextvars.Context.", is_flag=True),
+    Option(
+        "ssl_ciphers",
+        ("--ssl-ciphers",),
+        None,
+        "Ciphers to use (see stdlib ssl module's)",
+        type=str,
+        pending=_PENDING_TLS,
+    ),
+    Option(
+        "headers",
+        ("--header",),
+        None,
+        "Specify custom default HTTP response headers as a Name:Value pair",
+        type=str,
+        multiple=True,
+    ),
+    Option(
+        "app_dir",
+        ("--app-dir",),
+        "",
+        "Look for APP in the specified directory, by adding this to the PYTHONPATH. Defaults to the current working directory.",
+        type=str,
+        show_default=False,
+    ),
+    Option(
+        "h11_max_incomplete_event_size",
+        ("--h11-max-incomplete-event-size",),
+        None,
+        "For h11, the maximum number of bytes to buffer of an incomplete event. Ferrocorn applies it as the limit on the request line plus headers (431 above it).",
+        type=int,
+    ),
+    Option(
+        "factory",
+        ("--factory",),
+        False,
+        "Treat APP as an application factory, i.e. a () -> <ASGI app> callable.",
+        is_flag=True,
+    ),
+    Option(
+        "reset_contextvars",
+        ("--reset-contextvars",),
+        False,
+        "Run each request in a fresh contextvars.Context.",
+        is_flag=True,
+    ),
 )
 
 OPTIONS_BY_NAME: dict[str, Option] = {option.name: option for option in OPTIONS}
@@ -185,7 +427,9 @@ class Config:
         self.reload_includes = list(self.reload_includes or [])
         self.reload_excludes = list(self.reload_excludes or [])
         self.headers = _normalise_headers(self.headers)
-        self.encoded_headers = [(name.lower().encode("latin-1"), value.encode("latin-1")) for name, value in self.headers]
+        self.encoded_headers = [
+            (name.lower().encode("latin-1"), value.encode("latin-1")) for name, value in self.headers
+        ]
         if self.server_header and not any(name == b"server" for name, _ in self.encoded_headers):
             self.encoded_headers.insert(0, (b"server", b"ferrocorn"))
         self._warn_pending_options()
@@ -263,6 +507,11 @@ class Config:
         except ImportFromStringError as exc:
             logger.error("Error loading ASGI app. %s", exc)
             sys.exit(STARTUP_FAILURE)
+        except Exception as exc:
+            # The app's own import failed: one readable line; the traceback only when debugging.
+            logger.error("Error loading ASGI app. %s", describe_exception(exc))
+            logger.debug("Traceback of the import error:", exc_info=exc)
+            sys.exit(STARTUP_FAILURE)
 
         try:
             self.loaded_app = self.loaded_app()
@@ -282,8 +531,7 @@ class Config:
             elif inspect.isfunction(self.loaded_app):
                 use_asgi_3 = asyncio.iscoroutinefunction(self.loaded_app)
             else:
-                call = getattr(self.loaded_app, "__call__", None)
-                use_asgi_3 = asyncio.iscoroutinefunction(call)
+                use_asgi_3 = asyncio.iscoroutinefunction(type(self.loaded_app).__call__)
             self.interface = "asgi3" if use_asgi_3 else "asgi2"
 
         if self.interface == "wsgi":
@@ -329,6 +577,17 @@ class Config:
             sock.listen(self.backlog)
             return [sock]
         return bind_tcp(self.host, self.port, self.backlog)
+
+
+def describe_exception(exc: BaseException) -> str:
+    """`Type: message (raised at file:line)`, the frame being the innermost one."""
+    text = f"{type(exc).__name__}: {exc}"
+    tb = exc.__traceback__
+    while tb is not None and tb.tb_next is not None:
+        tb = tb.tb_next
+    if tb is not None:
+        text += f" (raised at {os.path.relpath(tb.tb_frame.f_code.co_filename)}:{tb.tb_lineno})"
+    return text
 
 
 def bind_tcp(host: str, port: int, backlog: int) -> list[socket.socket]:

@@ -33,8 +33,6 @@ def import_from_string(import_str: Any) -> Any:
             instance = getattr(instance, attr_str)
     except AttributeError:
         message = 'Attribute "{attrs_str}" not found in module "{module_str}".'
-        raise ImportFromStringError(
-            message.format(attrs_str=attrs_str, module_str=module_str)
-        ) from None
+        raise ImportFromStringError(message.format(attrs_str=attrs_str, module_str=module_str)) from None
 
     return instance

@@ -58,7 +58,7 @@ def log_access(scope: dict[str, Any], status: int) -> None:
     if not access_logger.isEnabledFor(logging.INFO):
         return
     client = scope.get("client")
-    client_addr = "%s:%d" % (client[0], client[1]) if client else ""
+    client_addr = f"{client[0]}:{client[1]}" if client else ""
     path = quote(scope["path"])
     if scope["query_string"]:
         path = f"{path}?{scope['query_string'].decode('ascii', 'replace')}"
@@ -254,7 +254,9 @@ class Server:
             self.should_exit = True
 
 
-def asyncio_run(main: Coroutine[Any, Any, None], *, loop_factory: Callable[[], asyncio.AbstractEventLoop] | None) -> None:
+def asyncio_run(
+    main: Coroutine[Any, Any, None], *, loop_factory: Callable[[], asyncio.AbstractEventLoop] | None
+) -> None:
     if sys.version_info >= (3, 11):
         with asyncio.Runner(loop_factory=loop_factory) as runner:
             runner.run(main)

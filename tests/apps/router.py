@@ -448,11 +448,13 @@ async def ep_probe_stream_until_error(scope, receive, send, q):
     p = probe(q)
     p["sent"] = 0
     await start(send, 200, [], b"application/octet-stream")
-    deadline = time.monotonic() + 30
+    deadline = time.monotonic() + 15
     try:
         while time.monotonic() < deadline:
             await send({"type": "http.response.body", "body": CHUNK_64K, "more_body": True})
             p["sent"] += len(CHUNK_64K)
+            if p["sent"] % (16 * len(CHUNK_64K)) == 0:
+                await asyncio.sleep(0)  # never hog the loop, even if send() never blocks
         p["send"] = {"raised": None, "gave_up": True}
     except BaseException as e:  # noqa: BLE001
         p["send"] = exc_info(e)
@@ -474,6 +476,39 @@ async def ep_probe_after_complete(scope, receive, send, q):
         p["after"] = "timeout (receive() blocked)"
     except BaseException as e:  # noqa: BLE001
         p["after"] = "raised " + type(e).__name__
+    p["done"] = True
+
+
+async def ep_probe_post_response_work(scope, receive, send, q):
+    """Work done after the response is complete (like a BackgroundTask) must run even if the client
+    closes the connection as soon as it has the response."""
+    p = probe(q)
+    try:
+        await respond(send, b"done")
+        p["send_returned"] = True
+        await asyncio.sleep(0.05)
+        p["slept_after_response"] = True
+    except asyncio.CancelledError:
+        p["cancelled"] = True
+        p["done"] = True
+        raise
+    except BaseException as e:  # noqa: BLE001
+        p["error"] = exc_info(e)
+    p["done"] = True
+
+
+async def ep_probe_final_empty_body(scope, receive, send, q):
+    """Content-Length body sent in full with more_body=True, then (after the client may have closed) the
+    closing empty message: what Starlette's BaseHTTPMiddleware and StreamingResponse do."""
+    p = probe(q)
+    await start(send, 200, length=2)
+    await send({"type": "http.response.body", "body": b"ok", "more_body": True})
+    await asyncio.sleep(float(q.get("delay", "0.2")))
+    try:
+        await send({"type": "http.response.body", "body": b"", "more_body": False})
+        p["send"] = {"raised": None}
+    except BaseException as e:  # noqa: BLE001
+        p["send"] = exc_info(e)
     p["done"] = True
 
 
@@ -622,6 +657,8 @@ ROUTES = {
     "/probe/wait-disconnect": ep_probe_wait_disconnect,
     "/probe/stream-until-error": ep_probe_stream_until_error,
     "/probe/after-complete": ep_probe_after_complete,
+    "/probe/final-empty-body": ep_probe_final_empty_body,
+    "/probe/post-response-work": ep_probe_post_response_work,
     "/continue/wait": ep_continue_wait,
     "/error/before-start": ep_error_before_start,
     "/error/after-start-chunked": ep_error_after_start_chunked,

@@ -1,0 +1,161 @@
+"""Graceful shutdown on SIGINT / SIGTERM."""
+
+import signal
+import socket
+import threading
+import time
+import uuid
+
+import pytest
+
+from tests.helpers import build_request
+
+ROUTER = "tests.apps.router:app"
+
+
+def _wait_inflight(srv, n, timeout=10):
+    deadline = time.monotonic() + timeout
+    with srv.client() as c:
+        while time.monotonic() < deadline:
+            if c.get("/inflight").json()["slow"] >= n:
+                return
+            time.sleep(0.02)
+    raise AssertionError(f"{n} slow requests never got in flight\n{srv.log_tail()}")
+
+
+def _slow_requests(srv, n, delay):
+    results = [None] * n
+    tag = uuid.uuid4().hex[:6]
+
+    def one(i):
+        try:
+            with srv.client(timeout=30) as c:
+                results[i] = c.get("/slow", params={"delay": delay, "tag": f"{tag}{i}"})
+        except Exception as e:  # noqa: BLE001
+            results[i] = e
+
+    threads = [threading.Thread(target=one, args=(i,), daemon=True) for i in range(n)]
+    for t in threads:
+        t.start()
+    return threads, results, tag
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
+def test_inflight_requests_complete_then_exit_0(start_server, sig):
+    srv = start_server(ROUTER)
+    n = 5
+    threads, results, tag = _slow_requests(srv, n, delay=1.5)
+    _wait_inflight(srv, n)
+    rc = srv.stop(sig, timeout=20)
+    for t in threads:
+        t.join(10)
+    for i, r in enumerate(results):
+        assert not isinstance(r, Exception), f"request {i} failed: {r!r}"
+        assert r.status_code == 200 and r.text == f"slept {tag}{i}"
+    assert rc == 0
+    lines = srv.stderr_lines
+    assert any("Shutting down" in l for l in lines)
+    assert any("Finished server process" in l and f"[{srv.pid}]" in l for l in lines)
+
+
+def test_idle_keepalive_connections_are_closed(start_server):
+    # a long keep-alive timeout: only the shutdown can close these connections quickly
+    srv = start_server(ROUTER, "--timeout-keep-alive", "60")
+    conns = [srv.raw(timeout=15) for _ in range(3)]
+    try:
+        for conn in conns:
+            assert conn.request("GET", "/fixed?size=1").status == 200
+        t0 = time.monotonic()
+        srv.send_signal(signal.SIGINT)
+        for conn in conns:
+            assert conn.is_closed(timeout=10), "idle keep-alive connection was not closed by the shutdown"
+        rc = srv.wait(timeout=15)
+        assert rc == 0
+        assert time.monotonic() - t0 < 15
+    finally:
+        for conn in conns:
+            conn.close()
+
+
+def test_idle_connection_without_any_request_does_not_block_shutdown(start_server):
+    srv = start_server(ROUTER, "--timeout-keep-alive", "60")
+    with socket.create_connection(("127.0.0.1", srv.port), timeout=15) as s:
+        rc = srv.stop(timeout=15)
+        assert rc == 0
+        s.settimeout(5)
+        try:
+            assert s.recv(1024) == b""
+        except ConnectionResetError:
+            pass
+
+
+def test_new_connections_refused_after_shutdown_starts(start_server):
+    srv = start_server(ROUTER)
+    threads, results, tag = _slow_requests(srv, 1, delay=3)
+    _wait_inflight(srv, 1)
+    mark = srv.mark()
+    srv.send_signal(signal.SIGINT)
+    srv.wait_for_line("Shutting down", start=mark)
+    refused = False
+    served_after = []
+    deadline = time.monotonic() + 2.5
+    while time.monotonic() < deadline and srv.alive():
+        try:
+            s = socket.create_connection(("127.0.0.1", srv.port), timeout=2)
+        except ConnectionRefusedError:
+            refused = True
+            break
+        try:
+            s.sendall(build_request("GET", "/fixed?size=1", headers=[("Connection", "close")]))
+            s.settimeout(1)
+            data = s.recv(100)
+            if data.startswith(b"HTTP/1.1 200"):
+                served_after.append(data)
+        except OSError:
+            pass
+        finally:
+            s.close()
+        time.sleep(0.05)
+    assert refused, f"connections were still accepted during shutdown (served: {len(served_after)})"
+    rc = srv.wait(timeout=20)
+    threads[0].join(10)
+    assert rc == 0
+    assert not isinstance(results[0], Exception), results[0]
+    assert results[0].status_code == 200
+
+
+def test_request_on_kept_alive_connection_during_shutdown(start_server):
+    """A keep-alive connection whose request is in flight gets its response, and then is closed instead
+    of being kept for more requests."""
+    srv = start_server(ROUTER, "--timeout-keep-alive", "60")
+    with srv.raw(timeout=15) as conn:
+        conn.send(build_request("GET", "/slow?delay=1&tag=ka"))
+        _wait_inflight(srv, 1)
+        srv.send_signal(signal.SIGINT)
+        r = conn.read_response()
+        assert r.status == 200 and r.body == b"slept ka"
+        assert conn.is_closed(timeout=10)
+    assert srv.wait(timeout=15) == 0
+
+
+def test_graceful_shutdown_timeout_cancels_tasks(start_server):
+    srv = start_server(ROUTER, "--timeout-graceful-shutdown", "1")
+    threads, results, tag = _slow_requests(srv, 1, delay=30)
+    _wait_inflight(srv, 1)
+    t0 = time.monotonic()
+    rc = srv.stop(timeout=15)
+    elapsed = time.monotonic() - t0
+    threads[0].join(10)
+    assert rc == 0
+    assert elapsed < 15
+    # the app task was cancelled (it saw CancelledError) rather than abandoned
+    assert srv.has_line(f"SLOW-CANCELLED {tag}0"), srv.log_tail()
+    assert isinstance(results[0], Exception) or results[0].status_code >= 500
+
+
+def test_exit_code_0_with_nothing_in_flight(start_server):
+    srv = start_server(ROUTER)
+    assert srv.get("/").status_code == 200
+    assert srv.stop(signal.SIGINT) == 0
+    assert "ROUTER-LIFESPAN-SHUTDOWN" in srv.stderr
+    assert "Application shutdown complete." in srv.stderr
