@@ -7,12 +7,11 @@
 use std::collections::HashMap;
 use std::os::fd::RawFd;
 use std::sync::Arc;
-use std::thread::JoinHandle;
 use std::time::Duration;
 
 use http::{HeaderName, HeaderValue};
 use parking_lot::Mutex;
-use pyo3::exceptions::{PyRuntimeError, PyValueError};
+use pyo3::exceptions::PyValueError;
 use pyo3::intern;
 use pyo3::prelude::*;
 use pyo3::types::PyDict;
@@ -32,7 +31,7 @@ pub struct Core {
     ctx: Arc<PyContext>,
     runtime: Option<tokio::runtime::Runtime>,
     endpoints: Vec<Endpoint>,
-    thread: Option<JoinHandle<()>>,
+    started: bool,
     spare: Vec<Event>,
     total_requests: u64,
 }
@@ -73,9 +72,15 @@ impl Core {
         }
         let bridge = Arc::new(Bridge::new()?);
         let park_bridge = bridge.clone();
-        let runtime = tokio::runtime::Builder::new_current_thread()
+        // One worker thread. The multi-thread scheduler (with a single worker) is used for its
+        // parker: a wake from the Python thread writes to the driver's eventfd only when the
+        // worker is parked, so a batch of responses costs one syscall. The current-thread
+        // scheduler unparks on every remote wake: one syscall per response (measured).
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
             .enable_all()
             .thread_name("ferrocorn-io")
+            .on_thread_start(mark_io_thread)
             // Everything the I/O pass produced goes to Python in one wake-up.
             .on_thread_park(move || park_bridge.flush())
             .build()
@@ -120,7 +125,7 @@ impl Core {
             ctx,
             runtime: Some(runtime),
             endpoints: Vec::new(),
-            thread: None,
+            started: false,
             spare: Vec::with_capacity(256),
             total_requests: 0,
         })
@@ -145,17 +150,15 @@ impl Core {
         if self.endpoints.is_empty() {
             return Err(CoreError::NotListening.into());
         }
-        let runtime = self.runtime.take().ok_or(CoreError::AlreadyStarted)?;
-        let shared = self.shared.clone();
-        let endpoints = std::mem::take(&mut self.endpoints);
-        let thread = std::thread::Builder::new()
-            .name("ferrocorn-io".to_owned())
-            .spawn(move || {
-                mark_io_thread();
-                runtime.block_on(serve(shared, endpoints))
-            })
-            .map_err(CoreError::Io)?;
-        self.thread = Some(thread);
+        let runtime = self.runtime.as_ref().ok_or(CoreError::AlreadyStarted)?;
+        if self.started {
+            return Err(CoreError::AlreadyStarted.into());
+        }
+        self.started = true;
+        runtime.spawn(serve(
+            self.shared.clone(),
+            std::mem::take(&mut self.endpoints),
+        ));
         Ok(())
     }
 
@@ -197,14 +200,12 @@ impl Core {
     }
 
     /// Stop the I/O thread and wait for it. Idempotent.
-    fn close(&mut self, py: Python<'_>) -> PyResult<()> {
+    fn close(&mut self, py: Python<'_>) {
         self.shared.set_phase(Phase::Stopped);
-        if let Some(thread) = self.thread.take() {
-            py.detach(|| thread.join())
-                .map_err(|_| PyRuntimeError::new_err("the I/O thread panicked"))?;
+        if let Some(runtime) = self.runtime.take() {
+            // Connection tasks still running are dropped, which closes their sockets.
+            py.detach(|| runtime.shutdown_timeout(Duration::from_secs(5)));
         }
-        self.runtime = None;
-        Ok(())
     }
 
     /// Open connections.

@@ -1,7 +1,6 @@
 //! The tokio side: accept loops, one task per connection, and the shutdown phases.
 //!
-//! The runtime is a current-thread runtime on its own OS thread ("ferrocorn-io"). It never
-//! touches Python: requests leave through the [`Bridge`], responses come back through each
+//! The runtime has one worker thread ("ferrocorn-io"). It never touches Python: requests leave through the [`Bridge`], responses come back through each
 //! [`Exchange`].
 
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
