@@ -182,3 +182,57 @@ impl Bridge {
         std::mem::replace(&mut queue.events, spare)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::{mark_io_thread, Bridge, Event};
+
+    fn pending_wakeups(bridge: &Bridge) -> u64 {
+        let mut counter: u64 = 0;
+        // SAFETY: reading 8 bytes into a valid u64 from the bridge's non-blocking eventfd.
+        let read = unsafe {
+            libc::read(
+                bridge.fileno(),
+                (&mut counter as *mut u64).cast(),
+                std::mem::size_of::<u64>(),
+            )
+        };
+        if read == 8 {
+            counter
+        } else {
+            0
+        }
+    }
+
+    #[test]
+    fn pushes_from_other_threads_signal_at_once() {
+        let bridge = Bridge::new().expect("eventfd"); // ok: test-only
+        bridge.push(Event::Wake(1));
+        bridge.push(Event::Wake(2));
+        assert_eq!(pending_wakeups(&bridge), 1, "one wake-up for both events");
+        let events = bridge.take(Vec::new());
+        assert_eq!(events.len(), 2);
+        bridge.push(Event::Wake(3));
+        assert_eq!(pending_wakeups(&bridge), 1, "re-armed after take()");
+    }
+
+    #[test]
+    fn io_thread_pushes_wait_for_flush() {
+        let bridge = std::sync::Arc::new(Bridge::new().expect("eventfd")); // ok: test-only
+        let io_side = bridge.clone();
+        std::thread::spawn(move || {
+            mark_io_thread();
+            io_side.push(Event::Wake(1));
+        })
+        .join()
+        .expect("thread"); // ok: test-only
+        assert_eq!(
+            pending_wakeups(&bridge),
+            0,
+            "not signalled before the park hook"
+        );
+        bridge.flush();
+        assert_eq!(pending_wakeups(&bridge), 1);
+        assert_eq!(bridge.take(Vec::new()).len(), 1);
+    }
+}

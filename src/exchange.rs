@@ -328,3 +328,22 @@ impl Body for ResponseBody {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::{split_wake_id, wake_id, WaitKind};
+
+    #[test]
+    fn wake_ids_round_trip() {
+        for id in [1_u64, 2, 12345, u64::MAX >> 1] {
+            assert_eq!(
+                split_wake_id(wake_id(id, WaitKind::Receive)),
+                (id, WaitKind::Receive)
+            );
+            assert_eq!(
+                split_wake_id(wake_id(id, WaitKind::Send)),
+                (id, WaitKind::Send)
+            );
+        }
+    }
+}

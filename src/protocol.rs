@@ -498,3 +498,20 @@ fn disconnect_message(py: Python<'_>) -> PyResult<Py<PyAny>> {
     message.set_item(intern!(py, "type"), intern!(py, "http.disconnect"))?;
     Ok(message.into_any().unbind())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::check_length;
+
+    #[test]
+    fn content_length_is_enforced() {
+        assert_eq!(check_length(None, 10, false).ok(), Some(None));
+        assert_eq!(check_length(Some(10), 4, true).ok(), Some(Some(6)));
+        assert_eq!(check_length(Some(10), 10, false).ok(), Some(Some(0)));
+        assert!(
+            check_length(Some(10), 11, true).is_err(),
+            "longer than declared"
+        );
+        assert!(check_length(Some(10), 9, false).is_err(), "ended short");
+    }
+}
