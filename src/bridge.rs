@@ -108,12 +108,14 @@ impl Bridge {
         }
         let mut queue = self.queue.lock();
         queue.events.push(event);
+        let len = queue.events.len();
+        // The clock is read once per batch and checked every 16 events, not on every push.
         let now_due = match queue.oldest_unsignalled {
             None => {
                 queue.oldest_unsignalled = Some(Instant::now());
-                queue.events.len() >= MAX_BATCH
+                len >= MAX_BATCH
             }
-            Some(since) => queue.events.len() >= MAX_BATCH || since.elapsed() >= MAX_DELAY,
+            Some(since) => len >= MAX_BATCH || (len % 16 == 0 && since.elapsed() >= MAX_DELAY),
         };
         if now_due {
             queue.oldest_unsignalled = None;

@@ -2,6 +2,7 @@
 //! turns each request into an [`Exchange`] handed to Python.
 
 use std::convert::Infallible;
+use std::future::Future;
 use std::sync::Arc;
 
 use bytes::Bytes;
@@ -72,8 +73,7 @@ where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
     let service_shared = shared.clone();
-    let service =
-        service_fn(move |request| handle_request(service_shared.clone(), conn.clone(), request));
+    let service = service_fn(move |request| handle_request(&service_shared, &conn, request));
     let connection = shared.http1.serve_connection(TokioIo::new(stream), service);
     tokio::pin!(connection);
     let mut phase = shared.phase();
@@ -90,6 +90,8 @@ where
             }
         }
         tokio::select! {
+            // The connection first: the phase rarely changes.
+            biased;
             result = connection.as_mut() => {
                 if let Err(err) = result {
                     report_connection_error(shared, &err);
@@ -137,14 +139,36 @@ impl Drop for AnswerGuard {
     }
 }
 
-async fn handle_request(
-    shared: Arc<Shared>,
+/// Called by hyper as soon as a request head is parsed. The hand-off to Python happens here,
+/// synchronously: hyper may drop the returned future without polling it (a client that sends a
+/// request and closes at once), and the request must still reach the app, which then sees the
+/// disconnect.
+fn handle_request(
+    shared: &Shared,
+    conn: &Arc<ConnInfo>,
+    request: Request<Incoming>,
+) -> impl Future<Output = Result<Response<ResponseBody>, Infallible>> + Send + 'static {
+    let handed_over = match validate_host(&request) {
+        Err(reason) => Err(bad_request(reason)),
+        Ok(()) => Ok(hand_over(shared, conn.clone(), request)),
+    };
+    async move {
+        match handed_over {
+            Err(response) => Ok(response),
+            Ok((response, mut guard)) => {
+                let response = response.await;
+                guard.answered = true;
+                Ok(response.unwrap_or_else(|_| internal_server_error()))
+            }
+        }
+    }
+}
+
+fn hand_over(
+    shared: &Shared,
     conn: Arc<ConnInfo>,
     request: Request<Incoming>,
-) -> Result<Response<ResponseBody>, Infallible> {
-    if let Err(reason) = validate_host(&request) {
-        return Ok(bad_request(reason));
-    }
+) -> (oneshot::Receiver<Response<ResponseBody>>, AnswerGuard) {
     let id = shared.next_request_id();
     let (responder, response) = oneshot::channel();
     let exchange = Arc::new(Exchange::new(id, shared.bridge.clone(), responder));
@@ -154,7 +178,7 @@ async fn handle_request(
     } else {
         Some(body)
     };
-    let mut guard = AnswerGuard {
+    let guard = AnswerGuard {
         exchange: exchange.clone(),
         answered: false,
     };
@@ -165,9 +189,7 @@ async fn handle_request(
         conn,
         exchange,
     })));
-    let response = response.await;
-    guard.answered = true;
-    Ok(response.unwrap_or_else(|_| internal_server_error()))
+    (response, guard)
 }
 
 /// RFC 9112 §3.2: an HTTP/1.1 request needs exactly one Host, and it must be `host[:port]`.

@@ -13,7 +13,7 @@ use hyper::body::Incoming;
 use parking_lot::Mutex;
 use pyo3::intern;
 use pyo3::prelude::*;
-use pyo3::types::{PyBytes, PyDict, PyString};
+use pyo3::types::{PyBytes, PyDict, PyString, PyTuple};
 
 use crate::awaitable::{Done, Ready};
 use crate::errors::ProtocolError;
@@ -204,8 +204,10 @@ impl HttpProtocol {
         if let Some(headers) = message.get_item(intern!(py, "headers"))? {
             for pair in headers.try_iter()? {
                 let pair = pair?;
-                let name = pair.get_item(0)?;
-                let value = pair.get_item(1)?;
+                let (name, value) = match pair.cast::<PyTuple>() {
+                    Ok(tuple) if tuple.len() == 2 => (tuple.get_item(0)?, tuple.get_item(1)?),
+                    _ => (pair.get_item(0)?, pair.get_item(1)?),
+                };
                 let name = bytes_of(&name)?;
                 let value = bytes_of(&value)?;
                 let name = HeaderName::from_bytes(name).map_err(|_| {

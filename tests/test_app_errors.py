@@ -153,3 +153,25 @@ def test_message_after_response_complete(router_server, case):
     assert resp is not None and resp.complete and resp.status == 200 and resp.body == b"ok"
     assert resp.header("x-second") is None
     _assert_alive(router_server)
+
+
+def test_body_longer_than_content_length(router_server):
+    """Content-Length is enforced: the extra bytes must never reach the wire (they would be read as the start
+    of the next response on a kept-alive connection)."""
+    resp, result = _misuse(router_server, "body-longer-than-content-length")
+    _assert_raised_properly(result)
+    if resp is not None:
+        assert resp.status == 200
+        assert resp.body in (b"", b"123")
+    _assert_alive(router_server)
+
+
+def test_body_shorter_than_content_length(router_server):
+    """A response that ends before Content-Length bytes were sent must not look complete: send() raises and
+    the connection is closed (the _misuse helper reads to EOF when the body is short)."""
+    resp, result = _misuse(router_server, "body-shorter-than-content-length")
+    _assert_raised_properly(result)
+    if resp is not None:
+        assert resp.status == 200
+        assert not resp.complete
+    _assert_alive(router_server)

@@ -31,12 +31,8 @@ def test_disconnect_mid_request_body(router_server):
         conn.send(build_request("POST", f"/probe/receive-disconnect?id={pid}",
                                 headers=[("Content-Length", "100000")], content_length=False) + b"x" * 1000)
         # wait until the app has the first part of the body, then go away
-        deadline = time.monotonic() + 10
-        while time.monotonic() < deadline:
-            r = router_server.get("/probe/result", params={"id": pid})
-            if r.status_code == 200 and r.json().get("messages"):
-                break
-            time.sleep(0.02)
+        # the body is streamed: the first part reaches the app before the rest is sent
+        probe_result(router_server, pid, key="messages")
     result = probe_result(router_server, pid)
     assert not result.get("timeout"), f"receive() never returned http.disconnect: {result}"
     msgs = result["messages"]
@@ -105,7 +101,8 @@ def test_client_gone_before_slow_app_responds_is_not_an_error(router_server):
     mark = router_server.mark()
     for i in range(10):
         with router_server.raw() as conn:
-            conn.send(build_request("GET", f"/slow?delay=0.2&tag={tag}-{i}"))
+            conn.send(build_request("GET", f"/slow?delay=0.2&tag={tag}-{i}&id={tag}-{i}"))
+            probe_result(router_server, f"{tag}-{i}", key="started")  # the app has it; now leave
     for i in range(10):
         router_server.wait_for_line(f"SLOW-FINISHED {tag}-{i}", start=mark)
     _no_errors_logged_since(router_server, mark)
@@ -124,3 +121,21 @@ def test_closing_empty_body_after_full_content_length_does_not_raise(router_serv
         assert r.status == 200 and r.body == b"ok"
     result = probe_result(router_server, pid)
     assert result["send"]["raised"] is None, result["send"]
+
+
+def test_request_is_served_even_if_client_closes_right_after_sending_it(router_server):
+    """A complete request followed at once by the client closing its socket (fire-and-forget clients, beacons,
+    webhooks that do not wait) must still reach the app: uvicorn runs every one of them. The app then sees
+    http.disconnect / ClientDisconnected; dropping the request unseen loses its side effects."""
+    tag = uuid.uuid4().hex[:8]
+    n = 50
+    for i in range(n):
+        with router_server.raw() as conn:
+            conn.send(build_request("GET", f"/slow?delay=0.01&tag={tag}-{i}&id={tag}-{i}"))
+    missing = []
+    for i in range(n):
+        try:
+            probe_result(router_server, f"{tag}-{i}", key="started", timeout=3 if not missing else 0.1)
+        except AssertionError:
+            missing.append(i)
+    assert not missing, f"{len(missing)} of {n} complete requests never reached the app"

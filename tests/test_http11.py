@@ -106,6 +106,89 @@ def test_empty_body_post(router_server):
     assert r.status == 200 and r.body == b""
 
 
+def _second_response_or_close(conn, expected_body):
+    """After a request whose body the app never read, the server must either skip that body and serve the
+    next request, or close the connection; it must never parse the unread body as a request."""
+    head = conn.read_head()
+    if head is None:
+        return "closed"
+    conn.buf = head.raw_head + conn.buf
+    r = conn.read_response()
+    assert r.status == 200 and r.body == expected_body, r
+    return "served"
+
+
+@pytest.mark.parametrize("framing", ["content-length", "chunked"])
+def test_unread_request_body_then_pipelined_request(router_server, framing):
+    body = b"GET /scope/smuggled HTTP/1.1\r\nHost: x\r\n\r\n" * 3  # looks like requests if misparsed
+    if framing == "chunked":
+        first = build_request("POST", "/fixed?size=2", headers=[("Transfer-Encoding", "chunked")],
+                              content_length=False) + chunked(body)
+    else:
+        first = build_request("POST", "/fixed?size=2", body=body)
+    with router_server.raw() as conn:
+        conn.send(first + build_request("GET", "/fixed?size=3"))
+        r1 = conn.read_response()
+        assert r1.status == 200 and r1.body == b"xx"
+        _second_response_or_close(conn, b"xxx")
+
+
+def test_large_unread_request_body_on_keep_alive(router_server):
+    body = b"z" * (1024 * 1024)
+    with router_server.raw() as conn:
+        conn.send(build_request("POST", "/fixed?size=2", body=body))
+        r1 = conn.read_response()
+        assert r1.status == 200 and r1.body == b"xx"
+        try:
+            conn.send(build_request("GET", "/fixed?size=3"))
+        except (BrokenPipeError, ConnectionResetError):
+            return  # the server chose to close instead of draining: allowed
+        _second_response_or_close(conn, b"xxx")
+
+
+def test_large_request_header_accepted(router_server):
+    cookie = "c=" + "v" * 8000
+    with router_server.raw() as conn:
+        r = conn.request("GET", "/scope", headers=[("Cookie", cookie)])
+    assert r.status == 200
+    assert (b"cookie", cookie.encode()) in [tuple(h) for h in r.json()["scope"]["headers"]]
+
+
+def test_absolute_form_request_target(router_server):
+    # RFC 9112 3.2.2: a server MUST accept the absolute form
+    with router_server.raw() as conn:
+        r = conn.request("GET", "http://testserver/scope/abs?x=1")
+    assert r.status == 200
+    scope = r.json()["scope"]
+    assert scope["path"] == "/scope/abs"
+    assert scope["raw_path"] == b"/scope/abs"
+    assert scope["query_string"] == b"x=1"
+
+
+def test_many_simultaneous_connections(router_server):
+    conns = [router_server.raw(timeout=20) for _ in range(100)]
+    try:
+        for i, conn in enumerate(conns):
+            conn.send(build_request("GET", f"/scope/c{i}"))
+        for i, conn in enumerate(conns):
+            r = conn.read_response()
+            assert r.status == 200 and r.json()["scope"]["path"] == f"/scope/c{i}"
+    finally:
+        for conn in conns:
+            conn.close()
+
+
+def test_keep_alive_timeout_closes_idle_connection(start_server):
+    srv = start_server("tests.apps.router:app", "--timeout-keep-alive", "1")
+    with srv.raw(timeout=15) as conn:
+        assert conn.request("GET", "/fixed?size=1").status == 200
+        assert conn.is_closed(timeout=10), "idle connection not closed by --timeout-keep-alive 1"
+    # a connection that keeps making requests is not cut
+    with srv.raw(timeout=15) as conn:
+        for _ in range(3):
+            assert conn.request("GET", "/fixed?size=1").status == 200
+
+
 # ------------------------------------------------------------------------------------------ responses
 
 def test_chunked_response(router_server):
@@ -185,6 +268,54 @@ def test_connection_close_with_a_pipelined_request_behind_it(router_server):
         assert r.status == 200 and r.body == b"xxx"
         rest = conn.read_until_eof()
     assert rest == b""
+
+
+def test_each_body_chunk_is_flushed_while_the_app_waits(router_server):
+    pid = f"stream-{uuid.uuid4().hex}"
+    with router_server.raw() as conn:
+        conn.send(build_request("GET", f"/stream/wait?id={pid}"))
+        probe_result(router_server, pid, key="first_sent")
+        head = conn.read_head()
+        assert head.status == 200
+        # the first chunk must arrive while the app is still waiting (nothing buffered until the end)
+        got = conn.buf
+        conn.buf = b""
+        deadline = time.monotonic() + 5
+        while b"first-chunk" not in got and time.monotonic() < deadline:
+            got += conn.recv_some(timeout=0.2)
+        assert b"first-chunk" in got, f"first chunk not delivered while the app waits: {got!r}"
+        router_server.get("/release", params={"id": pid})
+        conn.buf = got
+        rest = b""
+        if head.header("transfer-encoding"):
+            conn.buf = head.raw_head + got
+            r = conn.read_response()
+            assert r.body == b"first-chunksecond-chunk"
+        else:
+            rest = conn.read_until_eof()
+            assert (got + rest).endswith(b"second-chunk")
+
+
+def test_app_connection_close_header_closes_connection(router_server):
+    with router_server.raw() as conn:
+        r = conn.request("GET", "/app-connection-close")
+        assert r.status == 200 and r.body == b"bye"
+        assert conn.is_closed(timeout=5)
+
+
+def test_app_transfer_encoding_header_is_not_applied_twice(router_server):
+    with router_server.raw() as conn:
+        r = conn.request("GET", "/app-transfer-encoding")
+        assert r.status == 200
+        assert r.body == b"abcdef"
+        assert len(r.header_all("transfer-encoding")) == 1
+        assert conn.request("GET", "/fixed?size=1").body == b"x"
+
+
+def test_latin1_response_header_value(router_server):
+    with router_server.raw() as conn:
+        r = conn.request("GET", "/headers")
+    assert b"\r\nx-latin1: caf\xe9\r\n" in r.raw_head
 
 
 # ------------------------------------------------------------------------------------------ HTTP/1.0

@@ -228,6 +228,7 @@ async def ep_headers(scope, receive, send, q):
         (b"set-cookie", b"a=1"),
         (b"set-cookie", b"b=2"),
         (b"x-custom", b"custom-value"),
+        (b"x-latin1", b"caf\xe9"),
     ])
 
 
@@ -236,6 +237,10 @@ async def ep_slow(scope, receive, send, q):
     tag = q.get("tag", "")
     INFLIGHT["slow"] += 1
     INFLIGHT["slow_started"] += 1
+    if "id" in q:
+        probe(q)["started"] = True
+    if tag:
+        print(f"SLOW-STARTED {tag}", file=sys.stderr, flush=True)
     try:
         await asyncio.sleep(delay)
     except asyncio.CancelledError:
@@ -512,6 +517,30 @@ async def ep_probe_final_empty_body(scope, receive, send, q):
     p["done"] = True
 
 
+async def ep_stream_wait(scope, receive, send, q):
+    """Send a first chunk, then wait for /release?id=ID before finishing: the first chunk must reach the
+    client while the app waits (server-sent events, long polling)."""
+    p = probe(q)
+    await start(send, 200)
+    await send({"type": "http.response.body", "body": b"first-chunk", "more_body": True})
+    p["first_sent"] = True
+    await asyncio.wait_for(event(q["id"]).wait(), 20)
+    await send({"type": "http.response.body", "body": b"second-chunk", "more_body": False})
+    p["done"] = True
+
+
+async def ep_app_connection_close(scope, receive, send, q):
+    await respond(send, b"bye", headers=[(b"connection", b"close")])
+
+
+async def ep_app_transfer_encoding(scope, receive, send, q):
+    """The app sets transfer-encoding: chunked itself: the body must be chunked once, not twice."""
+    await start(send, 200, headers=[(b"transfer-encoding", b"chunked")])
+    for part in (b"abc", b"def"):
+        await send({"type": "http.response.body", "body": part, "more_body": True})
+    await send({"type": "http.response.body", "body": b"", "more_body": False})
+
+
 async def ep_continue_wait(scope, receive, send, q):
     """Do not call receive() until /release?id=ID; then echo the body."""
     p = probe(q)
@@ -576,6 +605,8 @@ MISUSE = {
                           "headers": [(b"x-bad", b"ok\x00x-injected"), (b"content-length", b"3")]}],
     "unknown-type": [{"type": "http.response.bogus", "body": b"?"}],
     "body-not-bytes": "special",
+    "body-longer-than-content-length": "special",
+    "body-shorter-than-content-length": "special",
 }
 
 
@@ -617,6 +648,12 @@ async def ep_misuse(scope, receive, send, q):
         await send({"type": "http.response.start", "status": 200, "headers": [(b"content-length", b"2")]})
         await attempt([{"type": "http.response.body", "body": "a str, not bytes"}])
         await followup([{"type": "http.response.body", "body": b"ok"}])
+    elif case == "body-longer-than-content-length":
+        await send({"type": "http.response.start", "status": 200, "headers": [(b"content-length", b"3")]})
+        await attempt([{"type": "http.response.body", "body": b"123EXTRA-BYTES"}])
+    elif case == "body-shorter-than-content-length":
+        await send({"type": "http.response.start", "status": 200, "headers": [(b"content-length", b"10")]})
+        await attempt([{"type": "http.response.body", "body": b"123"}])
     elif case == "after-complete-body":
         await respond(send, b"ok")
         await attempt([{"type": "http.response.body", "body": b"EXTRA-BYTES"}])
@@ -660,6 +697,9 @@ ROUTES = {
     "/probe/final-empty-body": ep_probe_final_empty_body,
     "/probe/post-response-work": ep_probe_post_response_work,
     "/continue/wait": ep_continue_wait,
+    "/stream/wait": ep_stream_wait,
+    "/app-connection-close": ep_app_connection_close,
+    "/app-transfer-encoding": ep_app_transfer_encoding,
     "/error/before-start": ep_error_before_start,
     "/error/after-start-chunked": ep_error_after_start_chunked,
     "/error/after-start-cl": ep_error_after_start_cl,
