@@ -168,8 +168,10 @@ impl Bridge {
     /// Take every queued event. `spare` is an empty vector that becomes the new queue, so the
     /// steady state allocates nothing.
     pub fn take(&self, spare: Vec<Event>) -> Vec<Event> {
-        // Disarm before taking: a producer that pushes after this point signals again.
-        self.armed.store(false, Ordering::Release);
+        // Order matters. The eventfd is drained *before* disarming: disarming first would let a
+        // producer signal in between, the read would swallow that signal, and `armed` would
+        // stay true with nothing pending, so no later push would ever wake the loop again.
+        // After disarming, every event pushed is either in the queue taken below or signalled.
         let mut counter: u64 = 0;
         // SAFETY: reading 8 bytes into a valid u64 from our own non-blocking eventfd.
         unsafe {
@@ -179,6 +181,7 @@ impl Bridge {
                 std::mem::size_of::<u64>(),
             );
         }
+        self.armed.store(false, Ordering::Release);
         let mut queue = self.queue.lock();
         queue.oldest_unsignalled = None;
         std::mem::replace(&mut queue.events, spare)
@@ -216,6 +219,45 @@ mod tests {
         assert_eq!(events.len(), 2);
         bridge.push(Event::Wake(3));
         assert_eq!(pending_wakeups(&bridge), 1, "re-armed after take()");
+    }
+
+    /// Producer and consumer race for a while; every event must arrive through a wake-up.
+    #[test]
+    fn no_wakeup_is_lost_under_contention() {
+        use std::sync::Arc;
+        let bridge = Arc::new(Bridge::new().expect("eventfd")); // ok: test-only
+        let total: u64 = 200_000;
+        let producer_side = bridge.clone();
+        let producer = std::thread::spawn(move || {
+            mark_io_thread();
+            for i in 0..total {
+                producer_side.push(Event::Wake(i));
+                if i % 7 == 0 {
+                    producer_side.flush();
+                }
+            }
+            producer_side.flush();
+        });
+        let mut received: u64 = 0;
+        let mut spare = Vec::new();
+        while received < total {
+            let mut poll = libc::pollfd {
+                fd: bridge.fileno(),
+                events: libc::POLLIN,
+                revents: 0,
+            };
+            // SAFETY: one valid pollfd.
+            let ready = unsafe { libc::poll(&mut poll, 1, 2000) };
+            assert!(
+                ready > 0,
+                "lost wake-up: {received} of {total} events arrived"
+            );
+            let mut events = bridge.take(spare);
+            received += events.len() as u64;
+            events.clear();
+            spare = events;
+        }
+        producer.join().expect("producer"); // ok: test-only
     }
 
     #[test]

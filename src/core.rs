@@ -91,8 +91,7 @@ impl Core {
             date_header,
         };
         let shared = Arc::new(Shared::new(bridge, settings));
-        let scope_cache = ScopeCache::new(py, &root_path, state)?;
-        scope_cache.set_asgi_version(py, asgi_version)?;
+        let scope_cache = ScopeCache::new(py, &root_path, state, asgi_version)?;
         let default_headers = default_headers
             .into_iter()
             .map(|(name, value)| {

@@ -13,6 +13,7 @@ use hyper::body::Incoming;
 use parking_lot::Mutex;
 use pyo3::intern;
 use pyo3::prelude::*;
+use pyo3::pybacked::PyBackedBytes;
 use pyo3::types::{PyBytes, PyDict, PyString, PyTuple};
 
 use crate::awaitable::{Done, Ready};
@@ -248,7 +249,7 @@ impl HttpProtocol {
 
     fn send_body(&mut self, py: Python<'_>, message: &Bound<'_, PyDict>) -> PyResult<Py<PyAny>> {
         let body = match message.get_item(intern!(py, "body"))? {
-            Some(body) => Bytes::copy_from_slice(bytes_of(&body)?),
+            Some(body) => body_bytes(body)?,
             None => Bytes::new(),
         };
         let more = match message.get_item(intern!(py, "more_body"))? {
@@ -472,6 +473,19 @@ fn check_length(declared: Option<u64>, len: usize, more: bool) -> PyResult<Optio
         return Err(ProtocolError::TooShort.into());
     }
     Ok(Some(left))
+}
+
+/// Bodies at least this large are handed to hyper without a copy: the `Bytes` keeps the Python
+/// object alive. Smaller ones are copied, which costs less than releasing the object later.
+const ZERO_COPY_MIN: usize = 16 * 1024;
+
+fn body_bytes(body: Bound<'_, PyAny>) -> PyResult<Bytes> {
+    let bytes = body.cast_into::<PyBytes>()?;
+    if bytes.as_bytes().len() < ZERO_COPY_MIN {
+        return Ok(Bytes::copy_from_slice(bytes.as_bytes()));
+    }
+    // Dropped on the I/O thread once written; PyO3 defers the decref to the next GIL holder.
+    Ok(Bytes::from_owner(PyBackedBytes::from(bytes)))
 }
 
 fn bytes_of<'a>(value: &'a Bound<'_, PyAny>) -> PyResult<&'a [u8]> {

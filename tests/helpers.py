@@ -44,6 +44,17 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def _die_with_parent():
+    """Runs in the child before exec: SIGKILL it if the test process dies without its teardown (e.g. pytest
+    killed by an outer timeout), so no orphan server is left behind. Linux only; best effort."""
+    try:
+        import ctypes
+
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+    except Exception:
+        pass
+
+
 class _LineCollector(threading.Thread):
     def __init__(self, stream, lines: list, cond: threading.Condition, name: str):
         super().__init__(daemon=True, name=name)
@@ -90,6 +101,7 @@ class ServerProcess:
             stderr=subprocess.PIPE,
             env=full_env,
             start_new_session=True,
+            preexec_fn=_die_with_parent,
         )
         self.pid = self.proc.pid
         self._threads = [

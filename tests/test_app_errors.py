@@ -4,7 +4,7 @@ import uuid
 
 import pytest
 
-from tests.helpers import IncompleteResponse, build_request, probe_result
+from tests.helpers import build_request, probe_result
 
 
 def _assert_alive(server):

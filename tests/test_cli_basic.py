@@ -8,7 +8,7 @@ import sys
 
 import pytest
 
-from tests.helpers import REPO_ROOT, SERVER_NAME, ServerProcess, free_port
+from tests.helpers import REPO_ROOT, SERVER_NAME, free_port
 
 ROUTER = "tests.apps.router:app"
 
@@ -155,3 +155,10 @@ def test_programmatic_serve(run_process):
     assert r.json()["scope"]["path"] == "/scope/served"
     proc.wait_for_line(f"running on http://127.0.0.1:{port}")
     assert proc.stop(signal.SIGINT) == 0
+
+
+def test_client_disconnected_is_an_oserror_subclass():
+    import ferrocorn
+
+    assert issubclass(ferrocorn.ClientDisconnected, OSError)
+    assert callable(ferrocorn.serve)

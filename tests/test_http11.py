@@ -10,7 +10,7 @@ import uuid
 
 import pytest
 
-from tests.helpers import RawConn, build_request, chunked, decode_json, probe_result
+from tests.helpers import build_request, chunked, decode_json, probe_result
 
 
 # ------------------------------------------------------------------------------------------ keep-alive

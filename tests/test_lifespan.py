@@ -150,3 +150,10 @@ def test_lifespan_shutdown_runs_after_inflight_requests(start_server):
     assert result["r"].status_code == 200
     lines = srv.stderr_lines
     assert _index(lines, "Shutting down") < _index(lines, "REQUEST-END") < _index(lines, "LS-SHUTDOWN")
+
+
+def test_lifespan_coroutine_returning_after_startup_does_not_block_shutdown(start_server):
+    srv = start_server(f"{APPS}:returns_after_startup_app")
+    assert srv.get("/").json() == {"served": True}
+    assert srv.stop(timeout=15) == 0
+    assert "Finished server process" in srv.stderr

@@ -78,6 +78,24 @@ def test_header_value_bytes_preserved(router_server):
     assert (b"x-quote", b'"q" ; a=b') in headers
 
 
+def test_header_edge_cases(router_server):
+    data = raw_scope(router_server, "/scope", headers=[
+        ("X-Empty", ""), ("X-Case", "one"), ("x-CASE", "two"), ("X-Padded", "   padded value\t "),
+    ])
+    headers = data["scope"]["headers"]
+    assert (b"x-empty", b"") in headers
+    assert [v for k, v in headers if k == b"x-case"] == [b"one", b"two"]
+    # optional whitespace around the value is not part of it (RFC 9110 5.5)
+    assert (b"x-padded", b"padded value") in headers
+
+
+def test_long_request_target(router_server):
+    segment = "a" * 4000
+    scope = raw_scope(router_server, f"/scope/{segment}?q={segment}")["scope"]
+    assert scope["path"] == f"/scope/{segment}"
+    assert scope["query_string"] == f"q={segment}".encode()
+
+
 @pytest.mark.parametrize("method", ["POST", "PUT", "DELETE", "PATCH", "OPTIONS"])
 def test_method(router_server, method):
     data = raw_scope(router_server, "/scope", method=method, body=b"x" if method in ("POST", "PUT", "PATCH") else b"")
@@ -92,6 +110,8 @@ def test_method(router_server, method):
     ("/scope/a+b%2B", "/scope/a+b+", b"/scope/a+b%2B"),
     ("/scope/%25", "/scope/%", b"/scope/%25"),
     ("/scope//double//", "/scope//double//", b"/scope//double//"),
+    ("/scope/a;b=c,d", "/scope/a;b=c,d", b"/scope/a;b=c,d"),
+    ("/scope/%7Euser/%3Fnot-a-query", "/scope/~user/?not-a-query", b"/scope/%7Euser/%3Fnot-a-query"),
 ])
 def test_path_percent_decoding(router_server, target, path, raw_path):
     scope = raw_scope(router_server, target)["scope"]

@@ -216,3 +216,27 @@ def test_upload_backpressure_when_app_does_not_read(router_server):
     if rss.growth >= RSS_BUDGET:
         problems.append(f"server RSS grew by {rss.growth / MiB:.1f} MiB while the app was not reading")
     assert not problems, "; ".join(problems)
+
+
+def test_single_50mib_body_message(router_server):
+    with router_server.client(timeout=60) as c:
+        r = c.get("/fixed", params={"size": 50 * MiB})
+    assert r.status_code == 200
+    assert len(r.content) == 50 * MiB and r.content.count(b"x") == 50 * MiB
+
+
+def test_ten_thousand_small_chunks(router_server):
+    with router_server.client(timeout=60) as c:
+        r = c.get("/many-chunks", params={"n": 10000, "size": 10})
+    assert r.content == b"".join(b"%09d\n" % i for i in range(10000))
+
+
+def test_receive_message_types(router_server):
+    with router_server.client() as c:
+        post = c.post("/upload", content=(CLIENT_CHUNK for _ in range(2))).json()
+        get = c.get("/upload").json()
+    assert post["message_types"] == ["http.request:bytes:bool"]
+    assert post["length"] == 2 * MiB
+    # a request without a body: exactly one http.request with b"" and more_body False
+    assert get["messages"] == 1 and get["length"] == 0
+    assert get["message_types"] == ["http.request:bytes:bool"]

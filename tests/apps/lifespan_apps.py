@@ -98,3 +98,14 @@ async def shutdown_failed_app(scope, receive, send):
                 await send({"type": "lifespan.shutdown.failed", "message": "could not flush (from the app)"})
                 return
     await _respond_json(send, {"served": True})
+
+
+# --------------------------------------------------------------------------- lifespan coroutine ends early
+
+async def returns_after_startup_app(scope, receive, send):
+    """Completes startup and returns at once, never waiting for lifespan.shutdown."""
+    if scope["type"] == "lifespan":
+        await receive()
+        await send({"type": "lifespan.startup.complete"})
+        return
+    await _respond_json(send, {"served": True})

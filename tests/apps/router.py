@@ -162,6 +162,7 @@ async def ep_upload(scope, receive, send, q):
         await asyncio.wait_for(event(q["wait"]).wait(), 30)
     h = hashlib.sha256()
     n = messages = biggest = 0
+    types = set()
     while True:
         msg = await receive()
         if msg["type"] == "http.disconnect":
@@ -169,6 +170,7 @@ async def ep_upload(scope, receive, send, q):
                 p.update(disconnected=True, received=n, done=True)
             return
         body = msg.get("body", b"")
+        types.add(f"{msg['type']}:{type_name(body)}:{type_name(msg.get('more_body'))}")
         h.update(body)
         n += len(body)
         messages += 1
@@ -177,7 +179,8 @@ async def ep_upload(scope, receive, send, q):
             p["received"] = n
         if not msg.get("more_body", False):
             break
-    result = {"length": n, "sha256": h.hexdigest(), "messages": messages, "biggest_message": biggest}
+    result = {"length": n, "sha256": h.hexdigest(), "messages": messages, "biggest_message": biggest,
+              "message_types": sorted(types)}
     if p is not None:
         p.update(result, done=True)
     await respond_json(send, result)
@@ -207,6 +210,14 @@ async def ep_download(scope, receive, send, q):
 async def ep_fixed(scope, receive, send, q):
     size = int(q.get("size", "5"))
     await respond(send, b"x" * size)
+
+
+async def ep_many_chunks(scope, receive, send, q):
+    n, size = int(q.get("n", "1000")), int(q.get("size", "10"))
+    await start(send, 200)
+    for i in range(n):
+        await send({"type": "http.response.body", "body": (b"%09d\n" % i)[-size:], "more_body": True})
+    await send({"type": "http.response.body", "body": b"", "more_body": False})
 
 
 async def ep_chunked(scope, receive, send, q):
@@ -672,6 +683,7 @@ ROUTES = {
     "/download": ep_download,
     "/fixed": ep_fixed,
     "/chunked": ep_chunked,
+    "/many-chunks": ep_many_chunks,
     "/status": ep_status,
     "/headers": ep_headers,
     "/slow": ep_slow,
