@@ -17,8 +17,8 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import Iterable, Optional
 
 import httpx
 
@@ -30,7 +30,7 @@ SERVER_NAME = "Uvicorn" if SERVER_MODULE == "uvicorn" else "Ferrocorn"
 RUNNING_RE = re.compile(SERVER_NAME + r" running on http://([^\s:]+|\[[^\]]+\]):(\d+) \(Press CTRL\+C to quit\)")
 
 # Every ServerProcess that is alive; conftest prints their logs when a test fails.
-LIVE_SERVERS: "list[ServerProcess]" = []
+LIVE_SERVERS: list[ServerProcess] = []
 _LIVE_LOCK = threading.Lock()
 
 
@@ -78,13 +78,13 @@ class _LineCollector(threading.Thread):
 class ServerProcess:
     """A server (or any Python program) running in a subprocess, cwd = repo root."""
 
-    def __init__(self, cmd: list, port: Optional[int] = None, env: Optional[dict] = None, name: str = "server"):
+    def __init__(self, cmd: list, port: int | None = None, env: dict | None = None, name: str = "server"):
         self.cmd = cmd
         self.name = name
         self._fixed_port = port
-        self.port: Optional[int] = None
+        self.port: int | None = None
         self.host = "127.0.0.1"
-        self.returncode: Optional[int] = None
+        self.returncode: int | None = None
         self._cond = threading.Condition()
         self._stderr: list = []
         self._stdout: list = []
@@ -115,8 +115,8 @@ class ServerProcess:
 
     # ------------------------------------------------------------------ construction helpers
     @classmethod
-    def ferrocorn(cls, app: str, *args: str, port: Optional[int] = None, env: Optional[dict] = None,
-                  wait: bool = True, timeout: float = 20.0) -> "ServerProcess":
+    def ferrocorn(cls, app: str, *args: str, port: int | None = None, env: dict | None = None,
+                  wait: bool = True, timeout: float = 20.0) -> ServerProcess:
         port_arg = str(port) if port is not None else "0"
         cmd = [sys.executable, "-m", SERVER_MODULE, app, "--host", "127.0.0.1", "--port", port_arg, *args]
         srv = cls(cmd, port=port, env=env, name=f"ferrocorn[{app}]")
@@ -128,12 +128,12 @@ class ServerProcess:
     @property
     def stderr_lines(self) -> list:
         with self._cond:
-            return [l for l in self._stderr if l is not None]
+            return [line for line in self._stderr if line is not None]
 
     @property
     def stdout_lines(self) -> list:
         with self._cond:
-            return [l for l in self._stdout if l is not None]
+            return [line for line in self._stdout if line is not None]
 
     @property
     def stderr(self) -> str:
@@ -173,13 +173,13 @@ class ServerProcess:
 
     def has_line(self, pattern, stream: str = "stderr") -> bool:
         lines = self.stderr_lines if stream == "stderr" else self.stdout_lines
-        return any((pattern.search(l) if hasattr(pattern, "search") else pattern in l) for l in lines)
+        return any((pattern.search(line) if hasattr(pattern, "search") else pattern in line) for line in lines)
 
     def mark(self, stream: str = "stderr") -> int:
         """Index to pass as ``start`` to wait_for_line / lines_since."""
         with self._cond:
             lines = self._stderr if stream == "stderr" else self._stdout
-            return len([l for l in lines if l is not None])
+            return len([line for line in lines if line is not None])
 
     def lines_since(self, mark: int, stream: str = "stderr") -> list:
         lines = self.stderr_lines if stream == "stderr" else self.stdout_lines
@@ -207,7 +207,8 @@ class ServerProcess:
                         break
                     remaining = deadline - time.monotonic()
                     if remaining <= 0:
-                        raise ServerStartError(f"no '{SERVER_NAME} running on' line within {timeout}s\n" + self.log_tail())
+                        message = f"no '{SERVER_NAME} running on' line within {timeout}s\n"
+                        raise ServerStartError(message + self.log_tail())
                     self._cond.wait(min(remaining, 0.2))
         else:
             self.port = self._fixed_port
@@ -218,9 +219,10 @@ class ServerProcess:
                 return self
             except OSError:
                 if self.proc.poll() is not None:
-                    raise ServerStartError(f"server exited (rc={self.proc.returncode})\n" + self.log_tail())
+                    raise ServerStartError(f"server exited (rc={self.proc.returncode})\n" + self.log_tail()) from None
                 if time.monotonic() > deadline:
-                    raise ServerStartError(f"port {self.port} never accepted a connection\n" + self.log_tail())
+                    message = f"port {self.port} never accepted a connection\n"
+                    raise ServerStartError(message + self.log_tail()) from None
                 time.sleep(0.05)
 
     @property
@@ -235,7 +237,7 @@ class ServerProcess:
         with self.client() as c:
             return c.get(path, **kw)
 
-    def raw(self, timeout: float = 10.0) -> "RawConn":
+    def raw(self, timeout: float = 10.0) -> RawConn:
         return RawConn(self.host, self.port, timeout=timeout)
 
     def alive(self) -> bool:
@@ -245,7 +247,7 @@ class ServerProcess:
         if self.proc.poll() is None:
             os.kill(self.pid, sig)
 
-    def _wait_exit(self, timeout: float) -> Optional[int]:
+    def _wait_exit(self, timeout: float) -> int | None:
         try:
             self.returncode = self.proc.wait(timeout)
         except subprocess.TimeoutExpired:
@@ -283,7 +285,7 @@ class ServerProcess:
             if self in LIVE_SERVERS:
                 LIVE_SERVERS.remove(self)
 
-    def close(self, timeout: float = 15.0) -> Optional[int]:
+    def close(self, timeout: float = 15.0) -> int | None:
         """Teardown: SIGINT, wait, kill -9 on timeout. Never raises."""
         if self.proc.poll() is None:
             try:
@@ -344,7 +346,7 @@ def decode_json(obj):
 # ============================================================================ raw HTTP
 
 class IncompleteResponse(Exception):
-    def __init__(self, msg, partial: "RawResponse"):
+    def __init__(self, msg, partial: RawResponse):
         super().__init__(msg)
         self.partial = partial
 
@@ -360,7 +362,7 @@ class RawResponse:
     chunked: bool = False
     raw_head: bytes = b""
 
-    def header(self, name: str) -> Optional[str]:
+    def header(self, name: str) -> str | None:
         vals = self.header_all(name)
         return vals[0] if vals else None
 
@@ -428,14 +430,14 @@ class RawConn:
             if not self.buf:
                 try:
                     self._fill()
-                except socket.timeout:
+                except TimeoutError:
                     pass
             data, self.buf = self.buf, b""
             return data
         finally:
             self.sock.settimeout(old)
 
-    def _read_line(self, limit: int = 1 << 20) -> Optional[bytes]:
+    def _read_line(self, limit: int = 1 << 20) -> bytes | None:
         while b"\r\n" not in self.buf:
             if len(self.buf) > limit:
                 raise AssertionError("line too long in response")
@@ -468,7 +470,7 @@ class RawConn:
                 raise AssertionError(f"unexpected extra bytes: {self.buf[:200]!r}")
             try:
                 data = self.sock.recv(65536)
-            except socket.timeout:
+            except TimeoutError:
                 return False
             except ConnectionResetError:
                 return True
@@ -478,7 +480,7 @@ class RawConn:
         finally:
             self.sock.settimeout(old)
 
-    def read_head(self) -> Optional[RawResponse]:
+    def read_head(self) -> RawResponse | None:
         """Read a status line and headers. None if the connection closed before any byte."""
         line = self._read_line()
         if line is None:
@@ -540,7 +542,7 @@ class RawConn:
                 try:
                     size = int(size_line.split(b";")[0].strip(), 16)
                 except ValueError:
-                    raise AssertionError(f"malformed chunk size line {size_line!r}")
+                    raise AssertionError(f"malformed chunk size line {size_line!r}") from None
                 if size == 0:
                     # trailers
                     while True:
@@ -576,13 +578,13 @@ class RawConn:
         return resp
 
     def request(self, method: str, target: str, headers: Iterable = (), body: bytes = b"",
-                version: str = "1.1", host: Optional[str] = "testserver") -> RawResponse:
+                version: str = "1.1", host: str | None = "testserver") -> RawResponse:
         self.send(build_request(method, target, headers, body, version, host))
         return self.read_response(method)
 
 
 def build_request(method: str, target: str, headers: Iterable = (), body: bytes = b"", version: str = "1.1",
-                  host: Optional[str] = "testserver", content_length: Optional[bool] = None) -> bytes:
+                  host: str | None = "testserver", content_length: bool | None = None) -> bytes:
     lines = [f"{method} {target} HTTP/{version}".encode()]
     if host is not None:
         lines.append(b"Host: " + host.encode())

@@ -98,7 +98,7 @@ def test_access_log_line_format(start_server):
     srv.wait_for_line(f'INFO:     127.0.0.1:{local} - "POST /status?code=404 HTTP/1.1" 404 Not Found',
                       stream="stdout")
     # access lines go to stdout, not stderr
-    assert not any('"GET /fixed?size=1 HTTP/1.1"' in l for l in srv.stderr_lines)
+    assert not any('"GET /fixed?size=1 HTTP/1.1"' in line for line in srv.stderr_lines)
 
 
 def test_access_log_http10_and_quoted_path(start_server):
@@ -115,9 +115,9 @@ def test_no_access_log(start_server):
     with srv.client() as c:
         assert c.get("/fixed?size=1").status_code == 200
     srv.stop()
-    assert not any("GET /fixed" in l for l in srv.stdout_lines + srv.stderr_lines)
+    assert not any("GET /fixed" in line for line in srv.stdout_lines + srv.stderr_lines)
     # the other logs are still there
-    assert any("Application startup complete." in l for l in srv.stderr_lines)
+    assert any("Application startup complete." in line for line in srv.stderr_lines)
 
 
 def test_log_level_warning_hides_info(start_server):
@@ -127,7 +127,7 @@ def test_log_level_warning_hides_info(start_server):
         assert c.get("/fixed?size=1").status_code == 200
     assert srv.stop() == 0
     all_lines = srv.stderr_lines + srv.stdout_lines
-    assert not [l for l in all_lines if l.startswith("INFO:")], all_lines
+    assert not [line for line in all_lines if line.startswith("INFO:")], all_lines
 
 
 @pytest.mark.parametrize("level", ["trace", "debug"])

@@ -21,7 +21,7 @@ def _no_errors_logged_since(server, mark, grace=0.5):
     marker = f"LOG-MARKER-{uuid.uuid4().hex}"
     server.get("/log-marker", params={"m": marker})
     server.wait_for_line(marker, start=mark)
-    bad = [l for l in server.lines_since(mark) if ERROR_LINE.search(l)]
+    bad = [line for line in server.lines_since(mark) if ERROR_LINE.search(line)]
     assert not bad, "server logged an error:\n" + "\n".join(server.lines_since(mark))
 
 

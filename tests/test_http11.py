@@ -12,7 +12,6 @@ import pytest
 
 from tests.helpers import build_request, chunked, decode_json, probe_result
 
-
 # ------------------------------------------------------------------------------------------ keep-alive
 
 def test_keep_alive_reuses_connection(router_server):
@@ -442,7 +441,9 @@ MALFORMED = {
     "nul-in-header-value": b"GET / HTTP/1.1\r\nHost: x\r\nX-A: a\x00b\r\n\r\n",
     "bad-content-length": b"POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: abc\r\n\r\n",
     "negative-content-length": b"POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: -5\r\n\r\n",
-    "conflicting-content-lengths": b"POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\nContent-Length: 4\r\n\r\nabcd",
+    "conflicting-content-lengths": (
+        b"POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\nContent-Length: 4\r\n\r\nabcd"
+    ),
     "space-in-method": b"G ET / HTTP/1.1\r\nHost: x\r\n\r\n",
     "bad-char-in-target": b"GET /a\x01b HTTP/1.1\r\nHost: x\r\n\r\n",
     "missing-host-http11": b"GET /fixed HTTP/1.1\r\n\r\n",

@@ -54,8 +54,8 @@ def test_inflight_requests_complete_then_exit_0(start_server, sig):
         assert r.status_code == 200 and r.text == f"slept {tag}{i}"
     assert rc == 0
     lines = srv.stderr_lines
-    assert any("Shutting down" in l for l in lines)
-    assert any("Finished server process" in l and f"[{srv.pid}]" in l for l in lines)
+    assert any("Shutting down" in line for line in lines)
+    assert any("Finished server process" in line and f"[{srv.pid}]" in line for line in lines)
 
 
 def test_idle_keepalive_connections_are_closed(start_server):

@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import hashlib
 from contextlib import asynccontextmanager
-from typing import Optional
 
 from fastapi import BackgroundTasks, Depends, FastAPI, HTTPException, Request
 from fastapi.responses import PlainTextResponse, StreamingResponse
@@ -36,7 +35,7 @@ class Item(BaseModel):
     tags: list[str] = []
 
 
-async def common(q: Optional[str] = None, limit: int = 10):
+async def common(q: str | None = None, limit: int = 10):
     return {"q": q, "limit": limit}
 
 
@@ -46,7 +45,7 @@ async def root():
 
 
 @app.get("/items/{item_id}")
-async def read_item(item_id: int, q: Optional[str] = None):
+async def read_item(item_id: int, q: str | None = None):
     if item_id == 404:
         raise HTTPException(status_code=404, detail="Item not found")
     return {"item_id": item_id, "q": q}
@@ -58,7 +57,7 @@ async def create_item(item: Item):
 
 
 @app.get("/deps")
-async def with_deps(commons: dict = Depends(common)):
+async def with_deps(commons: dict = Depends(common)):  # noqa: B008 (FastAPI's idiom)
     return commons
 
 

@@ -26,7 +26,8 @@ async def homepage(request: Request):
 
 
 async def user(request: Request):
-    return JSONResponse({"user_id": request.path_params["user_id"], "type": type(request.path_params["user_id"]).__name__,
+    user_id = request.path_params["user_id"]
+    return JSONResponse({"user_id": user_id, "type": type(user_id).__name__,
                          "query": dict(request.query_params)})
 
 
