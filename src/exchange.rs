@@ -43,10 +43,20 @@ pub struct ConnInfo {
 pub struct RequestHead {
     pub id: u64,
     pub parts: http::request::Parts,
-    /// `None` when the request has no body at all.
-    pub body: Option<Incoming>,
+    pub body: RequestBody,
     pub conn: Arc<ConnInfo>,
     pub exchange: Arc<Exchange>,
+}
+
+/// Where a request's body is when the request reaches Python.
+pub enum RequestBody {
+    /// The request has no body.
+    Empty,
+    /// Already being read into the exchange (bounded by the high-water mark).
+    Pumping,
+    /// Read only once the app first calls `receive()`: the client sent `Expect: 100-continue`,
+    /// and `100 Continue` must not go out before the app asks for the body.
+    OnFirstReceive(Incoming),
 }
 
 /// Which Python waiter a wake-up is for. Encoded in the low bit of the wake id.

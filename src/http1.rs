@@ -15,7 +15,9 @@ use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::sync::oneshot;
 
 use crate::bridge::{Event, LogLevel};
-use crate::exchange::{ConnInfo, Exchange, RequestHead, ResponseBody};
+use crate::exchange::{
+    pump_request_body, ConnInfo, Exchange, RequestBody, RequestHead, ResponseBody,
+};
 use crate::listener::Accepted;
 use crate::server::{phase_action, PhaseAction, Settings, Shared};
 
@@ -174,9 +176,13 @@ fn hand_over(
     let exchange = Arc::new(Exchange::new(id, shared.bridge.clone(), responder));
     let (parts, body) = request.into_parts();
     let body = if body.is_end_stream() {
-        None
+        RequestBody::Empty
+    } else if expects_continue(&parts) {
+        RequestBody::OnFirstReceive(body)
     } else {
-        Some(body)
+        // Start reading now, so that the body is usually there when the app asks for it.
+        tokio::spawn(pump_request_body(exchange.clone(), body));
+        RequestBody::Pumping
     };
     let guard = AnswerGuard {
         exchange: exchange.clone(),
@@ -190,6 +196,13 @@ fn hand_over(
         exchange,
     })));
     (response, guard)
+}
+
+fn expects_continue(parts: &http::request::Parts) -> bool {
+    parts
+        .headers
+        .get(header::EXPECT)
+        .is_some_and(|value| value.as_bytes().eq_ignore_ascii_case(b"100-continue"))
 }
 
 /// RFC 9112 §3.2: an HTTP/1.1 request needs exactly one Host, and it must be `host[:port]`.

@@ -18,7 +18,9 @@ use pyo3::types::{PyBytes, PyDict, PyString, PyTuple};
 
 use crate::awaitable::{Done, Ready};
 use crate::errors::ProtocolError;
-use crate::exchange::{pump_request_body, Exchange, ResponseBody, StreamBody, WaitKind};
+use crate::exchange::{
+    pump_request_body, Exchange, RequestBody, ResponseBody, StreamBody, WaitKind,
+};
 use crate::scope::ScopeCache;
 use crate::ClientDisconnected;
 
@@ -66,7 +68,7 @@ enum ResponseState {
 pub struct HttpProtocol {
     ctx: Arc<PyContext>,
     exchange: Arc<Exchange>,
-    /// The request body, until the app first calls `receive()` and the pump takes it.
+    /// The request body, if it waits for the app's first `receive()` (100-continue).
     body: Option<Incoming>,
     has_body: bool,
     /// The app has been given the message with `more_body=False`.
@@ -83,15 +85,18 @@ impl HttpProtocol {
     pub fn new(
         ctx: Arc<PyContext>,
         exchange: Arc<Exchange>,
-        body: Option<Incoming>,
+        body: RequestBody,
         is_head: bool,
         scope: Option<Py<PyDict>>,
     ) -> Self {
         Self {
             ctx,
             exchange,
-            has_body: body.is_some(),
-            body,
+            has_body: !matches!(body, RequestBody::Empty),
+            body: match body {
+                RequestBody::OnFirstReceive(incoming) => Some(incoming),
+                RequestBody::Empty | RequestBody::Pumping => None,
+            },
             body_delivered: false,
             response: ResponseState::Idle,
             is_head,
