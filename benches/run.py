@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import hashlib
 import http.client
 import json
 import os
@@ -300,6 +301,8 @@ class ServerProcess:
         self.command = ["taskset", "-c", cpu, *server_command(server, workload.target, self.port)]
         self.log_path = log_dir / f"{server}-{workload.name}-{self.port}.log"
         self.proc: subprocess.Popen[bytes] | None = None
+        self.stopped = False
+        self.killed = False  # True when SIGTERM was not enough
 
     def start(self) -> None:
         env = dict(os.environ)
@@ -350,8 +353,9 @@ class ServerProcess:
 
     def stop(self) -> None:
         """SIGTERM the process group, SIGKILL it after a grace period, reap the leader."""
-        if self.proc is None:
+        if self.proc is None or self.stopped:
             return
+        self.stopped = True
         ServerProcess.live.discard(self)
         pgid = self.pgid
         with contextlib.suppress(ProcessLookupError):
@@ -361,11 +365,9 @@ class ServerProcess:
             if self.proc.poll() is not None and not process_group_members(pgid):
                 break
             time.sleep(0.05)
-        else:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(pgid, signal.SIGKILL)
-        # Stragglers (e.g. workers that outlived the leader) are still in our group: kill them.
+        # Past the grace period, or stragglers that outlived the leader: SIGKILL the whole group.
         if process_group_members(pgid):
+            self.killed = True
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(pgid, signal.SIGKILL)
         self.proc.wait()
@@ -447,6 +449,50 @@ def run_wrk(
     return parse_wrk(proc.stdout), cpu_s
 
 
+@dataclass(frozen=True)
+class FerrocornBuild:
+    """Identifies the ferrocorn build under test, which may be rebuilt while a benchmark runs."""
+
+    extension: Path  # the compiled _ferrocorn module every fresh server process loads
+    sha256: str
+    git: str  # repository HEAD, "-dirty" if src/ or python/ have uncommitted changes
+
+    @classmethod
+    def detect(cls) -> FerrocornBuild:
+        probe = subprocess.run(
+            [PYTHON, "-c", "import ferrocorn._ferrocorn as m; print(m.__file__)"],
+            capture_output=True, text=True, cwd=REPO_ROOT, check=False,
+        )
+        if probe.returncode != 0:
+            raise BenchError(f"cannot locate ferrocorn._ferrocorn:\n{probe.stderr.strip()}")
+        extension = Path(probe.stdout.strip())
+        return cls(extension=extension, sha256=_sha256(extension), git=_git_describe())
+
+    def changed(self) -> bool:
+        return _sha256(self.extension) != self.sha256
+
+    def describe(self) -> str:
+        return f"git {self.git}, {self.extension.name} sha256 {self.sha256}"
+
+
+def _sha256(path: Path) -> str:
+    try:
+        return hashlib.sha256(path.read_bytes()).hexdigest()[:12]
+    except OSError:
+        return "missing"
+
+
+def _git_describe() -> str:
+    def git(*args: str) -> str:
+        out = subprocess.run(
+            ["git", "-C", str(REPO_ROOT), *args], capture_output=True, text=True, check=False
+        )
+        return out.stdout.strip() if out.returncode == 0 else ""
+
+    head = git("rev-parse", "--short", "HEAD") or "unknown"
+    return head + ("-dirty" if git("status", "--porcelain", "--", "src", "python") else "")
+
+
 # --------------------------------------------------------------------------------------------
 # Measurement
 # --------------------------------------------------------------------------------------------
@@ -471,7 +517,12 @@ class Measurement:
 
 
 def measure(
-    server: str, workload: Workload, run: int, args: argparse.Namespace, work_dir: Path
+    server: str,
+    workload: Workload,
+    run: int,
+    args: argparse.Namespace,
+    work_dir: Path,
+    build: FerrocornBuild | None,
 ) -> Measurement:
     script = wrk_lua_script(workload, work_dir)
     proc = ServerProcess(server, workload, args.server_cpu, work_dir)
@@ -517,6 +568,12 @@ def measure(
             if problem is not None:
                 warnings.append(f"wrong answer after the run: {problem}")
         proc.stop()
+        if server == "ferrocorn" and build is not None and build.changed():
+            warnings.append(
+                f"{build.extension.name} changed since the benchmark started (rebuilt mid-run?)"
+            )
+        if proc.killed:
+            warnings.append(f"did not stop within {STOP_TIMEOUT_S:.0f} s of SIGTERM: killed")
         log = proc.log_text().strip()
         if log:
             # Everything runs at log level warning, so any output deserves a look.
@@ -530,7 +587,7 @@ def measure(
             other_cpu=other_cpu, steal=steal, warnings=warnings,
         )
     finally:
-        proc.stop()
+        proc.stop()  # no-op when already stopped above
 
 
 def wait_for_idle(timeout: float) -> bool:
@@ -553,13 +610,19 @@ def wait_for_idle(timeout: float) -> bool:
 
 
 def measure_undisturbed(
-    server: str, workload: Workload, run: int, args: argparse.Namespace, work_dir: Path, label: str
+    server: str,
+    workload: Workload,
+    run: int,
+    args: argparse.Namespace,
+    work_dir: Path,
+    build: FerrocornBuild | None,
+    label: str,
 ) -> Measurement:
     """Measure once, waiting for an idle machine first and re-measuring runs disturbed by others."""
     for attempt in range(args.retries + 1):
         if args.idle_timeout > 0:
             wait_for_idle(args.idle_timeout)
-        m = measure(server, workload, run, args, work_dir)
+        m = measure(server, workload, run, args, work_dir, build)
         disturbed = m.other_cpu + m.steal > OTHER_LOAD_MAX
         flag = f"  ⚠ {'; '.join(m.warnings)}" if m.warnings else ""
         if disturbed:
@@ -695,11 +758,15 @@ def markdown_table(
     return "\n".join(lines), notes
 
 
-def environment_info(args: argparse.Namespace, servers: list[str]) -> dict[str, Any]:
+def environment_info(
+    args: argparse.Namespace, servers: list[str], build: FerrocornBuild | None
+) -> dict[str, Any]:
     versions: dict[str, str] = {}
     for package in ("ferrocorn", "uvicorn", "granian", "uvloop", "httptools", "fastapi"):
         with contextlib.suppress(metadata.PackageNotFoundError):
             versions[package] = metadata.version(package)
+    if build is not None and "ferrocorn" in versions:
+        versions["ferrocorn"] += f" ({build.describe()})"
     wrk = subprocess.run(["wrk", "--version"], capture_output=True, text=True, check=False)
     wrk_version = (wrk.stdout + wrk.stderr).splitlines()[0].split("[")[0].strip()
     return {
@@ -816,9 +883,11 @@ def run(args: argparse.Namespace) -> int:
     servers: list[str] = args.server_list
     workloads = [WORKLOADS[name] for name in args.workload_list]
     check_prerequisites(servers)
+    build = FerrocornBuild.detect() if "ferrocorn" in servers else None
 
     total = len(workloads) * len(servers) * args.runs
-    estimate = total * (args.duration + WARMUP_S + 1.5)
+    # Per measurement: the idle check (1 s), server start-up and checks (~1 s), warm-up, timed run.
+    estimate = total * (args.duration + WARMUP_S + 2.0)
     print(
         f"{len(workloads)} workload(s) × {len(servers)} server(s) × {args.runs} run(s) of "
         f"{args.duration} s (+{WARMUP_S} s warm-up): about {estimate / 60:.1f} min",
@@ -836,7 +905,9 @@ def run(args: argparse.Namespace) -> int:
                     done += 1
                     label = f"[{done}/{total}] {workload.name:<13} {server:<9} run {run_index}"
                     measurements.append(
-                        measure_undisturbed(server, workload, run_index, args, work_dir, label)
+                        measure_undisturbed(
+                            server, workload, run_index, args, work_dir, build, label
+                        )
                     )
 
     summaries = {
@@ -845,7 +916,7 @@ def run(args: argparse.Namespace) -> int:
         for s in servers
         if (summary := summarise(measurements, w.name, s)) is not None
     }
-    info = environment_info(args, servers)
+    info = environment_info(args, servers, build)
     table, notes = markdown_table(summaries, workloads, servers)
     report = render_markdown(table, notes, info)
     print(report)
