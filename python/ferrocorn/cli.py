@@ -47,17 +47,17 @@ def _build_command() -> click.Command:
             options["log_config"] = LOGGING_CONFIG
         run(app, **options)
 
-    command: Any = main
-    for option in reversed(OPTIONS):
-        command = _click_option(option)(command)
-    command = click.option(
+    # click lists options in the reverse order of application: --version goes last, as in uvicorn.
+    command: Any = click.option(
         "--version",
         is_flag=True,
         callback=_print_version,
         expose_value=False,
         is_eager=True,
         help="Display the ferrocorn version and exit.",
-    )(command)
+    )(main)
+    for option in reversed(OPTIONS):
+        command = _click_option(option)(command)
     command = click.argument("app", envvar=["FERROCORN_APP", "UVICORN_APP"])(command)
     return click.command(context_settings={"auto_envvar_prefix": "FERROCORN"})(command)
 
