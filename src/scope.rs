@@ -38,19 +38,15 @@ impl ScopeCache {
         asgi.set_item(intern!(py, "version"), asgi_version)?;
         asgi.set_item(intern!(py, "spec_version"), HTTP_SPEC_VERSION)?;
         let template = PyDict::new(py);
-        template.set_item(intern!(py, "type"), intern!(py, "http"))?;
         for key in [
+            intern!(py, "type"),
             intern!(py, "asgi"),
             intern!(py, "http_version"),
             intern!(py, "server"),
             intern!(py, "client"),
             intern!(py, "scheme"),
             intern!(py, "method"),
-        ] {
-            template.set_item(key, py.None())?;
-        }
-        template.set_item(intern!(py, "root_path"), PyString::new(py, root_path))?;
-        for key in [
+            intern!(py, "root_path"),
             intern!(py, "path"),
             intern!(py, "raw_path"),
             intern!(py, "query_string"),
@@ -60,6 +56,8 @@ impl ScopeCache {
         ] {
             template.set_item(key, py.None())?;
         }
+        template.set_item(intern!(py, "type"), intern!(py, "http"))?;
+        template.set_item(intern!(py, "root_path"), PyString::new(py, root_path))?;
         Ok(Self {
             template: template.unbind(),
             asgi: asgi.unbind(),
