@@ -35,7 +35,7 @@ def _click_option(option: Option) -> Any:
         kwargs["type"] = option.type
     if option.multiple:
         kwargs["multiple"] = True
-        kwargs["default"] = None
+        del kwargs["default"]  # click's own default for repeatable options, as in uvicorn
     if option.metavar:
         kwargs["metavar"] = option.metavar
     return click.option(*option.flags, option.name, **kwargs)

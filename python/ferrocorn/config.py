@@ -134,6 +134,14 @@ OPTIONS: tuple[Option, ...] = (
         metavar="[auto|h11|httptools]",
     ),
     Option(
+        "http2",
+        ("--http2",),
+        False,
+        "Enable HTTP/2 support.",
+        is_flag=True,
+        pending="HTTP/2 is not implemented yet",
+    ),
+    Option(
         "ws",
         ("--ws",),
         "auto",
