@@ -480,19 +480,20 @@ class Config:
                     for name in ("default", "access"):
                         if name in formatters:
                             formatters[name]["use_colors"] = self.use_colors
-                logging.config.dictConfig(self.log_config)
+                logging.config.dictConfig(_for_ferrocorn(self.log_config))
             elif isinstance(self.log_config, str) and self.log_config.endswith(".json"):
                 import json
 
                 with open(self.log_config) as file:
-                    logging.config.dictConfig(json.load(file))
+                    logging.config.dictConfig(_for_ferrocorn(json.load(file)))
             elif isinstance(self.log_config, str) and self.log_config.endswith((".yaml", ".yml")):
                 import yaml
 
                 with open(self.log_config) as file:
-                    logging.config.dictConfig(yaml.safe_load(file))
+                    logging.config.dictConfig(_for_ferrocorn(yaml.safe_load(file)))
             else:
                 logging.config.fileConfig(self.log_config, disable_existing_loggers=False)
+            _adopt_uvicorn_loggers()
 
         if self.log_level is not None:
             level = LOG_LEVELS[self.log_level.lower()] if isinstance(self.log_level, str) else self.log_level
@@ -585,6 +586,47 @@ class Config:
             sock.listen(self.backlog)
             return [sock]
         return bind_tcp(self.host, self.port, self.backlog)
+
+
+#: A log config written for uvicorn names these loggers; ferrocorn logs under its own names.
+UVICORN_LOGGER_NAMES = {
+    "uvicorn": "ferrocorn",
+    "uvicorn.error": "ferrocorn.error",
+    "uvicorn.access": "ferrocorn.access",
+    "uvicorn.asgi": "ferrocorn.asgi",
+}
+
+
+def _for_ferrocorn(config: dict[str, Any]) -> dict[str, Any]:
+    """Point `uvicorn.logging.*` formatter classes at ferrocorn's (same formats) when uvicorn is
+    not installed, so a log config written for uvicorn loads unchanged."""
+    try:
+        import uvicorn.logging  # noqa: F401
+    except ImportError:
+        pass
+    else:
+        return config
+    for formatter in config.get("formatters", {}).values():
+        for key in ("()", "class"):
+            value = formatter.get(key)
+            if isinstance(value, str) and value.startswith("uvicorn.logging."):
+                formatter[key] = "ferrocorn.logging." + value.removeprefix("uvicorn.logging.")
+    return config
+
+
+def _adopt_uvicorn_loggers() -> None:
+    """If the applied config set up `uvicorn.*` loggers and left ferrocorn's alone, ferrocorn's take
+    their handlers, level and propagation: the config works as it did under uvicorn."""
+    for uvicorn_name, ferrocorn_name in UVICORN_LOGGER_NAMES.items():
+        source = logging.getLogger(uvicorn_name)
+        target = logging.getLogger(ferrocorn_name)
+        source_configured = bool(source.handlers) or source.level != logging.NOTSET
+        target_configured = bool(target.handlers) or target.level != logging.NOTSET
+        if source_configured and not target_configured:
+            target.handlers = list(source.handlers)
+            target.setLevel(source.level)
+            target.propagate = source.propagate
+            target.disabled = source.disabled
 
 
 def describe_exception(exc: BaseException) -> str:
