@@ -56,6 +56,7 @@ impl Core {
         *, loop_, runner, log, access_log=None, root_path=String::new(), state=None,
         default_headers=Vec::new(), keep_alive_timeout=5.0, max_header_size=None,
         date_header=true, asgi_version="3.0", reset_contextvars=false,
+        limit_concurrency=None,
     ))]
     #[allow(clippy::too_many_arguments)]
     fn new(
@@ -72,6 +73,7 @@ impl Core {
         date_header: bool,
         asgi_version: &str,
         reset_contextvars: bool,
+        limit_concurrency: Option<usize>,
     ) -> PyResult<Self> {
         if !(keep_alive_timeout.is_finite() && keep_alive_timeout > 0.0) {
             return Err(PyValueError::new_err("keep_alive_timeout must be positive"));
@@ -102,6 +104,7 @@ impl Core {
             keep_alive_timeout: Duration::from_secs_f64(keep_alive_timeout),
             max_header_size,
             date_header,
+            limit_concurrency,
         };
         let shared = Arc::new(Shared::new(bridge, settings));
         let scope_cache = ScopeCache::new(py, &root_path, state, asgi_version)?;

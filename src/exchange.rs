@@ -9,6 +9,7 @@
 use std::collections::VecDeque;
 use std::net::SocketAddr;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::task::{Context, Poll, Waker};
 
@@ -112,14 +113,24 @@ pub struct Exchange {
     state: Mutex<ExchangeState>,
     body_space: Notify,
     bridge: Arc<Bridge>,
+    /// The server's count of live exchanges, for `--limit-concurrency`.
+    in_flight: Arc<AtomicUsize>,
+}
+
+impl Drop for Exchange {
+    fn drop(&mut self) {
+        self.in_flight.fetch_sub(1, Ordering::AcqRel);
+    }
 }
 
 impl Exchange {
     pub fn new(
         id: u64,
         bridge: Arc<Bridge>,
+        in_flight: Arc<AtomicUsize>,
         responder: oneshot::Sender<http::Response<ResponseBody>>,
     ) -> Self {
+        in_flight.fetch_add(1, Ordering::AcqRel);
         Self {
             id,
             state: Mutex::new(ExchangeState {
@@ -128,6 +139,7 @@ impl Exchange {
             }),
             body_space: Notify::new(),
             bridge,
+            in_flight,
         }
     }
 

@@ -152,6 +152,15 @@ fn handle_request(
 ) -> impl Future<Output = Result<Response<ResponseBody>, Infallible>> + Send + 'static {
     let handed_over = match validate_host(&request) {
         Err(reason) => Err(bad_request(reason)),
+        Ok(()) if shared.over_concurrency_limit() => {
+            shared
+                .bridge
+                .log(LogLevel::Warning, "Exceeded concurrency limit.".to_owned());
+            Err(plain_response(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "Service Unavailable",
+            ))
+        }
         Ok(()) => Ok(hand_over(shared, conn.clone(), request)),
     };
     async move {
@@ -173,7 +182,12 @@ fn hand_over(
 ) -> (oneshot::Receiver<Response<ResponseBody>>, AnswerGuard) {
     let id = shared.next_request_id();
     let (responder, response) = oneshot::channel();
-    let exchange = Arc::new(Exchange::new(id, shared.bridge.clone(), responder));
+    let exchange = Arc::new(Exchange::new(
+        id,
+        shared.bridge.clone(),
+        shared.in_flight.clone(),
+        responder,
+    ));
     let (parts, body) = request.into_parts();
     let body = if body.is_end_stream() {
         RequestBody::Empty
@@ -272,10 +286,15 @@ fn is_valid_host(value: &[u8]) -> bool {
 }
 
 fn bad_request(reason: &'static str) -> Response<ResponseBody> {
+    plain_response(StatusCode::BAD_REQUEST, reason)
+}
+
+/// A plain-text answer from the server itself; the connection closes after it.
+fn plain_response(status: StatusCode, text: &'static str) -> Response<ResponseBody> {
     let mut response = Response::new(ResponseBody::Full(Some(Bytes::from_static(
-        reason.as_bytes(),
+        text.as_bytes(),
     ))));
-    *response.status_mut() = StatusCode::BAD_REQUEST;
+    *response.status_mut() = status;
     let headers = response.headers_mut();
     headers.insert(
         header::CONTENT_TYPE,

@@ -31,6 +31,8 @@ pub struct Settings {
     pub keep_alive_timeout: Duration,
     pub max_header_size: Option<usize>,
     pub date_header: bool,
+    /// `--limit-concurrency`: connections or in-flight requests allowed before answering 503.
+    pub limit_concurrency: Option<usize>,
 }
 
 /// State shared by every task of the runtime. Holds no Python object.
@@ -39,6 +41,9 @@ pub struct Shared {
     pub http1: hyper::server::conn::http1::Builder,
     next_request_id: AtomicU64,
     connections: AtomicUsize,
+    /// Requests handed to Python whose exchange is still alive (app running or response in flight).
+    pub in_flight: Arc<AtomicUsize>,
+    limit_concurrency: Option<usize>,
     phase: watch::Sender<Phase>,
 }
 
@@ -51,6 +56,8 @@ impl Shared {
             http1,
             next_request_id: AtomicU64::new(1),
             connections: AtomicUsize::new(0),
+            in_flight: Arc::new(AtomicUsize::new(0)),
+            limit_concurrency: settings.limit_concurrency,
             phase,
         }
     }
@@ -61,6 +68,13 @@ impl Shared {
 
     pub fn connection_count(&self) -> usize {
         self.connections.load(Ordering::Acquire)
+    }
+
+    /// Whether a new request would exceed `--limit-concurrency` (this connection included).
+    pub fn over_concurrency_limit(&self) -> bool {
+        self.limit_concurrency.is_some_and(|limit| {
+            self.connection_count() > limit || self.in_flight.load(Ordering::Acquire) >= limit
+        })
     }
 
     pub fn set_phase(&self, phase: Phase) {

@@ -262,7 +262,6 @@ OPTIONS: tuple[Option, ...] = (
         None,
         "Maximum number of concurrent connections or tasks to allow, before issuing HTTP 503 responses.",
         type=int,
-        pending="--limit-concurrency is not implemented yet",
     ),
     Option("backlog", ("--backlog",), 2048, "Maximum number of connections to hold in backlog", type=int),
     Option(

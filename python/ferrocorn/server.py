@@ -132,6 +132,7 @@ class Server:
             loop_=loop,
             runner=make_runner(config.loaded_app),
             reset_contextvars=config.reset_contextvars,
+            limit_concurrency=config.limit_concurrency,
             log=log_from_core,
             access_log=log_access if config.access_log else None,
             root_path=config.root_path,
