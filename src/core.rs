@@ -22,6 +22,7 @@ use crate::errors::CoreError;
 use crate::exchange::{split_wake_id, RequestHead};
 use crate::listener::Listener;
 use crate::protocol::{Active, HttpProtocol, PyContext};
+use crate::proxy::TrustedProxies;
 use crate::scope::{build_http_scope, ScopeCache};
 use crate::server::{serve, Endpoint, Phase, Settings, Shared};
 
@@ -56,7 +57,7 @@ impl Core {
         *, loop_, runner, log, access_log=None, root_path=String::new(), state=None,
         default_headers=Vec::new(), keep_alive_timeout=5.0, max_header_size=None,
         date_header=true, asgi_version="3.0", reset_contextvars=false,
-        limit_concurrency=None,
+        limit_concurrency=None, forwarded_allow_ips=None,
     ))]
     #[allow(clippy::too_many_arguments)]
     fn new(
@@ -74,7 +75,9 @@ impl Core {
         asgi_version: &str,
         reset_contextvars: bool,
         limit_concurrency: Option<usize>,
+        forwarded_allow_ips: Option<Vec<String>>,
     ) -> PyResult<Self> {
+        let proxies = forwarded_allow_ips.map(|entries| TrustedProxies::parse(&entries));
         if !(keep_alive_timeout.is_finite() && keep_alive_timeout > 0.0) {
             return Err(PyValueError::new_err("keep_alive_timeout must be positive"));
         }
@@ -105,9 +108,10 @@ impl Core {
             max_header_size,
             date_header,
             limit_concurrency,
+            proxies: proxies.clone(),
         };
         let shared = Arc::new(Shared::new(bridge, settings));
-        let scope_cache = ScopeCache::new(py, &root_path, state, asgi_version)?;
+        let scope_cache = ScopeCache::new(py, &root_path, state, asgi_version, proxies)?;
         let default_headers = default_headers
             .into_iter()
             .map(|(name, value)| {

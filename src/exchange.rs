@@ -34,6 +34,8 @@ pub struct ConnInfo {
     /// For Unix sockets, the path the scope reports as `server`.
     pub unix_path: Option<Arc<str>>,
     pub tls: bool,
+    /// The peer is a trusted proxy: its X-Forwarded-* headers are applied to the scope.
+    pub trusted_proxy: bool,
     /// The scope's `client` and `server` tuples, built by the first request on this connection
     /// and shared by the rest (tuples are immutable). Dropping them off the GIL is deferred by
     /// PyO3 to the next time the GIL is held.

@@ -48,21 +48,31 @@ pub async fn serve_connection(
 ) {
     match accepted {
         Accepted::Tcp(stream, peer, local) => {
+            let trusted_proxy = shared
+                .proxies
+                .as_ref()
+                .is_some_and(|proxies| proxies.trusts(&peer.ip().to_string()));
             let conn = Arc::new(ConnInfo {
                 client: Some(peer),
                 server: local,
                 unix_path: None,
                 tls: false,
+                trusted_proxy,
                 py_addresses: Default::default(),
             });
             drive(shared, stream, conn).await
         }
         Accepted::Unix(stream) => {
+            let trusted_proxy = match (&shared.proxies, &unix_path) {
+                (Some(proxies), Some(path)) => proxies.trusts(path),
+                _ => false,
+            };
             let conn = Arc::new(ConnInfo {
                 client: None,
                 server: None,
                 unix_path,
                 tls: false,
+                trusted_proxy,
                 py_addresses: Default::default(),
             });
             drive(shared, stream, conn).await

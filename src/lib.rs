@@ -16,6 +16,7 @@ mod exchange;
 mod http1;
 mod listener;
 mod protocol;
+mod proxy;
 mod scope;
 mod server;
 

@@ -12,6 +12,7 @@ use pyo3::types::{PyBytes, PyDict, PyList, PyString, PyTuple};
 use pyo3::{intern, IntoPyObjectExt};
 
 use crate::exchange::{ConnInfo, RequestHead};
+use crate::proxy::TrustedProxies;
 
 /// The ASGI HTTP spec version this server implements (2.4: `send()` raises after disconnect).
 pub const HTTP_SPEC_VERSION: &str = "2.4";
@@ -25,6 +26,7 @@ pub struct ScopeCache {
     asgi: Py<PyDict>,
     root_path_text: String,
     state: Option<Py<PyDict>>,
+    proxies: Option<TrustedProxies>,
 }
 
 impl ScopeCache {
@@ -33,6 +35,7 @@ impl ScopeCache {
         root_path: &str,
         state: Option<Py<PyDict>>,
         asgi_version: &str,
+        proxies: Option<TrustedProxies>,
     ) -> PyResult<Self> {
         let asgi = PyDict::new(py);
         asgi.set_item(intern!(py, "version"), asgi_version)?;
@@ -63,6 +66,7 @@ impl ScopeCache {
             asgi: asgi.unbind(),
             root_path_text: root_path.to_owned(),
             state,
+            proxies,
         })
     }
 }
@@ -76,14 +80,17 @@ pub fn build_http_scope<'py>(
     let scope = cache.template.bind(py).copy()?;
     scope.set_item(intern!(py, "asgi"), cache.asgi.bind(py).copy()?)?;
     scope.set_item(intern!(py, "http_version"), http_version(py, parts.version))?;
-    let (client, server) = connection_addresses(py, &head.conn)?;
+    let (mut client, server) = connection_addresses(py, &head.conn)?;
+    let mut scheme = if head.conn.tls {
+        intern!(py, "https").clone()
+    } else {
+        intern!(py, "http").clone()
+    };
+    if let (true, Some(proxies)) = (head.conn.trusted_proxy, &cache.proxies) {
+        apply_proxy_headers(py, proxies, &parts.headers, &mut scheme, &mut client)?;
+    }
     scope.set_item(intern!(py, "server"), server)?;
     scope.set_item(intern!(py, "client"), client)?;
-    let scheme = if head.conn.tls {
-        intern!(py, "https")
-    } else {
-        intern!(py, "http")
-    };
     scope.set_item(intern!(py, "scheme"), scheme)?;
     scope.set_item(intern!(py, "method"), method(py, &parts.method))?;
 
@@ -145,6 +152,34 @@ fn method<'py>(py: Python<'py>, method: &Method) -> Bound<'py, PyString> {
         _ => return PyString::new(py, method.as_str()),
     };
     interned.clone()
+}
+
+/// X-Forwarded-Proto sets the scheme (http, https, ws, wss) and X-Forwarded-For the client, whose
+/// port is then unknown (0), as uvicorn's ProxyHeadersMiddleware does.
+fn apply_proxy_headers<'py>(
+    py: Python<'py>,
+    proxies: &TrustedProxies,
+    headers: &http::HeaderMap,
+    scheme: &mut Bound<'py, PyString>,
+    client: &mut Bound<'py, PyAny>,
+) -> PyResult<()> {
+    if let Some(proto) = headers
+        .get("x-forwarded-proto")
+        .and_then(|value| value.to_str().ok())
+        .map(str::trim)
+    {
+        if matches!(proto, "http" | "https" | "ws" | "wss") {
+            *scheme = PyString::new(py, proto);
+        }
+    }
+    if let Some(host) = headers
+        .get("x-forwarded-for")
+        .and_then(|value| value.to_str().ok())
+        .and_then(|value| proxies.client_from_forwarded_for(value))
+    {
+        *client = (host, 0).into_bound_py_any(py)?;
+    }
+    Ok(())
 }
 
 /// The `(client, server)` scope values of a connection, built once per connection.

@@ -12,6 +12,7 @@ use tokio::sync::watch;
 use crate::bridge::{Bridge, LogLevel};
 use crate::http1;
 use crate::listener::Listener;
+use crate::proxy::TrustedProxies;
 
 /// Where the server is in its life. Connections watch this to close gracefully or at once.
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
@@ -33,6 +34,8 @@ pub struct Settings {
     pub date_header: bool,
     /// `--limit-concurrency`: connections or in-flight requests allowed before answering 503.
     pub limit_concurrency: Option<usize>,
+    /// `--proxy-headers` with `--forwarded-allow-ips`; `None` when proxy headers are off.
+    pub proxies: Option<TrustedProxies>,
 }
 
 /// State shared by every task of the runtime. Holds no Python object.
@@ -44,6 +47,7 @@ pub struct Shared {
     /// Requests handed to Python whose exchange is still alive (app running or response in flight).
     pub in_flight: Arc<AtomicUsize>,
     limit_concurrency: Option<usize>,
+    pub proxies: Option<TrustedProxies>,
     phase: watch::Sender<Phase>,
 }
 
@@ -58,6 +62,7 @@ impl Shared {
             connections: AtomicUsize::new(0),
             in_flight: Arc::new(AtomicUsize::new(0)),
             limit_concurrency: settings.limit_concurrency,
+            proxies: settings.proxies.clone(),
             phase,
         }
     }

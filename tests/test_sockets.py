@@ -21,7 +21,7 @@ def test_uds_serves_sets_mode_and_removes_the_file(tmp_path, start_server):
     with httpx.Client(transport=httpx.HTTPTransport(uds=path)) as client:
         response = client.get("http://localhost/over-uds")
     assert response.status_code == 200
-    assert response.json() == {"server": [path, None], "client": None, "path": "/over-uds"}
+    assert response.json() == {"server": [path, None], "client": None, "path": "/over-uds", "scheme": "http"}
     assert srv.stop(signal.SIGINT) == 0
     assert not os.path.exists(path), "the socket file must be removed on exit"
 

@@ -230,7 +230,6 @@ OPTIONS: tuple[Option, ...] = (
         True,
         "Enable/Disable X-Forwarded-Proto, X-Forwarded-For to populate url scheme and remote address info.",
         is_flag=True,
-        pending="proxy headers are not implemented yet",
     ),
     Option(
         "server_header",
@@ -446,6 +445,13 @@ class Config:
     @property
     def asgi_version(self) -> Literal["2.0", "3.0"]:
         return "2.0" if self.interface == "asgi2" else "3.0"
+
+    @property
+    def trusted_proxies(self) -> list[str]:
+        """--forwarded-allow-ips as a list (a comma-separated string or a list from Python)."""
+        value = self.forwarded_allow_ips
+        items = value.split(",") if isinstance(value, str) else list(value or [])
+        return [item.strip() for item in items if item.strip()]
 
     @property
     def is_ssl(self) -> bool:

@@ -133,6 +133,7 @@ class Server:
             runner=make_runner(config.loaded_app),
             reset_contextvars=config.reset_contextvars,
             limit_concurrency=config.limit_concurrency,
+            forwarded_allow_ips=config.trusted_proxies if config.proxy_headers else None,
             log=log_from_core,
             access_log=log_access if config.access_log else None,
             root_path=config.root_path,
