@@ -1,0 +1,75 @@
+"""Command-line options, each observed from outside: on the wire, in the log or in the exit code."""
+
+import re
+
+import httpx
+
+APP = "tests.apps.options_app:app"
+
+
+def test_header_adds_default_response_headers(start_server):
+    srv = start_server(APP, "--header", "X-Custom:yes", "--header", "Server:custom-server")
+    response = httpx.get(f"{srv.url}/")
+    assert response.headers["x-custom"] == "yes"
+    assert response.headers.get_list("server") == ["custom-server"]
+
+
+def test_factory(start_server):
+    srv = start_server("tests.apps.options_app:create_app", "--factory")
+    assert httpx.get(f"{srv.url}/").status_code == 200
+    assert not srv.has_line("ASGI app factory detected")
+
+
+def test_factory_without_the_flag_is_detected_with_a_warning(start_server):
+    srv = start_server("tests.apps.options_app:create_app")
+    assert httpx.get(f"{srv.url}/").status_code == 200
+    assert srv.has_line(re.compile(r"^WARNING: +ASGI app factory detected"))
+
+
+def test_interface_asgi2(start_server):
+    srv = start_server("tests.apps.options_app:Asgi2App", "--interface", "asgi2", "--lifespan", "off")
+    assert httpx.get(f"{srv.url}/").text == "asgi2:http"
+
+
+def test_asgi2_is_detected_automatically(start_server):
+    srv = start_server("tests.apps.options_app:Asgi2App", "--lifespan", "off")
+    assert httpx.get(f"{srv.url}/").text == "asgi2:http"
+
+
+def test_env_file(tmp_path, start_server):
+    env_file = tmp_path / "app.env"
+    env_file.write_text("FERROCORN_TEST_ENV_VALUE=from-env-file\n")
+    srv = start_server(APP, "--env-file", str(env_file))
+    assert httpx.get(f"{srv.url}/").json()["env"] == "from-env-file"
+    assert srv.has_line(f"Loading environment from '{env_file}'")
+
+
+def test_app_dir(tmp_path, start_server):
+    (tmp_path / "elsewhere_app.py").write_text(
+        "async def app(scope, receive, send):\n"
+        "    if scope['type'] == 'http':\n"
+        "        await send({'type': 'http.response.start', 'status': 200, 'headers': []})\n"
+        "        await send({'type': 'http.response.body', 'body': b'from app-dir'})\n"
+    )
+    srv = start_server("elsewhere_app:app", "--app-dir", str(tmp_path))
+    assert httpx.get(f"{srv.url}/").text == "from app-dir"
+
+
+def test_reset_contextvars(start_server):
+    assert httpx.get(f"{start_server(APP).url}/").json()["marker"] == "set-at-import"
+    fresh = start_server(APP, "--reset-contextvars")
+    assert httpx.get(f"{fresh.url}/").json()["marker"] == "unset"
+
+
+def test_limit_max_requests_ends_the_process(start_server):
+    srv = start_server(APP, "--limit-max-requests", "3")
+    for _ in range(3):
+        assert httpx.get(f"{srv.url}/").status_code == 200
+    assert srv.wait(timeout=10) == 0
+    assert srv.has_line(re.compile(r"^WARNING: +Maximum request limit of 3 exceeded\. Terminating process\.$"))
+
+
+def test_h11_max_incomplete_event_size_limits_the_request_head(start_server):
+    srv = start_server(APP, "--h11-max-incomplete-event-size", "4096")
+    assert httpx.get(f"{srv.url}/", headers={"X-Small": "a" * 1000}).status_code == 200
+    assert httpx.get(f"{srv.url}/", headers={"X-Big": "a" * 8000}).status_code == 431
