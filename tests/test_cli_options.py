@@ -73,3 +73,32 @@ def test_h11_max_incomplete_event_size_limits_the_request_head(start_server):
     srv = start_server(APP, "--h11-max-incomplete-event-size", "4096")
     assert httpx.get(f"{srv.url}/", headers={"X-Small": "a" * 1000}).status_code == 200
     assert httpx.get(f"{srv.url}/", headers={"X-Big": "a" * 8000}).status_code == 431
+
+
+def test_use_colors_and_no_use_colors(start_server):
+    coloured = start_server(APP, "--use-colors", wait=False)  # the bold address hides the port from the helper
+    line = coloured.wait_for_line(re.compile(r"Started server process"))
+    assert "\x1b[32mINFO\x1b[0m:" in line
+    plain = start_server(APP, "--no-use-colors")
+    assert plain.has_line(re.compile(r"^INFO: +Started server process \[\d+\]$"))
+    assert not any("\x1b[" in line for line in plain.stderr_lines)
+
+
+def test_http_implementation_names_map_to_the_rust_core(start_server):
+    srv = start_server(APP, "--http", "httptools")
+    assert httpx.get(f"{srv.url}/").status_code == 200
+    assert srv.has_line("--http httptools: served by ferrocorn's Rust HTTP implementation.")
+
+
+def test_backlog_reaches_listen(start_server):
+    import shutil
+    import subprocess
+
+    import pytest
+
+    if not shutil.which("ss"):
+        pytest.skip("ss (iproute2) is not installed")
+    srv = start_server(APP, "--backlog", "77")
+    listing = subprocess.run(["ss", "-ltnH", f"sport = :{srv.port}"], capture_output=True, text=True).stdout
+    # For a listening socket, ss reports the accept backlog as Send-Q.
+    assert any(line.split()[2] == "77" for line in listing.splitlines()), listing
