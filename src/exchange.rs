@@ -317,6 +317,27 @@ pub enum ResponseBody {
     Stream(StreamBody),
 }
 
+/// A plain-text answer from the server itself (errors it produces); the connection closes after.
+pub fn plain_response(
+    status: http::StatusCode,
+    text: &'static str,
+) -> http::Response<ResponseBody> {
+    let mut response = http::Response::new(ResponseBody::Full(Some(Bytes::from_static(
+        text.as_bytes(),
+    ))));
+    *response.status_mut() = status;
+    let headers = response.headers_mut();
+    headers.insert(
+        http::header::CONTENT_TYPE,
+        http::HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
+    headers.insert(
+        http::header::CONNECTION,
+        http::HeaderValue::from_static("close"),
+    );
+    response
+}
+
 /// A response body fed chunk by chunk by the app's `send()`.
 pub struct StreamBody(pub Arc<Exchange>);
 

@@ -5,8 +5,7 @@ use std::convert::Infallible;
 use std::future::Future;
 use std::sync::Arc;
 
-use bytes::Bytes;
-use http::{header, HeaderValue, Request, Response, StatusCode};
+use http::{header, Request, Response, StatusCode};
 use hyper::body::{Body, Incoming};
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
@@ -16,7 +15,7 @@ use tokio::sync::oneshot;
 
 use crate::bridge::{Event, LogLevel};
 use crate::exchange::{
-    pump_request_body, ConnInfo, Exchange, RequestBody, RequestHead, ResponseBody,
+    plain_response, pump_request_body, ConnInfo, Exchange, RequestBody, RequestHead, ResponseBody,
 };
 use crate::listener::Accepted;
 use crate::server::{phase_action, PhaseAction, Settings, Shared};
@@ -299,33 +298,10 @@ fn bad_request(reason: &'static str) -> Response<ResponseBody> {
     plain_response(StatusCode::BAD_REQUEST, reason)
 }
 
-/// A plain-text answer from the server itself; the connection closes after it.
-fn plain_response(status: StatusCode, text: &'static str) -> Response<ResponseBody> {
-    let mut response = Response::new(ResponseBody::Full(Some(Bytes::from_static(
-        text.as_bytes(),
-    ))));
-    *response.status_mut() = status;
-    let headers = response.headers_mut();
-    headers.insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("text/plain; charset=utf-8"),
-    );
-    headers.insert(header::CONNECTION, HeaderValue::from_static("close"));
-    response
-}
-
 /// Only reached if the Python side dropped an exchange without answering (it always answers,
 /// even for a failing app); kept so that the client still gets a well-formed reply.
 fn internal_server_error() -> Response<ResponseBody> {
-    let mut response = Response::new(ResponseBody::Full(Some(Bytes::from_static(
-        b"Internal Server Error",
-    ))));
-    *response.status_mut() = StatusCode::INTERNAL_SERVER_ERROR;
-    response.headers_mut().insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("text/plain; charset=utf-8"),
-    );
-    response
+    plain_response(StatusCode::INTERNAL_SERVER_ERROR, "Internal Server Error")
 }
 
 #[cfg(test)]

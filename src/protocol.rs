@@ -7,7 +7,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use bytes::Bytes;
-use http::header::{CONNECTION, CONTENT_LENGTH, CONTENT_TYPE, TRANSFER_ENCODING};
+use http::header::{CONTENT_LENGTH, TRANSFER_ENCODING};
 use http::{HeaderName, HeaderValue, Response, StatusCode};
 use hyper::body::Incoming;
 use parking_lot::Mutex;
@@ -19,7 +19,7 @@ use pyo3::types::{PyBytes, PyDict, PyString, PyTuple};
 use crate::awaitable::{Done, Ready};
 use crate::errors::ProtocolError;
 use crate::exchange::{
-    pump_request_body, Exchange, RequestBody, ResponseBody, StreamBody, WaitKind,
+    plain_response, pump_request_body, Exchange, RequestBody, ResponseBody, StreamBody, WaitKind,
 };
 use crate::scope::ScopeCache;
 use crate::ClientDisconnected;
@@ -234,11 +234,7 @@ impl HttpProtocol {
                 head.headers.append(name, value);
             }
         }
-        for (name, value) in &self.ctx.default_headers {
-            if !head.headers.contains_key(name) {
-                head.headers.insert(name.clone(), value.clone());
-            }
-        }
+        self.add_default_headers(&mut head.headers);
         if let (Some(access_log), Some(scope)) = (&self.ctx.access_log, &self.scope) {
             access_log.call1(py, (scope.clone_ref(py), status.as_u16()))?;
         }
@@ -333,21 +329,19 @@ impl HttpProtocol {
     /// Reply with a plain-text error and close the connection.
     fn respond_error(&mut self, status: StatusCode) {
         let text = status.canonical_reason().unwrap_or("Error");
-        let mut response = Response::new(ResponseBody::Full(Some(Bytes::from(text))));
-        *response.status_mut() = status;
-        let headers = response.headers_mut();
-        headers.insert(
-            CONTENT_TYPE,
-            HeaderValue::from_static("text/plain; charset=utf-8"),
-        );
-        headers.insert(CONNECTION, HeaderValue::from_static("close"));
+        let mut response = plain_response(status, text);
+        self.add_default_headers(response.headers_mut());
+        self.response = ResponseState::Complete;
+        let _ = self.exchange.respond(response);
+    }
+
+    /// `server` and the `--header` defaults, unless the app set a header of the same name.
+    fn add_default_headers(&self, headers: &mut http::HeaderMap) {
         for (name, value) in &self.ctx.default_headers {
             if !headers.contains_key(name) {
                 headers.insert(name.clone(), value.clone());
             }
         }
-        self.response = ResponseState::Complete;
-        let _ = self.exchange.respond(response);
     }
 
     /// End a response that cannot be completed: the client must see a broken body (the

@@ -72,10 +72,6 @@ def log_access(scope: dict[str, Any], status: int) -> None:
     )
 
 
-def log_from_core(level: int, message: str) -> None:
-    logger.log(level, message)
-
-
 class Server:
     def __init__(self, config: Config) -> None:
         self.config = config
@@ -134,7 +130,7 @@ class Server:
             reset_contextvars=config.reset_contextvars,
             limit_concurrency=config.limit_concurrency,
             forwarded_allow_ips=config.trusted_proxies if config.proxy_headers else None,
-            log=log_from_core,
+            log=logger.log,
             access_log=log_access if config.access_log else None,
             root_path=config.root_path,
             state=self.lifespan.state,
