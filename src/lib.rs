@@ -19,6 +19,7 @@ mod protocol;
 mod proxy;
 mod scope;
 mod server;
+mod websocket;
 
 /// mimalloc instead of the system allocator: requests are allocated on one thread and freed on
 /// the other, which glibc's per-thread arenas handle poorly (measured: see docs/architecture.md).
@@ -36,6 +37,7 @@ create_exception!(
 fn _ferrocorn(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<core::Core>()?;
     m.add_class::<protocol::HttpProtocol>()?;
+    m.add_class::<websocket::protocol::WebSocketProtocol>()?;
     m.add_class::<awaitable::Ready>()?;
     m.add_class::<awaitable::Done>()?;
     m.add(

@@ -13,6 +13,7 @@ use crate::bridge::{Bridge, LogLevel};
 use crate::http1;
 use crate::listener::Listener;
 use crate::proxy::TrustedProxies;
+use crate::websocket::WsSettings;
 
 /// Where the server is in its life. Connections watch this to close gracefully or at once.
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
@@ -36,6 +37,8 @@ pub struct Settings {
     pub limit_concurrency: Option<usize>,
     /// `--proxy-headers` with `--forwarded-allow-ips`; `None` when proxy headers are off.
     pub proxies: Option<TrustedProxies>,
+    /// WebSocket settings; `None` with `--ws none` (upgrades are served as plain HTTP).
+    pub websocket: Option<Arc<WsSettings>>,
 }
 
 /// State shared by every task of the runtime. Holds no Python object.
@@ -48,6 +51,7 @@ pub struct Shared {
     pub in_flight: Arc<AtomicUsize>,
     limit_concurrency: Option<usize>,
     pub proxies: Option<TrustedProxies>,
+    pub websocket: Option<Arc<WsSettings>>,
     phase: watch::Sender<Phase>,
 }
 
@@ -63,6 +67,7 @@ impl Shared {
             in_flight: Arc::new(AtomicUsize::new(0)),
             limit_concurrency: settings.limit_concurrency,
             proxies: settings.proxies.clone(),
+            websocket: settings.websocket.clone(),
             phase,
         }
     }
@@ -88,6 +93,12 @@ impl Shared {
 
     pub fn phase(&self) -> watch::Receiver<Phase> {
         self.phase.subscribe()
+    }
+
+    /// Count a connection that outlives its HTTP task (an upgraded WebSocket) until dropped.
+    pub fn track_connection(self: &Arc<Self>) -> ConnectionGuard {
+        self.connections.fetch_add(1, Ordering::AcqRel);
+        ConnectionGuard(self.clone())
     }
 }
 
@@ -140,7 +151,7 @@ async fn accept_loop(shared: Arc<Shared>, endpoint: Endpoint) {
 }
 
 /// Keeps the live-connection count exact, whichever way a connection task ends.
-struct ConnectionGuard(Arc<Shared>);
+pub struct ConnectionGuard(Arc<Shared>);
 
 impl Drop for ConnectionGuard {
     fn drop(&mut self) {

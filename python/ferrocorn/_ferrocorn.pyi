@@ -1,13 +1,22 @@
 """Type stubs for the Rust extension `ferrocorn._ferrocorn`."""
 
 from collections.abc import Awaitable, Callable, Coroutine
-from typing import Any
+from typing import Any, TypedDict
 
 __version__: str
 HTTP_SPEC_VERSION: str
 
 class ClientDisconnected(OSError):
     """Raised by `send()` once the client has gone (ASGI spec 2.4)."""
+
+class WebSocketSettings(TypedDict):
+    """The `--ws-*` options, as `Core(websocket=...)` takes them."""
+
+    max_size: int
+    max_queue: int
+    ping_interval: float | None
+    ping_timeout: float | None
+    per_message_deflate: bool
 
 class Core:
     """The Rust side of one server: sockets, HTTP, and the hand-off to the event loop."""
@@ -16,7 +25,7 @@ class Core:
         self,
         *,
         loop_: Any,
-        runner: Callable[[dict[str, Any], HttpProtocol], Coroutine[Any, Any, None]],
+        runner: Callable[[dict[str, Any], HttpProtocol | WebSocketProtocol], Coroutine[Any, Any, None]],
         log: Callable[[int, str], None],
         access_log: Callable[[dict[str, Any], int], None] | None = None,
         root_path: str = "",
@@ -29,6 +38,7 @@ class Core:
         reset_contextvars: bool = False,
         limit_concurrency: int | None = None,
         forwarded_allow_ips: list[str] | None = None,
+        websocket: WebSocketSettings | None = None,
     ) -> None: ...
     def listen(self, fd: int, unix_path: str | None = None) -> None: ...
     def start(self) -> None: ...
@@ -47,6 +57,16 @@ class Core:
 
 class HttpProtocol:
     """The ASGI `receive`/`send` pair of one HTTP request."""
+
+    def receive(self) -> Awaitable[dict[str, Any]]: ...
+    def send(self, message: dict[str, Any]) -> Awaitable[None]: ...
+    def app_returned(self) -> str | None: ...
+    def app_failed(self) -> None: ...
+    @property
+    def client_gone(self) -> bool: ...
+
+class WebSocketProtocol:
+    """The ASGI `receive`/`send` pair of one WebSocket."""
 
     def receive(self) -> Awaitable[dict[str, Any]]: ...
     def send(self, message: dict[str, Any]) -> Awaitable[None]: ...

@@ -71,7 +71,6 @@ class Option:
 
 _PENDING_SUPERVISION = "reload and worker supervision are not implemented yet"
 _PENDING_TLS = "TLS is not implemented yet"
-_PENDING_WS = "WebSockets are not implemented yet"
 
 OPTIONS: tuple[Option, ...] = (
     Option("host", ("--host",), "127.0.0.1", "Bind socket to this host.", type=str),
@@ -145,10 +144,9 @@ OPTIONS: tuple[Option, ...] = (
         "ws",
         ("--ws",),
         "auto",
-        "WebSocket protocol implementation.",
+        "WebSocket protocol implementation. Every choice but 'none' is served by ferrocorn's Rust core.",
         type=str,
         metavar="[auto|none|websockets|websockets-sansio|wsproto]",
-        pending=_PENDING_WS,
     ),
     Option(
         "ws_max_size",
@@ -156,7 +154,6 @@ OPTIONS: tuple[Option, ...] = (
         16777216,
         "WebSocket max size message in bytes.",
         type=int,
-        pending=_PENDING_WS,
     ),
     Option(
         "ws_max_queue",
@@ -164,7 +161,6 @@ OPTIONS: tuple[Option, ...] = (
         32,
         "The maximum length of the WebSocket message queue.",
         type=int,
-        pending=_PENDING_WS,
     ),
     Option(
         "ws_ping_interval",
@@ -172,7 +168,6 @@ OPTIONS: tuple[Option, ...] = (
         20.0,
         "WebSocket ping interval in seconds.",
         type=float,
-        pending=_PENDING_WS,
     ),
     Option(
         "ws_ping_timeout",
@@ -180,7 +175,6 @@ OPTIONS: tuple[Option, ...] = (
         20.0,
         "WebSocket ping timeout in seconds.",
         type=float,
-        pending=_PENDING_WS,
     ),
     Option(
         "ws_per_message_deflate",
@@ -188,7 +182,6 @@ OPTIONS: tuple[Option, ...] = (
         True,
         "WebSocket per-message-deflate compression",
         type=bool,
-        pending=_PENDING_WS,
     ),
     Option("lifespan", ("--lifespan",), "auto", "Lifespan implementation.", type=click.Choice(LIFESPAN_CHOICES)),
     Option(
@@ -454,6 +447,19 @@ class Config:
         return [item.strip() for item in items if item.strip()]
 
     @property
+    def websocket_settings(self) -> dict[str, Any] | None:
+        """The `--ws-*` options for the Rust core; None with `--ws none` (upgrades stay HTTP)."""
+        if self.ws == "none":
+            return None
+        return {
+            "max_size": int(self.ws_max_size),
+            "max_queue": int(self.ws_max_queue),
+            "ping_interval": None if self.ws_ping_interval is None else float(self.ws_ping_interval),
+            "ping_timeout": None if self.ws_ping_timeout is None else float(self.ws_ping_timeout),
+            "per_message_deflate": bool(self.ws_per_message_deflate),
+        }
+
+    @property
     def is_ssl(self) -> bool:
         return bool(self.ssl_keyfile or self.ssl_certfile)
 
@@ -473,6 +479,8 @@ class Config:
                 logger.warning("Option '%s' is accepted but has no effect yet: %s.", option.name, option.pending)
         if self.http != "auto":
             logger.info("--http %s: served by ferrocorn's Rust HTTP implementation.", self.http)
+        if self.ws not in ("auto", "none"):
+            logger.info("--ws %s: served by ferrocorn's Rust WebSocket implementation.", self.ws)
 
     # --- logging ----------------------------------------------------------------------------
 
