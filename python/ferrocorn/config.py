@@ -70,7 +70,6 @@ class Option:
 
 
 _PENDING_SUPERVISION = "reload and worker supervision are not implemented yet"
-_PENDING_TLS = "TLS is not implemented yet"
 _PENDING_WS = "WebSockets are not implemented yet"
 
 OPTIONS: tuple[Option, ...] = (
@@ -137,9 +136,59 @@ OPTIONS: tuple[Option, ...] = (
         "http2",
         ("--http2",),
         False,
-        "Enable HTTP/2 support.",
+        "Enable HTTP/2 support. Ferrocorn serves HTTP/2 with --http auto anyway (h2 by ALPN over TLS, h2c with "
+        "prior knowledge in cleartext); with --http h11|httptools, which mean HTTP/1.1 only, it turns HTTP/2 back on.",
         is_flag=True,
-        pending="HTTP/2 is not implemented yet",
+    ),
+    Option(
+        "http2_max_concurrent_streams",
+        ("--http2-max-concurrent-streams",),
+        100,
+        "HTTP/2: streams a client may have open at once on one connection.",
+        type=click.IntRange(1, 2**31 - 1),
+    ),
+    Option(
+        "http2_initial_stream_window_size",
+        ("--http2-initial-stream-window-size",),
+        1024 * 1024,
+        "HTTP/2: flow-control window of each request body, in bytes.",
+        type=click.IntRange(1, 2**31 - 1),
+    ),
+    Option(
+        "http2_initial_connection_window_size",
+        ("--http2-initial-connection-window-size",),
+        2 * 1024 * 1024,
+        "HTTP/2: flow-control window of a whole connection, in bytes; bounds the request-body bytes one client can "
+        "make the server buffer.",
+        type=click.IntRange(65535, 2**31 - 1),
+    ),
+    Option(
+        "http2_max_frame_size",
+        ("--http2-max-frame-size",),
+        16384,
+        "HTTP/2: largest frame payload the server accepts, in bytes.",
+        type=click.IntRange(16384, 16777215),
+    ),
+    Option(
+        "http2_max_header_list_size",
+        ("--http2-max-header-list-size",),
+        64 * 1024,
+        "HTTP/2: largest decoded request header list, in bytes (HPACK bombs are refused past it).",
+        type=click.IntRange(1024, 2**31 - 1),
+    ),
+    Option(
+        "http2_keep_alive_interval",
+        ("--http2-keep-alive-interval",),
+        None,
+        "HTTP/2: send a PING after this many idle seconds to detect dead peers (off by default).",
+        type=click.FloatRange(min=0, min_open=True),
+    ),
+    Option(
+        "http2_keep_alive_timeout",
+        ("--http2-keep-alive-timeout",),
+        20.0,
+        "HTTP/2: close the connection if a keep-alive PING is not answered within this many seconds.",
+        type=click.FloatRange(min=0, min_open=True),
     ),
     Option(
         "ws",
@@ -285,6 +334,13 @@ OPTIONS: tuple[Option, ...] = (
         type=int,
     ),
     Option(
+        "timeout_tls_handshake",
+        ("--timeout-tls-handshake",),
+        10.0,
+        "Close a TLS connection whose handshake has not finished within this many seconds.",
+        type=click.FloatRange(min=0, min_open=True),
+    ),
+    Option(
         "timeout_graceful_shutdown",
         ("--timeout-graceful-shutdown",),
         None,
@@ -299,15 +355,14 @@ OPTIONS: tuple[Option, ...] = (
         type=int,
         pending=_PENDING_SUPERVISION,
     ),
-    Option("ssl_keyfile", ("--ssl-keyfile",), None, "SSL key file", type=str, pending=_PENDING_TLS),
-    Option("ssl_certfile", ("--ssl-certfile",), None, "SSL certificate file", type=str, pending=_PENDING_TLS),
+    Option("ssl_keyfile", ("--ssl-keyfile",), None, "SSL key file", type=str),
+    Option("ssl_certfile", ("--ssl-certfile",), None, "SSL certificate file", type=str),
     Option(
         "ssl_keyfile_password",
         ("--ssl-keyfile-password",),
         None,
         "SSL keyfile password",
         type=str,
-        pending=_PENDING_TLS,
     ),
     Option(
         "ssl_version",
@@ -315,7 +370,6 @@ OPTIONS: tuple[Option, ...] = (
         SSL_PROTOCOL_VERSION,
         "SSL version to use (see stdlib ssl module's)",
         type=int,
-        pending=_PENDING_TLS,
     ),
     Option(
         "ssl_cert_reqs",
@@ -323,16 +377,14 @@ OPTIONS: tuple[Option, ...] = (
         int(ssl.CERT_NONE),
         "Whether client certificate is required (see stdlib ssl module's)",
         type=int,
-        pending=_PENDING_TLS,
     ),
-    Option("ssl_ca_certs", ("--ssl-ca-certs",), None, "CA certificates file", type=str, pending=_PENDING_TLS),
+    Option("ssl_ca_certs", ("--ssl-ca-certs",), None, "CA certificates file", type=str),
     Option(
         "ssl_ciphers",
         ("--ssl-ciphers",),
         None,
         "Ciphers to use (see stdlib ssl module's)",
         type=str,
-        pending=_PENDING_TLS,
     ),
     Option(
         "headers",
@@ -458,6 +510,59 @@ class Config:
         return bool(self.ssl_keyfile or self.ssl_certfile)
 
     @property
+    def http2_enabled(self) -> bool:
+        """--http auto serves HTTP/2 beside HTTP/1.1; h11 and httptools name HTTP/1.1-only servers."""
+        return self.http == "auto" or bool(self.http2)
+
+    def http2_settings(self) -> dict[str, Any] | None:
+        """The HTTP/2 knobs, as the Rust core takes them; None when HTTP/2 is off."""
+        if not self.http2_enabled:
+            return None
+        return {
+            "max_concurrent_streams": self.http2_max_concurrent_streams,
+            "initial_stream_window_size": self.http2_initial_stream_window_size,
+            "initial_connection_window_size": self.http2_initial_connection_window_size,
+            "max_frame_size": self.http2_max_frame_size,
+            "max_header_list_size": self.http2_max_header_list_size,
+            "keep_alive_interval": self.http2_keep_alive_interval,
+            "keep_alive_timeout": self.http2_keep_alive_timeout,
+        }
+
+    def load_tls(self) -> None:
+        """Build the TLS configuration from the --ssl-* options (rustls), or exit with code 3 and one line
+        saying what is wrong. Sets `self.tls` (None without TLS)."""
+        self.tls = None
+        if self.ssl_context_factory is not None:
+            logger.error(
+                "ssl_context_factory is not supported: ferrocorn terminates TLS with rustls, not Python's ssl "
+                "module. Configure TLS with the ssl_* options instead."
+            )
+            sys.exit(STARTUP_FAILURE)
+        if not self.is_ssl:
+            return
+        if not self.ssl_certfile:
+            logger.error("--ssl-keyfile needs --ssl-certfile.")
+            sys.exit(STARTUP_FAILURE)
+        from ferrocorn import _ferrocorn
+
+        try:
+            self.tls = _ferrocorn.TlsConfig(
+                certfile=os.fspath(self.ssl_certfile),
+                keyfile=os.fspath(self.ssl_keyfile) if self.ssl_keyfile else None,
+                password=self.ssl_keyfile_password or None,
+                ca_certs=os.fspath(self.ssl_ca_certs) if self.ssl_ca_certs else None,
+                cert_reqs=int(self.ssl_cert_reqs),
+                ciphers=self.ssl_ciphers or "TLSv1",
+                version=int(self.ssl_version),
+                http2=self.http2_enabled,
+            )
+        except _ferrocorn.TlsConfigError as exc:
+            logger.error("Invalid TLS configuration: %s", exc)
+            sys.exit(STARTUP_FAILURE)
+        for warning in self.tls.warnings:
+            logger.warning("%s", warning)
+
+    @property
     def should_reload(self) -> bool:
         return isinstance(self.app, str) and self.reload
 
@@ -472,7 +577,11 @@ class Config:
             if not unchanged:
                 logger.warning("Option '%s' is accepted but has no effect yet: %s.", option.name, option.pending)
         if self.http != "auto":
-            logger.info("--http %s: served by ferrocorn's Rust HTTP implementation.", self.http)
+            logger.info(
+                "--http %s: served by ferrocorn's Rust HTTP implementation (HTTP/1.1%s).",
+                self.http,
+                " and HTTP/2" if self.http2 else " only",
+            )
 
     # --- logging ----------------------------------------------------------------------------
 
@@ -514,6 +623,7 @@ class Config:
     def load(self) -> None:
         """Import and prepare the app; on failure log one line and exit with code 3."""
         assert not self.loaded
+        self.load_tls()
         if self.app_dir is not None:
             sys.path.insert(0, self.app_dir)
         try:

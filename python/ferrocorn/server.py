@@ -139,6 +139,9 @@ class Server:
             max_header_size=config.h11_max_incomplete_event_size,
             date_header=config.date_header,
             asgi_version=config.asgi_version,
+            tls=config.tls,
+            tls_handshake_timeout=float(config.timeout_tls_handshake),
+            http2=config.http2_settings(),
         )
         for sock in sockets:
             unix_path = sock.getsockname() if sock.family == socket.AF_UNIX else None
