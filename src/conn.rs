@@ -13,6 +13,7 @@ use std::time::Duration;
 use bytes::BytesMut;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, ReadBuf};
 use tokio::net::{TcpStream, UnixStream};
+use tokio::sync::Notify;
 use tokio::time::{timeout, Instant};
 
 use crate::bridge::LogLevel;
@@ -157,6 +158,8 @@ pub struct StreamActivity {
     origin: Instant,
     /// When `active` last fell to zero, in milliseconds since `origin`.
     idle_since_ms: AtomicU64,
+    /// Notified each time `active` falls to zero.
+    became_idle: Notify,
 }
 
 impl StreamActivity {
@@ -165,12 +168,17 @@ impl StreamActivity {
             active: AtomicUsize::new(0),
             origin: Instant::now(),
             idle_since_ms: AtomicU64::new(0),
+            became_idle: Notify::new(),
         })
     }
 
     pub fn begin(self: &Arc<Self>) -> StreamGuard {
         self.active.fetch_add(1, Ordering::AcqRel);
         StreamGuard(self.clone())
+    }
+
+    fn active(&self) -> usize {
+        self.active.load(Ordering::Acquire)
     }
 
     /// When the connection becomes idle for `limit`; `None` while a request is open.
@@ -198,8 +206,27 @@ impl Drop for StreamGuard {
     }
 }
 
+/// When the server drains, an HTTP/2 connection with open streams waits this long at most for
+/// them to end before it sends GOAWAY (see [`drive`]).
+const GOAWAY_DEFERRAL_LIMIT: Duration = Duration::from_secs(2);
+
+/// Where a connection is in its shutdown.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Shutdown {
+    No,
+    /// Draining, but the HTTP/2 GOAWAY waits for the open streams to end.
+    AwaitingIdle,
+    /// hyper's graceful shutdown has begun: no new requests, in-flight ones finish.
+    Graceful,
+}
+
 /// Runs a hyper connection to its end: a graceful shutdown when the server drains (or the
 /// connection has been idle for `idle`'s limit), an immediate close when it force-closes.
+///
+/// HTTP/2 (`idle` is set) defers its GOAWAY while streams are open, up to
+/// [`GOAWAY_DEFERRAL_LIMIT`]: Python's h2 library (httpx, httpcore) fails every in-flight
+/// request when it receives a GOAWAY, though RFC 9113 lets them finish. In the meantime new
+/// streams are served as usual.
 pub async fn drive<C>(
     shared: &Shared,
     connection: C,
@@ -210,21 +237,33 @@ pub async fn drive<C>(
 {
     tokio::pin!(connection);
     let mut phase = shared.phase();
-    let mut draining = false;
+    let mut shutdown = Shutdown::No;
     let first_check = idle.map_or(Duration::from_secs(3600), |(_, limit)| limit);
-    let idle_timer = tokio::time::sleep(first_check);
-    tokio::pin!(idle_timer);
+    let timer = tokio::time::sleep(first_check);
+    tokio::pin!(timer);
     loop {
-        if !draining {
+        if shutdown == Shutdown::No {
             match phase_action(*phase.borrow_and_update()) {
                 PhaseAction::Continue => {}
-                PhaseAction::Graceful => {
-                    draining = true;
-                    graceful_shutdown(connection.as_mut());
-                }
+                PhaseAction::Graceful => match idle {
+                    Some((activity, _)) if activity.active() > 0 => {
+                        shutdown = Shutdown::AwaitingIdle;
+                        timer.as_mut().reset(Instant::now() + GOAWAY_DEFERRAL_LIMIT);
+                    }
+                    _ => {
+                        shutdown = Shutdown::Graceful;
+                        graceful_shutdown(connection.as_mut());
+                    }
+                },
                 PhaseAction::Close => return,
             }
         }
+        let became_idle = async {
+            match idle {
+                Some((activity, _)) => activity.became_idle.notified().await,
+                None => std::future::pending().await,
+            }
+        };
         tokio::select! {
             // The connection first: the phase rarely changes.
             biased;
@@ -238,20 +277,29 @@ pub async fn drive<C>(
                 if changed.is_err() {
                     return;
                 }
-                if draining && matches!(phase_action(*phase.borrow()), PhaseAction::Close) {
+                if shutdown != Shutdown::No && matches!(phase_action(*phase.borrow()), PhaseAction::Close) {
                     return;
                 }
             }
-            () = &mut idle_timer, if idle.is_some() && !draining => {
-                if let Some((activity, limit)) = idle {
+            () = became_idle, if shutdown == Shutdown::AwaitingIdle => {
+                if idle.is_some_and(|(activity, _)| activity.active() == 0) {
+                    shutdown = Shutdown::Graceful;
+                    graceful_shutdown(connection.as_mut());
+                }
+            }
+            () = &mut timer, if idle.is_some() && shutdown != Shutdown::Graceful => {
+                if shutdown == Shutdown::AwaitingIdle {
+                    shutdown = Shutdown::Graceful;
+                    graceful_shutdown(connection.as_mut());
+                } else if let Some((activity, limit)) = idle {
                     let now = Instant::now();
                     match activity.idle_deadline(limit) {
                         Some(deadline) if deadline <= now => {
-                            draining = true;
+                            shutdown = Shutdown::Graceful;
                             graceful_shutdown(connection.as_mut());
                         }
-                        Some(deadline) => idle_timer.as_mut().reset(deadline),
-                        None => idle_timer.as_mut().reset(now + limit),
+                        Some(deadline) => timer.as_mut().reset(deadline),
+                        None => timer.as_mut().reset(now + limit),
                     }
                 }
             }
