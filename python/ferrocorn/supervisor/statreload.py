@@ -21,10 +21,17 @@ class StatReload(BaseReload):
         self.mtimes: dict[Path, float] = {}
         if config.reload_excludes or config.reload_includes:
             logger.warning("--reload-include and --reload-exclude have no effect unless watchfiles is installed.")
+        # The baseline, taken before the first child starts: an edit made while it starts counts.
+        self.find_changes()
 
     def should_restart(self) -> list[Path] | None:
         if not self.pause():
             return None
+        return self.find_changes() or None
+
+    def find_changes(self) -> list[Path]:
+        """The `*.py` files modified since the last pass (a file seen for the first time is not)."""
+        changed = []
         for file in self.iter_py_files():
             try:
                 mtime = file.stat().st_mtime
@@ -32,12 +39,9 @@ class StatReload(BaseReload):
                 continue
             previous = self.mtimes.setdefault(file, mtime)
             if mtime > previous:
-                return [file]
-        return None
-
-    def restart(self) -> None:
-        self.mtimes = {}  # the next pass records the new baseline
-        super().restart()
+                self.mtimes[file] = mtime
+                changed.append(file)
+        return changed
 
     def iter_py_files(self) -> Iterator[Path]:
         for reload_dir in self.config.reload_dirs:

@@ -13,6 +13,7 @@ from ferrocorn.supervisor.basereload import BaseReload
 
 DEFAULT_INCLUDES = ["*.py"]
 DEFAULT_EXCLUDES = [".*", ".py[cod]", ".sw.*", "~*"]
+WATCH_TIMEOUT_MS = 100
 
 
 class FileFilter:
@@ -51,15 +52,19 @@ class WatchFilesReload(BaseReload):
     def __init__(self, config: Config, target: Callable[..., None], sockets: list[socket]) -> None:
         super().__init__(config, target, sockets)
         self.watch_filter = FileFilter(config)
-        # The watcher starts collecting events now; each next() returns what arrived since the
-        # last one (or an empty set after a few seconds, so the loop can notice should_exit).
+        # Each next() returns the changes collected since the previous one, or an empty set after
+        # WATCH_TIMEOUT_MS without any (so the loop keeps its --reload-delay rhythm).
         self.watcher = watch(
             *config.reload_dirs,
             watch_filter=None,
             stop_event=self.should_exit,
+            rust_timeout=WATCH_TIMEOUT_MS,
             yield_on_timeout=True,
             ignore_permission_denied=True,
         )
+        # watchfiles only starts watching on the first next(): do it now, before the first child
+        # starts, or an edit made while the child is coming up would go unnoticed.
+        next(self.watcher)
 
     def should_restart(self) -> list[Path] | None:
         if not self.pause():
