@@ -6,6 +6,8 @@ import os
 import re
 import signal
 import socket
+import subprocess
+import sys
 import threading
 import time
 
@@ -13,7 +15,7 @@ import httpx
 import psutil
 import pytest
 
-from tests.helpers import ServerProcess
+from tests.helpers import REPO_ROOT, ServerProcess
 
 APP = "tests.apps.workers_app:app"
 
@@ -244,3 +246,30 @@ def test_a_worker_failing_at_startup_stops_the_supervisor_with_exit_3(start_serv
     assert srv.has_line(re.compile(r"^ERROR: +Child process \[\d+\] failed to start, stopping the parent process\.$"))
     assert srv.stderr_lines[-1] == f"INFO:     Stopping parent process [{srv.pid}]"
     assert len([line for line in srv.stderr_lines if "Started server process" in line]) <= 2, "it kept respawning"
+
+
+def test_workers_serve_a_socket_passed_with_fd():
+    listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(128)
+    port = listener.getsockname()[1]
+    cmd = [sys.executable, "-m", "ferrocorn", APP, "--workers", "2", "--fd", str(listener.fileno())]
+    proc = subprocess.Popen(cmd, cwd=REPO_ROOT, pass_fds=[listener.fileno()], stderr=subprocess.PIPE, text=True)
+    listener.close()  # only the server holds the socket now
+    try:
+        answered: set[int] = set()
+        deadline = time.monotonic() + 20
+        while len(answered) < 2:
+            assert proc.poll() is None and time.monotonic() < deadline, f"only {answered} answered on the fd"
+            try:
+                answered.add(int(httpx.get(f"http://127.0.0.1:{port}/pid", timeout=5).text))
+            except httpx.TransportError:
+                time.sleep(0.05)
+        assert answered <= {child.pid for child in psutil.Process(proc.pid).children()}
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        _, stderr = proc.communicate(timeout=20)
+    assert proc.returncode == 0
+    assert f"Ferrocorn running on socket ('127.0.0.1', {port}) (Press CTRL+C to quit)" in stderr
+    assert f"Stopping parent process [{proc.pid}]" in stderr
