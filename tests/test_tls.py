@@ -54,9 +54,7 @@ def pki(ca, tmp_path_factory):
 
     def reencode(leaf, prefix: str, fmt, password: bytes | None) -> None:
         key = serialization.load_pem_private_key(leaf.private_key_pem.bytes(), password=None)
-        encryption = (
-            serialization.BestAvailableEncryption(password) if password else serialization.NoEncryption()
-        )
+        encryption = serialization.BestAvailableEncryption(password) if password else serialization.NoEncryption()
         write(prefix, key.private_bytes(serialization.Encoding.PEM, fmt, encryption))
 
     reencode(server, "ec-pkcs8.pem", serialization.PrivateFormat.PKCS8, None)
@@ -225,7 +223,8 @@ def test_ciphers_restrict_tls_1_2(start_server, pki):
 
 
 def test_openssl_suites_rustls_lacks_are_skipped_with_a_warning(start_server, pki):
-    srv = start_server(ROUTER, *tls_args(pki), "--ssl-ciphers", "ECDHE-ECDSA-AES128-GCM-SHA256:DHE-RSA-AES128-GCM-SHA256")
+    ciphers = "ECDHE-ECDSA-AES128-GCM-SHA256:DHE-RSA-AES128-GCM-SHA256"
+    srv = start_server(ROUTER, *tls_args(pki), "--ssl-ciphers", ciphers)
     assert srv.has_line("--ssl-ciphers: 'DHE-RSA-AES128-GCM-SHA256' is not offered by rustls and was skipped")
     with client(pki) as c:
         assert c.get(f"{srv.url}/").status_code == 200
@@ -292,7 +291,8 @@ def test_ca_certs_without_cert_reqs_asks_for_no_certificate(start_server, pki):
         (["--ssl-certfile", "cert.pem", "--ssl-keyfile", "key.pem", "--ssl-cert-reqs", "7"], "invalid --ssl-cert-reqs"),
         (["--ssl-certfile", "cert.pem", "--ssl-keyfile", "key.pem", "--ssl-version", "3"], "unsupported --ssl-version"),
         (
-            ["--ssl-certfile", "cert.pem", "--ssl-keyfile", "key.pem", "--ssl-ca-certs", "garbage.pem", "--ssl-cert-reqs", "2"],
+            ["--ssl-certfile", "cert.pem", "--ssl-keyfile", "key.pem"]
+            + ["--ssl-ca-certs", "garbage.pem", "--ssl-cert-reqs", "2"],
             "is not a PEM file",
         ),
         (["--ssl-keyfile", "key.pem"], "--ssl-keyfile needs --ssl-certfile"),

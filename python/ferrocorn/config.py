@@ -19,6 +19,7 @@ import ssl
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Literal
 
 import click
@@ -69,7 +70,6 @@ class Option:
         return [f"FERROCORN_{self.name.upper()}", f"UVICORN_{self.name.upper()}"]
 
 
-_PENDING_SUPERVISION = "reload and worker supervision are not implemented yet"
 _PENDING_WS = "WebSockets are not implemented yet"
 
 OPTIONS: tuple[Option, ...] = (
@@ -77,7 +77,7 @@ OPTIONS: tuple[Option, ...] = (
     Option("port", ("--port",), 8000, "Bind socket to this port. If 0, an available port will be picked.", type=int),
     Option("uds", ("--uds",), None, "Bind to a UNIX domain socket.", type=str),
     Option("fd", ("--fd",), None, "Bind to socket from this file descriptor.", type=int),
-    Option("reload", ("--reload",), False, "Enable auto-reload.", is_flag=True, pending=_PENDING_SUPERVISION),
+    Option("reload", ("--reload",), False, "Enable auto-reload.", is_flag=True),
     Option(
         "reload_dirs",
         ("--reload-dir",),
@@ -85,7 +85,6 @@ OPTIONS: tuple[Option, ...] = (
         "Set reload directories explicitly, instead of using the current working directory.",
         type=click.Path(exists=True),
         multiple=True,
-        pending=_PENDING_SUPERVISION,
     ),
     Option(
         "reload_includes",
@@ -94,7 +93,6 @@ OPTIONS: tuple[Option, ...] = (
         "Set glob patterns to include while watching for files. Includes '*.py' by default; these defaults can be overridden with `--reload-exclude`. This option has no effect unless watchfiles is installed.",
         type=str,
         multiple=True,
-        pending=_PENDING_SUPERVISION,
     ),
     Option(
         "reload_excludes",
@@ -103,7 +101,6 @@ OPTIONS: tuple[Option, ...] = (
         "Set glob patterns to exclude while watching for files. Includes '.*, .py[cod], .sw.*, ~*' by default; these defaults can be overridden with `--reload-include`. This option has no effect unless watchfiles is installed.",
         type=str,
         multiple=True,
-        pending=_PENDING_SUPERVISION,
     ),
     Option(
         "reload_delay",
@@ -111,7 +108,6 @@ OPTIONS: tuple[Option, ...] = (
         0.25,
         "Delay between previous and next check if application needs to be. Defaults to 0.25s.",
         type=float,
-        pending=_PENDING_SUPERVISION,
     ),
     Option(
         "workers",
@@ -119,7 +115,6 @@ OPTIONS: tuple[Option, ...] = (
         None,
         "Number of worker processes. Defaults to the $WEB_CONCURRENCY environment variable if available, or 1. Not valid with --reload.",
         type=int,
-        pending=_PENDING_SUPERVISION,
     ),
     Option(
         "loop", ("--loop",), "auto", "Event loop factory implementation.", type=str, metavar="[auto|asyncio|uvloop]"
@@ -353,7 +348,6 @@ OPTIONS: tuple[Option, ...] = (
         5,
         "Maximum number of seconds to wait for a worker to respond to a healthcheck.",
         type=int,
-        pending=_PENDING_SUPERVISION,
     ),
     Option("ssl_keyfile", ("--ssl-keyfile",), None, "SSL key file", type=str),
     Option("ssl_certfile", ("--ssl-certfile",), None, "SSL certificate file", type=str),
@@ -481,9 +475,9 @@ class Config:
             self.workers = int(os.environ.get("WEB_CONCURRENCY", 1))
         if self.forwarded_allow_ips is None:
             self.forwarded_allow_ips = os.environ.get("FORWARDED_ALLOW_IPS", "127.0.0.1")
-        self.reload_dirs = list(self.reload_dirs or [])
-        self.reload_includes = list(self.reload_includes or [])
-        self.reload_excludes = list(self.reload_excludes or [])
+        self._resolve_reload_settings()
+        if self.reload and self.workers > 1:
+            logger.warning('"workers" flag is ignored when reloading is enabled.')
         self.headers = _normalise_headers(self.headers)
         self.encoded_headers = [
             (name.lower().encode("latin-1"), value.encode("latin-1")) for name, value in self.headers
@@ -566,14 +560,47 @@ class Config:
     def should_reload(self) -> bool:
         return isinstance(self.app, str) and self.reload
 
+    def _resolve_reload_settings(self) -> None:
+        """Turn --reload-dir/--reload-include/--reload-exclude into the directories to watch and the
+        glob patterns to apply, as uvicorn does: a pattern naming a directory watches (or stops
+        watching) that directory, and the current directory is watched when nothing else is."""
+        given_dirs = _as_list(self.reload_dirs)
+        given_includes = _as_list(self.reload_includes)
+        given_excludes = _as_list(self.reload_excludes)
+        self.reload_dirs: list[Path] = []
+        self.reload_dirs_excludes: list[Path] = []
+        self.reload_includes: list[str] = []
+        self.reload_excludes: list[str] = []
+        if (given_dirs or given_includes or given_excludes) and not self.should_reload:
+            logger.warning(
+                "Current configuration will not reload as not all conditions are met, please refer to documentation."
+            )
+        if not self.should_reload:
+            return
+
+        self.reload_includes, self.reload_dirs = _split_reload_patterns(given_includes, given_dirs)
+        self.reload_excludes, self.reload_dirs_excludes = _split_reload_patterns(given_excludes, [])
+        self.reload_dirs = [
+            directory
+            for directory in self.reload_dirs
+            if not any(excluded == directory or excluded in directory.parents for excluded in self.reload_dirs_excludes)
+        ]
+        self.reload_includes = [pattern for pattern in self.reload_includes if pattern not in self.reload_excludes]
+        if not self.reload_dirs:
+            if given_dirs:
+                logger.warning(
+                    "Provided reload directories %s did not contain valid directories, watching current working directory.",
+                    given_dirs,
+                )
+            self.reload_dirs = [Path.cwd()]
+        logger.info("Will watch for changes in these directories: %s", sorted(map(str, self.reload_dirs)))
+
     def _warn_pending_options(self) -> None:
         for option in OPTIONS:
             if option.pending is None:
                 continue
             value = getattr(self, option.name)
             unchanged = value == option.default or (option.multiple and not value)
-            if option.name == "workers":
-                unchanged = value in (None, 1)
             if not unchanged:
                 logger.warning("Option '%s' is accepted but has no effect yet: %s.", option.name, option.pending)
         if self.http != "auto":
@@ -742,6 +769,40 @@ def _adopt_uvicorn_loggers() -> None:
             target.setLevel(source.level)
             target.propagate = source.propagate
             target.disabled = source.disabled
+
+
+def _as_list(value: Any) -> list[str]:
+    """A repeatable option's value from the CLI (a tuple) or from Python (None, one string, a list)."""
+    if value is None:
+        return []
+    if isinstance(value, (str, os.PathLike)):
+        return [os.fspath(value)]
+    return list(dict.fromkeys(os.fspath(item) for item in value))
+
+
+def _is_dir(path: Path) -> bool:
+    try:
+        return path.resolve().is_dir()
+    except OSError:
+        return False
+
+
+def _split_reload_patterns(patterns: list[str], directories: list[str]) -> tuple[list[str], list[Path]]:
+    """The glob patterns, and the directories to watch: `directories` plus every directory a
+    pattern names or matches under the current directory. A directory nested in another is
+    dropped, since watching the outer one already covers it."""
+    found = [Path(directory) for directory in directories]
+    cwd = Path.cwd()
+    for pattern in patterns:
+        if pattern == ".*":
+            continue  # as a directory glob it would only match hidden directories: not meant that way
+        if _is_dir(Path(pattern)):
+            found.append(Path(pattern))
+        else:
+            found.extend(match for match in cwd.glob(pattern) if _is_dir(match))
+    resolved = {path.resolve() for path in found if _is_dir(path)}
+    outermost = [path for path in resolved if not any(other in path.parents for other in resolved)]
+    return list(dict.fromkeys(patterns)), outermost
 
 
 def describe_exception(exc: BaseException) -> str:
