@@ -71,6 +71,11 @@ pub async fn serve_connection(
 }
 
 async fn serve_cleartext(shared: &Arc<Shared>, transport: Transport, conn: ConnInfo) {
+    if shared.http2.is_none() {
+        // HTTP/1.1 only: nothing to detect; hyper's header timeout bounds a silent client.
+        let io = Rewind::new(bytes::Bytes::new(), transport);
+        return http1::serve(shared, io, Arc::new(conn)).await;
+    }
     // A connection that never sends a byte is closed like an idle keep-alive connection.
     let detection = timeout(shared.keep_alive_timeout, detect_http2(transport));
     match unless_shutting_down(shared, detection).await {
