@@ -20,15 +20,18 @@ use crate::awaitable::Done;
 use crate::bridge::{mark_io_thread, Bridge, Event};
 use crate::errors::CoreError;
 use crate::exchange::{split_wake_id, RequestHead};
+use crate::http2::Http2Settings;
 use crate::listener::Listener;
 use crate::protocol::{Active, AppProtocol, HttpProtocol, PyContext};
 use crate::proxy::TrustedProxies;
 use crate::scope::{build_http_scope, ScopeCache};
 use crate::server::{serve, Endpoint, Phase, Settings, Shared};
+use crate::tls::{TlsOptions, TlsSetup};
 use crate::websocket::protocol::WebSocketProtocol;
 use crate::websocket::scope::build_websocket_scope;
 use crate::websocket::upgrade::WsHead;
 use crate::websocket::{WsConfig, WsSettings};
+use crate::TlsConfigError;
 
 /// Runs on the I/O thread when it starts.
 fn io_thread_setup() {
@@ -40,6 +43,113 @@ fn io_thread_setup() {
     // SAFETY: plain syscall on the calling thread with a valid parameter struct.
     unsafe {
         libc::sched_setscheduler(0, libc::SCHED_BATCH, &param);
+    }
+}
+
+/// The `--ssl-*` options, checked and turned into a rustls configuration. Built once at startup
+/// (an error is one line and exit code 3) and handed to each `Core`.
+#[pyclass(module = "ferrocorn._ferrocorn", frozen)]
+pub struct TlsConfig {
+    setup: Arc<TlsSetup>,
+}
+
+#[pymethods]
+impl TlsConfig {
+    #[new]
+    #[pyo3(signature = (
+        *, certfile, keyfile=None, password=None, ca_certs=None, cert_reqs=0,
+        ciphers=String::from("TLSv1"), version=17, http2=true,
+    ))]
+    #[allow(clippy::too_many_arguments)]
+    fn new(
+        certfile: String,
+        keyfile: Option<String>,
+        password: Option<String>,
+        ca_certs: Option<String>,
+        cert_reqs: i32,
+        ciphers: String,
+        version: i32,
+        http2: bool,
+    ) -> PyResult<Self> {
+        let options = TlsOptions {
+            certfile,
+            keyfile,
+            password,
+            ca_certs,
+            cert_reqs,
+            ciphers,
+            version,
+            http2,
+        };
+        let setup =
+            TlsSetup::new(&options).map_err(|err| TlsConfigError::new_err(err.to_string()))?;
+        Ok(Self {
+            setup: Arc::new(setup),
+        })
+    }
+
+    /// Problems worth a warning that do not stop the server (cipher names rustls lacks).
+    #[getter]
+    fn warnings(&self) -> Vec<String> {
+        self.setup.warnings.clone()
+    }
+}
+
+/// The HTTP/2 settings, as a dict from the Python side (keys as in [`Http2Settings`]).
+#[derive(FromPyObject)]
+#[pyo3(from_item_all)]
+pub struct Http2Options {
+    max_concurrent_streams: u32,
+    initial_stream_window_size: u32,
+    initial_connection_window_size: u32,
+    max_frame_size: u32,
+    max_header_list_size: u32,
+    keep_alive_interval: Option<f64>,
+    keep_alive_timeout: f64,
+}
+
+impl Http2Options {
+    fn into_settings(self) -> PyResult<Http2Settings> {
+        // RFC 9113 §6.5.2 bounds; hyper would panic on values outside them.
+        if !(16_384..=16_777_215).contains(&self.max_frame_size) {
+            return Err(PyValueError::new_err(
+                "http2 max_frame_size must be between 16384 and 16777215",
+            ));
+        }
+        let window_max = (1u32 << 31) - 1;
+        if self.initial_stream_window_size > window_max
+            || self.initial_connection_window_size > window_max
+        {
+            return Err(PyValueError::new_err(
+                "http2 window sizes must be below 2**31",
+            ));
+        }
+        if self.initial_connection_window_size < 65_535 {
+            return Err(PyValueError::new_err(
+                "http2 initial_connection_window_size must be at least 65535",
+            ));
+        }
+        let seconds = |value: f64, name: &str| {
+            if value.is_finite() && value > 0.0 {
+                Ok(Duration::from_secs_f64(value))
+            } else {
+                Err(PyValueError::new_err(format!(
+                    "http2 {name} must be positive"
+                )))
+            }
+        };
+        Ok(Http2Settings {
+            max_concurrent_streams: self.max_concurrent_streams,
+            initial_stream_window_size: self.initial_stream_window_size,
+            initial_connection_window_size: self.initial_connection_window_size,
+            max_frame_size: self.max_frame_size,
+            max_header_list_size: self.max_header_list_size,
+            keep_alive_interval: self
+                .keep_alive_interval
+                .map(|v| seconds(v, "keep_alive_interval"))
+                .transpose()?,
+            keep_alive_timeout: seconds(self.keep_alive_timeout, "keep_alive_timeout")?,
+        })
     }
 }
 
@@ -61,7 +171,8 @@ impl Core {
         *, loop_, runner, log, access_log=None, root_path=String::new(), state=None,
         default_headers=Vec::new(), keep_alive_timeout=5.0, max_header_size=None,
         date_header=true, asgi_version="3.0", reset_contextvars=false,
-        limit_concurrency=None, forwarded_allow_ips=None, websocket=None,
+        limit_concurrency=None, forwarded_allow_ips=None, tls=None, tls_handshake_timeout=10.0, http2=None,
+        websocket=None,
     ))]
     #[allow(clippy::too_many_arguments)]
     fn new(
@@ -80,11 +191,19 @@ impl Core {
         reset_contextvars: bool,
         limit_concurrency: Option<usize>,
         forwarded_allow_ips: Option<Vec<String>>,
+        tls: Option<PyRef<'_, TlsConfig>>,
+        tls_handshake_timeout: f64,
+        http2: Option<Http2Options>,
         websocket: Option<WsConfig>,
     ) -> PyResult<Self> {
         let proxies = forwarded_allow_ips.map(|entries| TrustedProxies::parse(&entries));
         if !(keep_alive_timeout.is_finite() && keep_alive_timeout > 0.0) {
             return Err(PyValueError::new_err("keep_alive_timeout must be positive"));
+        }
+        if !(tls_handshake_timeout.is_finite() && tls_handshake_timeout > 0.0) {
+            return Err(PyValueError::new_err(
+                "tls_handshake_timeout must be positive",
+            ));
         }
         if let Some(size) = max_header_size {
             if size < 1024 {
@@ -114,9 +233,12 @@ impl Core {
             date_header,
             limit_concurrency,
             proxies: proxies.clone(),
+            http2: http2.map(Http2Options::into_settings).transpose()?,
+            tls_handshake_timeout: Duration::from_secs_f64(tls_handshake_timeout),
             websocket: websocket.map(|config| Arc::new(WsSettings::from_config(&config))),
         };
-        let shared = Arc::new(Shared::new(bridge, settings));
+        let tls = tls.map(|config| config.setup.clone());
+        let shared = Arc::new(Shared::new(bridge, settings, tls));
         let scope_cache = ScopeCache::new(py, &root_path, state, asgi_version, proxies)?;
         let default_headers = default_headers
             .into_iter()

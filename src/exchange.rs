@@ -33,7 +33,8 @@ pub struct ConnInfo {
     pub server: Option<SocketAddr>,
     /// For Unix sockets, the path the scope reports as `server`.
     pub unix_path: Option<Arc<str>>,
-    pub tls: bool,
+    /// What the TLS handshake negotiated; `None` in cleartext.
+    pub tls: Option<Arc<crate::tls::TlsInfo>>,
     /// The peer is a trusted proxy: its X-Forwarded-* headers are applied to the scope.
     pub trusted_proxy: bool,
     /// The scope's `client` and `server` tuples, built by the first request on this connection

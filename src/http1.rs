@@ -1,5 +1,5 @@
 //! HTTP/1.1 glue: hyper's h1 connection, configured for an ASGI server, and the service that
-//! turns each request into an [`Exchange`] handed to Python.
+//! turns each request into an [`Exchange`] handed to Python (HTTP/2 uses the same service).
 
 use std::convert::Infallible;
 use std::future::Future;
@@ -14,11 +14,11 @@ use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::sync::oneshot;
 
 use crate::bridge::{Event, LogLevel};
+use crate::conn;
 use crate::exchange::{
     plain_response, pump_request_body, ConnInfo, Exchange, RequestBody, RequestHead, ResponseBody,
 };
-use crate::listener::Accepted;
-use crate::server::{phase_action, PhaseAction, Settings, Shared};
+use crate::server::{Settings, Shared};
 use crate::websocket::upgrade as websocket;
 
 /// Request line plus headers, in bytes, above which a request gets 431. uvicorn's h11 uses 16 KiB,
@@ -41,46 +41,8 @@ pub fn builder(settings: &Settings) -> http1::Builder {
     builder
 }
 
-pub async fn serve_connection(
-    shared: &Arc<Shared>,
-    accepted: Accepted,
-    unix_path: Option<Arc<str>>,
-) {
-    match accepted {
-        Accepted::Tcp(stream, peer, local) => {
-            let trusted_proxy = shared
-                .proxies
-                .as_ref()
-                .is_some_and(|proxies| proxies.trusts(&peer.ip().to_string()));
-            let conn = Arc::new(ConnInfo {
-                client: Some(peer),
-                server: local,
-                unix_path: None,
-                tls: false,
-                trusted_proxy,
-                py_addresses: Default::default(),
-            });
-            drive(shared, stream, conn).await
-        }
-        Accepted::Unix(stream) => {
-            let trusted_proxy = match (&shared.proxies, &unix_path) {
-                (Some(proxies), Some(path)) => proxies.trusts(path),
-                _ => false,
-            };
-            let conn = Arc::new(ConnInfo {
-                client: None,
-                server: None,
-                unix_path,
-                tls: false,
-                trusted_proxy,
-                py_addresses: Default::default(),
-            });
-            drive(shared, stream, conn).await
-        }
-    }
-}
-
-async fn drive<S>(shared: &Arc<Shared>, stream: S, conn: Arc<ConnInfo>)
+/// Serves HTTP/1.1 on `io` until the client leaves or the server shuts down.
+pub async fn serve<S>(shared: &Arc<Shared>, io: S, conn: Arc<ConnInfo>)
 where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
@@ -88,55 +50,9 @@ where
     let service = service_fn(move |request| handle_request(&service_shared, &conn, request));
     let connection = shared
         .http1
-        .serve_connection(TokioIo::new(stream), service)
+        .serve_connection(TokioIo::new(io), service)
         .with_upgrades(); // WebSockets take over the connection after a 101
-    tokio::pin!(connection);
-    let mut phase = shared.phase();
-    let mut draining = false;
-    loop {
-        if !draining {
-            match phase_action(*phase.borrow_and_update()) {
-                PhaseAction::Continue => {}
-                PhaseAction::Graceful => {
-                    draining = true;
-                    connection.as_mut().graceful_shutdown();
-                }
-                PhaseAction::Close => return,
-            }
-        }
-        tokio::select! {
-            // The connection first: the phase rarely changes.
-            biased;
-            result = connection.as_mut() => {
-                if let Err(err) = result {
-                    report_connection_error(shared, &err);
-                }
-                return;
-            }
-            changed = phase.changed() => {
-                if changed.is_err() {
-                    return;
-                }
-                if draining && matches!(phase_action(*phase.borrow()), PhaseAction::Close) {
-                    return;
-                }
-            }
-        }
-    }
-}
-
-fn report_connection_error(shared: &Shared, err: &hyper::Error) {
-    if err.is_parse() || err.is_parse_too_large() || err.is_parse_status() {
-        // hyper has already answered 400/431 and will close the connection.
-        shared.bridge.log(
-            LogLevel::Warning,
-            "Invalid HTTP request received.".to_owned(),
-        );
-    } else {
-        shared
-            .bridge
-            .log(LogLevel::Debug, format!("Connection closed: {err}"));
-    }
+    conn::drive(shared, connection, |c| c.graceful_shutdown(), None).await
 }
 
 /// Marks the exchange as abandoned if hyper drops the service future before the app answered:
@@ -158,12 +74,13 @@ impl Drop for AnswerGuard {
 /// synchronously: hyper may drop the returned future without polling it (a client that sends a
 /// request and closes at once), and the request must still reach the app, which then sees the
 /// disconnect.
-fn handle_request(
+pub fn handle_request(
     shared: &Arc<Shared>,
     conn: &Arc<ConnInfo>,
     request: Request<Incoming>,
 ) -> impl Future<Output = Result<Response<ResponseBody>, Infallible>> + Send + 'static {
-    // --- WebSocket hook: upgrade requests go to crate::websocket (`--ws none`: plain HTTP).
+    // --- WebSocket hook: upgrade requests (HTTP/1.1) and extended CONNECTs (HTTP/2) go to
+    // crate::websocket; with `--ws none` they are served as plain HTTP.
     let websocket = if websocket::is_websocket_request(&request) && validate_host(&request).is_ok()
     {
         if shared.websocket.is_none() {

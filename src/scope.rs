@@ -8,6 +8,8 @@ use std::net::SocketAddr;
 
 use http::{Method, Version};
 use pyo3::prelude::*;
+
+use crate::tls::TlsInfo;
 use pyo3::types::{PyBytes, PyDict, PyList, PyString, PyTuple};
 use pyo3::{intern, IntoPyObjectExt};
 
@@ -94,7 +96,7 @@ pub fn build_request_scope<'py>(
     scope.set_item(intern!(py, "asgi"), cache.asgi.bind(py).copy()?)?;
     scope.set_item(intern!(py, "http_version"), http_version(py, parts.version))?;
     let (mut client, server) = connection_addresses(py, conn)?;
-    let mut scheme = if conn.tls {
+    let mut scheme = if conn.tls.is_some() {
         intern!(py, "https").clone()
     } else {
         intern!(py, "http").clone()
@@ -126,6 +128,19 @@ pub fn build_request_scope<'py>(
     scope.set_item(intern!(py, "query_string"), PyBytes::new(py, query))?;
 
     let headers = PyList::empty(py);
+    if parts.version == Version::HTTP_2 && !parts.headers.contains_key(http::header::HOST) {
+        // HTTP/2 carries the host as `:authority`; ASGI apps expect a `host` header, first.
+        if let Some(authority) = parts.uri.authority() {
+            let pair = PyTuple::new(
+                py,
+                [
+                    PyBytes::new(py, b"host"),
+                    PyBytes::new(py, authority.as_str().as_bytes()),
+                ],
+            )?;
+            headers.append(pair)?;
+        }
+    }
     for (name, value) in parts.headers.iter() {
         let pair = PyTuple::new(
             py,
@@ -141,8 +156,31 @@ pub fn build_request_scope<'py>(
         Some(state) => scope.set_item(intern!(py, "state"), state.bind(py).copy()?)?,
         None => scope.set_item(intern!(py, "state"), PyDict::new(py))?,
     }
-    scope.set_item(intern!(py, "extensions"), PyDict::new(py))?;
+    let extensions = PyDict::new(py);
+    if let Some(info) = &conn.tls {
+        extensions.set_item(intern!(py, "tls"), tls_extension(py, info)?)?;
+    }
+    scope.set_item(intern!(py, "extensions"), extensions)?;
     Ok(scope)
+}
+
+/// The ASGI `tls` extension (TLS spec 0.2): present only on TLS connections.
+fn tls_extension<'py>(py: Python<'py>, info: &TlsInfo) -> PyResult<Bound<'py, PyDict>> {
+    let tls = PyDict::new(py);
+    tls.set_item(intern!(py, "server_cert"), &*info.server_cert_pem)?;
+    tls.set_item(
+        intern!(py, "client_cert_chain"),
+        PyList::new(py, &info.client_cert_chain)?,
+    )?;
+    tls.set_item(
+        intern!(py, "client_cert_name"),
+        info.client_cert_name.as_deref(),
+    )?;
+    // rustls refuses a client certificate that fails verification, so none reaches the app.
+    tls.set_item(intern!(py, "client_cert_error"), py.None())?;
+    tls.set_item(intern!(py, "tls_version"), info.version)?;
+    tls.set_item(intern!(py, "cipher_suite"), info.cipher_suite)?;
+    Ok(tls)
 }
 
 fn http_version(py: Python<'_>, version: Version) -> &Bound<'_, PyString> {

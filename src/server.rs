@@ -9,11 +9,15 @@ use std::time::Duration;
 
 use tokio::sync::watch;
 
+use hyper_util::rt::TokioExecutor;
+
 use crate::bridge::{Bridge, LogLevel};
-use crate::http1;
+use crate::http2::Http2Settings;
 use crate::listener::Listener;
 use crate::proxy::TrustedProxies;
+use crate::tls::TlsSetup;
 use crate::websocket::WsSettings;
+use crate::{conn, http1, http2};
 
 /// Where the server is in its life. Connections watch this to close gracefully or at once.
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
@@ -39,12 +43,21 @@ pub struct Settings {
     pub proxies: Option<TrustedProxies>,
     /// WebSocket settings; `None` with `--ws none` (upgrades are served as plain HTTP).
     pub websocket: Option<Arc<WsSettings>>,
+    /// `None` serves HTTP/1.1 only.
+    pub http2: Option<Http2Settings>,
+    /// A TLS client must finish its handshake within this time.
+    pub tls_handshake_timeout: Duration,
 }
 
 /// State shared by every task of the runtime. Holds no Python object.
 pub struct Shared {
     pub bridge: Arc<Bridge>,
     pub http1: hyper::server::conn::http1::Builder,
+    pub http2: Option<hyper::server::conn::http2::Builder<TokioExecutor>>,
+    pub tls: Option<Arc<TlsSetup>>,
+    /// Idle limit for keep-alive connections, HTTP/2 connections and protocol detection.
+    pub keep_alive_timeout: Duration,
+    pub tls_handshake_timeout: Duration,
     next_request_id: AtomicU64,
     connections: AtomicUsize,
     /// Requests handed to Python whose exchange is still alive (app running or response in flight).
@@ -56,12 +69,20 @@ pub struct Shared {
 }
 
 impl Shared {
-    pub fn new(bridge: Arc<Bridge>, settings: Settings) -> Self {
+    pub fn new(bridge: Arc<Bridge>, settings: Settings, tls: Option<Arc<TlsSetup>>) -> Self {
         let http1 = http1::builder(&settings);
+        let http2 = settings
+            .http2
+            .as_ref()
+            .map(|h2| http2::builder(&settings, h2));
         let (phase, _) = watch::channel(Phase::Running);
         Self {
             bridge,
             http1,
+            http2,
+            tls,
+            keep_alive_timeout: settings.keep_alive_timeout,
+            tls_handshake_timeout: settings.tls_handshake_timeout,
             next_request_id: AtomicU64::new(1),
             connections: AtomicUsize::new(0),
             in_flight: Arc::new(AtomicUsize::new(0)),
@@ -134,7 +155,7 @@ async fn accept_loop(shared: Arc<Shared>, endpoint: Endpoint) {
                 let guard = ConnectionGuard(shared.clone());
                 let unix_path = endpoint.unix_path.clone();
                 tokio::spawn(async move {
-                    http1::serve_connection(&guard.0, accepted, unix_path).await;
+                    conn::serve_connection(&guard.0, accepted, unix_path).await;
                     drop(guard);
                 });
             }

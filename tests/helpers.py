@@ -27,7 +27,9 @@ REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # anything else (the default) runs ``python3 -m ferrocorn``.
 SERVER_MODULE = "uvicorn" if os.environ.get("FERROCORN_TEST_SERVER") == "uvicorn" else "ferrocorn"
 SERVER_NAME = "Uvicorn" if SERVER_MODULE == "uvicorn" else "Ferrocorn"
-RUNNING_RE = re.compile(SERVER_NAME + r" running on http://([^\s:]+|\[[^\]]+\]):(\d+) \(Press CTRL\+C to quit\)")
+RUNNING_RE = re.compile(
+    SERVER_NAME + r" running on (https?)://([^\s:]+|\[[^\]]+\]):(\d+) \(Press CTRL\+C to quit\)"
+)
 
 # Every ServerProcess that is alive; conftest prints their logs when a test fails.
 LIVE_SERVERS: list[ServerProcess] = []
@@ -84,6 +86,7 @@ class ServerProcess:
         self._fixed_port = port
         self.port: int | None = None
         self.host = "127.0.0.1"
+        self.scheme = "http"
         self.returncode: int | None = None
         self._cond = threading.Condition()
         self._stderr: list = []
@@ -201,7 +204,8 @@ class ServerProcess:
                                                    + self.log_tail())
                         m = RUNNING_RE.search(line)
                         if m:
-                            self.port = int(m.group(2))
+                            self.scheme = m.group(1)
+                            self.port = int(m.group(3))
                             break
                     if self.port is not None:
                         break
@@ -227,7 +231,7 @@ class ServerProcess:
 
     @property
     def url(self) -> str:
-        return f"http://{self.host}:{self.port}"
+        return f"{self.scheme}://{self.host}:{self.port}"
 
     def client(self, **kw) -> httpx.Client:
         kw.setdefault("timeout", 15.0)

@@ -87,7 +87,7 @@ def test_use_colors_and_no_use_colors(start_server):
 def test_http_implementation_names_map_to_the_rust_core(start_server):
     srv = start_server(APP, "--http", "httptools")
     assert httpx.get(f"{srv.url}/").status_code == 200
-    assert srv.has_line("--http httptools: served by ferrocorn's Rust HTTP implementation.")
+    assert srv.has_line("--http httptools: served by ferrocorn's Rust HTTP implementation (HTTP/1.1 only).")
 
 
 def test_backlog_reaches_listen(start_server):

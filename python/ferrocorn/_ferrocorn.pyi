@@ -9,6 +9,36 @@ HTTP_SPEC_VERSION: str
 class ClientDisconnected(OSError):
     """Raised by `send()` once the client has gone (ASGI spec 2.4)."""
 
+class TlsConfigError(ValueError):
+    """The --ssl-* options cannot be used: a file, key, password or cipher is wrong."""
+
+class TlsConfig:
+    """The --ssl-* options checked and turned into a rustls configuration (raises TlsConfigError)."""
+
+    def __init__(
+        self,
+        *,
+        certfile: str,
+        keyfile: str | None = None,
+        password: str | None = None,
+        ca_certs: str | None = None,
+        cert_reqs: int = 0,
+        ciphers: str = "TLSv1",
+        version: int = 17,
+        http2: bool = True,
+    ) -> None: ...
+    @property
+    def warnings(self) -> list[str]: ...
+
+class Http2Settings(TypedDict):
+    max_concurrent_streams: int
+    initial_stream_window_size: int
+    initial_connection_window_size: int
+    max_frame_size: int
+    max_header_list_size: int
+    keep_alive_interval: float | None
+    keep_alive_timeout: float
+
 class WebSocketSettings(TypedDict):
     """The `--ws-*` options, as `Core(websocket=...)` takes them."""
 
@@ -38,6 +68,9 @@ class Core:
         reset_contextvars: bool = False,
         limit_concurrency: int | None = None,
         forwarded_allow_ips: list[str] | None = None,
+        tls: TlsConfig | None = None,
+        tls_handshake_timeout: float = 10.0,
+        http2: Http2Settings | None = None,
         websocket: WebSocketSettings | None = None,
     ) -> None: ...
     def listen(self, fd: int, unix_path: str | None = None) -> None: ...

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import logging
 import os
+import socket
 import sys
 from typing import Any
 
 from ferrocorn.config import STARTUP_FAILURE, Config
-from ferrocorn.server import Server
+from ferrocorn.server import Server, log_started_message
+from ferrocorn.supervisor import ChangeReload, Multiprocess
 
 logger = logging.getLogger("ferrocorn.error")
 
@@ -25,16 +27,38 @@ def run(app: Any, **kwargs: Any) -> None:
         logger.warning("You must pass the application as an import string to enable 'reload' or 'workers'.")
         sys.exit(STARTUP_FAILURE)
 
+    supervisor_exit_code = 0
     try:
-        server.run()
+        if config.should_reload:
+            ChangeReload(config, target=server.run, sockets=bind_announced_sockets(config)).run()
+        elif config.workers > 1:
+            supervisor = Multiprocess(config, sockets=bind_announced_sockets(config))
+            supervisor.run()
+            supervisor_exit_code = supervisor.exit_code
+        else:
+            server.run()
     except KeyboardInterrupt:
         pass
     finally:
         if config.uds and os.path.exists(config.uds):
             os.remove(config.uds)
 
-    if not server.started:
+    if supervisor_exit_code:
+        sys.exit(supervisor_exit_code)
+    if not server.started and not config.should_reload and config.workers == 1:
         sys.exit(STARTUP_FAILURE)
+
+
+def bind_announced_sockets(config: Config) -> list[socket.socket]:
+    """Bind in the parent, so every child (and every reloaded child) serves the same sockets, and
+    say where: the children will not."""
+    try:
+        sockets = config.bind_sockets()
+    except OSError as exc:
+        logger.error(exc)
+        sys.exit(STARTUP_FAILURE)
+    log_started_message(config, sockets)
+    return sockets
 
 
 def serve(app: Any, host: str = "127.0.0.1", port: int = 8000, **options: Any) -> None:

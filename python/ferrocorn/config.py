@@ -19,6 +19,7 @@ import ssl
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Literal
 
 import click
@@ -69,15 +70,12 @@ class Option:
         return [f"FERROCORN_{self.name.upper()}", f"UVICORN_{self.name.upper()}"]
 
 
-_PENDING_SUPERVISION = "reload and worker supervision are not implemented yet"
-_PENDING_TLS = "TLS is not implemented yet"
-
 OPTIONS: tuple[Option, ...] = (
     Option("host", ("--host",), "127.0.0.1", "Bind socket to this host.", type=str),
     Option("port", ("--port",), 8000, "Bind socket to this port. If 0, an available port will be picked.", type=int),
     Option("uds", ("--uds",), None, "Bind to a UNIX domain socket.", type=str),
     Option("fd", ("--fd",), None, "Bind to socket from this file descriptor.", type=int),
-    Option("reload", ("--reload",), False, "Enable auto-reload.", is_flag=True, pending=_PENDING_SUPERVISION),
+    Option("reload", ("--reload",), False, "Enable auto-reload.", is_flag=True),
     Option(
         "reload_dirs",
         ("--reload-dir",),
@@ -85,7 +83,6 @@ OPTIONS: tuple[Option, ...] = (
         "Set reload directories explicitly, instead of using the current working directory.",
         type=click.Path(exists=True),
         multiple=True,
-        pending=_PENDING_SUPERVISION,
     ),
     Option(
         "reload_includes",
@@ -94,7 +91,6 @@ OPTIONS: tuple[Option, ...] = (
         "Set glob patterns to include while watching for files. Includes '*.py' by default; these defaults can be overridden with `--reload-exclude`. This option has no effect unless watchfiles is installed.",
         type=str,
         multiple=True,
-        pending=_PENDING_SUPERVISION,
     ),
     Option(
         "reload_excludes",
@@ -103,7 +99,6 @@ OPTIONS: tuple[Option, ...] = (
         "Set glob patterns to exclude while watching for files. Includes '.*, .py[cod], .sw.*, ~*' by default; these defaults can be overridden with `--reload-include`. This option has no effect unless watchfiles is installed.",
         type=str,
         multiple=True,
-        pending=_PENDING_SUPERVISION,
     ),
     Option(
         "reload_delay",
@@ -111,7 +106,6 @@ OPTIONS: tuple[Option, ...] = (
         0.25,
         "Delay between previous and next check if application needs to be. Defaults to 0.25s.",
         type=float,
-        pending=_PENDING_SUPERVISION,
     ),
     Option(
         "workers",
@@ -119,7 +113,6 @@ OPTIONS: tuple[Option, ...] = (
         None,
         "Number of worker processes. Defaults to the $WEB_CONCURRENCY environment variable if available, or 1. Not valid with --reload.",
         type=int,
-        pending=_PENDING_SUPERVISION,
     ),
     Option(
         "loop", ("--loop",), "auto", "Event loop factory implementation.", type=str, metavar="[auto|asyncio|uvloop]"
@@ -136,9 +129,59 @@ OPTIONS: tuple[Option, ...] = (
         "http2",
         ("--http2",),
         False,
-        "Enable HTTP/2 support.",
+        "Enable HTTP/2 support. Ferrocorn serves HTTP/2 with --http auto anyway (h2 by ALPN over TLS, h2c with "
+        "prior knowledge in cleartext); with --http h11|httptools, which mean HTTP/1.1 only, it turns HTTP/2 back on.",
         is_flag=True,
-        pending="HTTP/2 is not implemented yet",
+    ),
+    Option(
+        "http2_max_concurrent_streams",
+        ("--http2-max-concurrent-streams",),
+        100,
+        "HTTP/2: streams a client may have open at once on one connection.",
+        type=click.IntRange(1, 2**31 - 1),
+    ),
+    Option(
+        "http2_initial_stream_window_size",
+        ("--http2-initial-stream-window-size",),
+        1024 * 1024,
+        "HTTP/2: flow-control window of each request body, in bytes.",
+        type=click.IntRange(1, 2**31 - 1),
+    ),
+    Option(
+        "http2_initial_connection_window_size",
+        ("--http2-initial-connection-window-size",),
+        2 * 1024 * 1024,
+        "HTTP/2: flow-control window of a whole connection, in bytes; bounds the request-body bytes one client can "
+        "make the server buffer.",
+        type=click.IntRange(65535, 2**31 - 1),
+    ),
+    Option(
+        "http2_max_frame_size",
+        ("--http2-max-frame-size",),
+        16384,
+        "HTTP/2: largest frame payload the server accepts, in bytes.",
+        type=click.IntRange(16384, 16777215),
+    ),
+    Option(
+        "http2_max_header_list_size",
+        ("--http2-max-header-list-size",),
+        64 * 1024,
+        "HTTP/2: largest decoded request header list, in bytes (HPACK bombs are refused past it).",
+        type=click.IntRange(1024, 2**31 - 1),
+    ),
+    Option(
+        "http2_keep_alive_interval",
+        ("--http2-keep-alive-interval",),
+        None,
+        "HTTP/2: send a PING after this many idle seconds to detect dead peers (off by default).",
+        type=click.FloatRange(min=0, min_open=True),
+    ),
+    Option(
+        "http2_keep_alive_timeout",
+        ("--http2-keep-alive-timeout",),
+        20.0,
+        "HTTP/2: close the connection if a keep-alive PING is not answered within this many seconds.",
+        type=click.FloatRange(min=0, min_open=True),
     ),
     Option(
         "ws",
@@ -278,6 +321,13 @@ OPTIONS: tuple[Option, ...] = (
         type=int,
     ),
     Option(
+        "timeout_tls_handshake",
+        ("--timeout-tls-handshake",),
+        10.0,
+        "Close a TLS connection whose handshake has not finished within this many seconds.",
+        type=click.FloatRange(min=0, min_open=True),
+    ),
+    Option(
         "timeout_graceful_shutdown",
         ("--timeout-graceful-shutdown",),
         None,
@@ -290,17 +340,15 @@ OPTIONS: tuple[Option, ...] = (
         5,
         "Maximum number of seconds to wait for a worker to respond to a healthcheck.",
         type=int,
-        pending=_PENDING_SUPERVISION,
     ),
-    Option("ssl_keyfile", ("--ssl-keyfile",), None, "SSL key file", type=str, pending=_PENDING_TLS),
-    Option("ssl_certfile", ("--ssl-certfile",), None, "SSL certificate file", type=str, pending=_PENDING_TLS),
+    Option("ssl_keyfile", ("--ssl-keyfile",), None, "SSL key file", type=str),
+    Option("ssl_certfile", ("--ssl-certfile",), None, "SSL certificate file", type=str),
     Option(
         "ssl_keyfile_password",
         ("--ssl-keyfile-password",),
         None,
         "SSL keyfile password",
         type=str,
-        pending=_PENDING_TLS,
     ),
     Option(
         "ssl_version",
@@ -308,7 +356,6 @@ OPTIONS: tuple[Option, ...] = (
         SSL_PROTOCOL_VERSION,
         "SSL version to use (see stdlib ssl module's)",
         type=int,
-        pending=_PENDING_TLS,
     ),
     Option(
         "ssl_cert_reqs",
@@ -316,16 +363,14 @@ OPTIONS: tuple[Option, ...] = (
         int(ssl.CERT_NONE),
         "Whether client certificate is required (see stdlib ssl module's)",
         type=int,
-        pending=_PENDING_TLS,
     ),
-    Option("ssl_ca_certs", ("--ssl-ca-certs",), None, "CA certificates file", type=str, pending=_PENDING_TLS),
+    Option("ssl_ca_certs", ("--ssl-ca-certs",), None, "CA certificates file", type=str),
     Option(
         "ssl_ciphers",
         ("--ssl-ciphers",),
         None,
         "Ciphers to use (see stdlib ssl module's)",
         type=str,
-        pending=_PENDING_TLS,
     ),
     Option(
         "headers",
@@ -422,9 +467,9 @@ class Config:
             self.workers = int(os.environ.get("WEB_CONCURRENCY", 1))
         if self.forwarded_allow_ips is None:
             self.forwarded_allow_ips = os.environ.get("FORWARDED_ALLOW_IPS", "127.0.0.1")
-        self.reload_dirs = list(self.reload_dirs or [])
-        self.reload_includes = list(self.reload_includes or [])
-        self.reload_excludes = list(self.reload_excludes or [])
+        self._resolve_reload_settings()
+        if self.reload and self.workers > 1:
+            logger.warning('"workers" flag is ignored when reloading is enabled.')
         self.headers = _normalise_headers(self.headers)
         self.encoded_headers = [
             (name.lower().encode("latin-1"), value.encode("latin-1")) for name, value in self.headers
@@ -464,8 +509,96 @@ class Config:
         return bool(self.ssl_keyfile or self.ssl_certfile)
 
     @property
+    def http2_enabled(self) -> bool:
+        """--http auto serves HTTP/2 beside HTTP/1.1; h11 and httptools name HTTP/1.1-only servers."""
+        return self.http == "auto" or bool(self.http2)
+
+    def http2_settings(self) -> dict[str, Any] | None:
+        """The HTTP/2 knobs, as the Rust core takes them; None when HTTP/2 is off."""
+        if not self.http2_enabled:
+            return None
+        return {
+            "max_concurrent_streams": self.http2_max_concurrent_streams,
+            "initial_stream_window_size": self.http2_initial_stream_window_size,
+            "initial_connection_window_size": self.http2_initial_connection_window_size,
+            "max_frame_size": self.http2_max_frame_size,
+            "max_header_list_size": self.http2_max_header_list_size,
+            "keep_alive_interval": self.http2_keep_alive_interval,
+            "keep_alive_timeout": self.http2_keep_alive_timeout,
+        }
+
+    def load_tls(self) -> None:
+        """Build the TLS configuration from the --ssl-* options (rustls), or exit with code 3 and one line
+        saying what is wrong. Sets `self.tls` (None without TLS)."""
+        self.tls = None
+        if self.ssl_context_factory is not None:
+            logger.error(
+                "ssl_context_factory is not supported: ferrocorn terminates TLS with rustls, not Python's ssl "
+                "module. Configure TLS with the ssl_* options instead."
+            )
+            sys.exit(STARTUP_FAILURE)
+        if not self.is_ssl:
+            return
+        if not self.ssl_certfile:
+            logger.error("--ssl-keyfile needs --ssl-certfile.")
+            sys.exit(STARTUP_FAILURE)
+        from ferrocorn import _ferrocorn
+
+        try:
+            self.tls = _ferrocorn.TlsConfig(
+                certfile=os.fspath(self.ssl_certfile),
+                keyfile=os.fspath(self.ssl_keyfile) if self.ssl_keyfile else None,
+                password=self.ssl_keyfile_password or None,
+                ca_certs=os.fspath(self.ssl_ca_certs) if self.ssl_ca_certs else None,
+                cert_reqs=int(self.ssl_cert_reqs),
+                ciphers=self.ssl_ciphers or "TLSv1",
+                version=int(self.ssl_version),
+                http2=self.http2_enabled,
+            )
+        except _ferrocorn.TlsConfigError as exc:
+            logger.error("Invalid TLS configuration: %s", exc)
+            sys.exit(STARTUP_FAILURE)
+        for warning in self.tls.warnings:
+            logger.warning("%s", warning)
+
+    @property
     def should_reload(self) -> bool:
         return isinstance(self.app, str) and self.reload
+
+    def _resolve_reload_settings(self) -> None:
+        """Turn --reload-dir/--reload-include/--reload-exclude into the directories to watch and the
+        glob patterns to apply, as uvicorn does: a pattern naming a directory watches (or stops
+        watching) that directory, and the current directory is watched when nothing else is."""
+        given_dirs = _as_list(self.reload_dirs)
+        given_includes = _as_list(self.reload_includes)
+        given_excludes = _as_list(self.reload_excludes)
+        self.reload_dirs: list[Path] = []
+        self.reload_dirs_excludes: list[Path] = []
+        self.reload_includes: list[str] = []
+        self.reload_excludes: list[str] = []
+        if (given_dirs or given_includes or given_excludes) and not self.should_reload:
+            logger.warning(
+                "Current configuration will not reload as not all conditions are met, please refer to documentation."
+            )
+        if not self.should_reload:
+            return
+
+        self.reload_includes, self.reload_dirs = _split_reload_patterns(given_includes, given_dirs)
+        self.reload_excludes, self.reload_dirs_excludes = _split_reload_patterns(given_excludes, [])
+        self.reload_dirs = [
+            directory
+            for directory in self.reload_dirs
+            if not any(excluded == directory or excluded in directory.parents for excluded in self.reload_dirs_excludes)
+        ]
+        self.reload_includes = [pattern for pattern in self.reload_includes if pattern not in self.reload_excludes]
+        if not self.reload_dirs:
+            if given_dirs:
+                logger.warning(
+                    "Provided reload directories %s did not contain valid directories, watching current working directory.",
+                    given_dirs,
+                )
+            self.reload_dirs = [Path.cwd()]
+        logger.info("Will watch for changes in these directories: %s", sorted(map(str, self.reload_dirs)))
 
     def _warn_pending_options(self) -> None:
         for option in OPTIONS:
@@ -473,12 +606,14 @@ class Config:
                 continue
             value = getattr(self, option.name)
             unchanged = value == option.default or (option.multiple and not value)
-            if option.name == "workers":
-                unchanged = value in (None, 1)
             if not unchanged:
                 logger.warning("Option '%s' is accepted but has no effect yet: %s.", option.name, option.pending)
         if self.http != "auto":
-            logger.info("--http %s: served by ferrocorn's Rust HTTP implementation.", self.http)
+            logger.info(
+                "--http %s: served by ferrocorn's Rust HTTP implementation (HTTP/1.1%s).",
+                self.http,
+                " and HTTP/2" if self.http2 else " only",
+            )
         if self.ws not in ("auto", "none"):
             logger.info("--ws %s: served by ferrocorn's Rust WebSocket implementation.", self.ws)
 
@@ -522,6 +657,7 @@ class Config:
     def load(self) -> None:
         """Import and prepare the app; on failure log one line and exit with code 3."""
         assert not self.loaded
+        self.load_tls()
         if self.app_dir is not None:
             sys.path.insert(0, self.app_dir)
         try:
@@ -640,6 +776,40 @@ def _adopt_uvicorn_loggers() -> None:
             target.setLevel(source.level)
             target.propagate = source.propagate
             target.disabled = source.disabled
+
+
+def _as_list(value: Any) -> list[str]:
+    """A repeatable option's value from the CLI (a tuple) or from Python (None, one string, a list)."""
+    if value is None:
+        return []
+    if isinstance(value, (str, os.PathLike)):
+        return [os.fspath(value)]
+    return list(dict.fromkeys(os.fspath(item) for item in value))
+
+
+def _is_dir(path: Path) -> bool:
+    try:
+        return path.resolve().is_dir()
+    except OSError:
+        return False
+
+
+def _split_reload_patterns(patterns: list[str], directories: list[str]) -> tuple[list[str], list[Path]]:
+    """The glob patterns, and the directories to watch: `directories` plus every directory a
+    pattern names or matches under the current directory. A directory nested in another is
+    dropped, since watching the outer one already covers it."""
+    found = [Path(directory) for directory in directories]
+    cwd = Path.cwd()
+    for pattern in patterns:
+        if pattern == ".*":
+            continue  # as a directory glob it would only match hidden directories: not meant that way
+        if _is_dir(Path(pattern)):
+            found.append(Path(pattern))
+        else:
+            found.extend(match for match in cwd.glob(pattern) if _is_dir(match))
+    resolved = {path.resolve() for path in found if _is_dir(path)}
+    outermost = [path for path in resolved if not any(other in path.parents for other in resolved)]
+    return list(dict.fromkeys(patterns)), outermost
 
 
 def describe_exception(exc: BaseException) -> str:

@@ -72,6 +72,27 @@ def log_access(scope: dict[str, Any], status: int) -> None:
     )
 
 
+def log_started_message(config: Config, sockets: list[socket.socket]) -> None:
+    """The "running on" line: by the server that bound its sockets, or by the reload/workers parent."""
+    if config.fd is not None:
+        logger.info("Ferrocorn running on socket %s (Press CTRL+C to quit)", sockets[0].getsockname())
+        return
+    if config.uds is not None:
+        logger.info("Ferrocorn running on unix socket %s (Press CTRL+C to quit)", config.uds)
+        return
+    address_format = "%s://%s:%d"
+    host = "0.0.0.0" if config.host is None else config.host
+    if ":" in host:
+        address_format = "%s://[%s]:%d"
+    port = config.port
+    if port == 0 and sockets:
+        port = sockets[0].getsockname()[1]
+    scheme = "https" if config.is_ssl else "http"
+    message = f"Ferrocorn running on {address_format} (Press CTRL+C to quit)"
+    color_message = "Ferrocorn running on " + click.style(address_format, bold=True) + " (Press CTRL+C to quit)"
+    logger.info(message, scheme, host, port, extra={"color_message": color_message})
+
+
 class Server:
     def __init__(self, config: Config) -> None:
         self.config = config
@@ -140,6 +161,9 @@ class Server:
             max_header_size=config.h11_max_incomplete_event_size,
             date_header=config.date_header,
             asgi_version=config.asgi_version,
+            tls=config.tls,
+            tls_handshake_timeout=float(config.timeout_tls_handshake),
+            http2=config.http2_settings(),
         )
         for sock in sockets:
             unix_path = sock.getsockname() if sock.family == socket.AF_UNIX else None
@@ -151,28 +175,13 @@ class Server:
             import random
 
             self.limit_max_requests = config.limit_max_requests + random.randint(0, config.limit_max_requests_jitter)
-        self._log_started_message(sockets)
+        if self._owned_sockets:
+            # Sockets handed in (by the reload or workers parent) were announced by whoever bound them.
+            self._log_started_message(sockets)
         self.started = True
 
     def _log_started_message(self, sockets: list[socket.socket]) -> None:
-        config = self.config
-        if config.fd is not None:
-            logger.info("Ferrocorn running on socket %s (Press CTRL+C to quit)", sockets[0].getsockname())
-            return
-        if config.uds is not None:
-            logger.info("Ferrocorn running on unix socket %s (Press CTRL+C to quit)", config.uds)
-            return
-        address_format = "%s://%s:%d"
-        host = "0.0.0.0" if config.host is None else config.host
-        if ":" in host:
-            address_format = "%s://[%s]:%d"
-        port = config.port
-        if port == 0 and sockets:
-            port = sockets[0].getsockname()[1]
-        scheme = "https" if config.is_ssl else "http"
-        message = f"Ferrocorn running on {address_format} (Press CTRL+C to quit)"
-        color_message = "Ferrocorn running on " + click.style(address_format, bold=True) + " (Press CTRL+C to quit)"
-        logger.info(message, scheme, host, port, extra={"color_message": color_message})
+        log_started_message(self.config, sockets)
 
     async def main_loop(self) -> None:
         counter = 0

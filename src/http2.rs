@@ -1,0 +1,112 @@
+//! HTTP/2 glue: hyper's h2 connection with hardened settings, the HTTP/1.1 module's service,
+//! and an idle timeout (hyper has none for HTTP/2).
+//!
+//! The flood defences are h2's (rapid reset, CONTINUATION, empty DATA, SETTINGS and PING
+//! floods); they are set explicitly here so that a dependency update cannot quietly relax them.
+
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http_body::{Body, Frame, SizeHint};
+use hyper::server::conn::http2;
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use tokio::io::{AsyncRead, AsyncWrite};
+
+use crate::conn::{self, StreamActivity, StreamGuard};
+use crate::exchange::{ConnInfo, ResponseBody};
+use crate::http1::handle_request;
+use crate::server::{Settings, Shared};
+
+/// The HTTP/2 knobs users tune; the CLI's defaults live in `config.py`.
+#[derive(Clone, Debug)]
+pub struct Http2Settings {
+    pub max_concurrent_streams: u32,
+    pub initial_stream_window_size: u32,
+    pub initial_connection_window_size: u32,
+    pub max_frame_size: u32,
+    pub max_header_list_size: u32,
+    pub keep_alive_interval: Option<Duration>,
+    pub keep_alive_timeout: Duration,
+}
+
+/// Streams a client may reset before the server has accepted them (CVE-2023-44487, rapid reset).
+const MAX_PENDING_ACCEPT_RESET_STREAMS: usize = 20;
+/// Streams the server may reset because of client errors before it sends GOAWAY (MadeYouReset).
+const MAX_LOCAL_ERROR_RESET_STREAMS: usize = 1024;
+/// Response bytes buffered per stream for a slow reader.
+const MAX_SEND_BUF_SIZE: usize = 400 * 1024;
+
+pub fn builder(settings: &Settings, h2: &Http2Settings) -> http2::Builder<TokioExecutor> {
+    let mut builder = http2::Builder::new(TokioExecutor::new());
+    builder
+        .timer(TokioTimer::new())
+        .max_concurrent_streams(h2.max_concurrent_streams)
+        .initial_stream_window_size(h2.initial_stream_window_size)
+        .initial_connection_window_size(h2.initial_connection_window_size)
+        .max_frame_size(h2.max_frame_size)
+        .max_header_list_size(h2.max_header_list_size)
+        .max_pending_accept_reset_streams(MAX_PENDING_ACCEPT_RESET_STREAMS)
+        .max_local_error_reset_streams(MAX_LOCAL_ERROR_RESET_STREAMS)
+        .max_send_buf_size(MAX_SEND_BUF_SIZE)
+        .keep_alive_interval(h2.keep_alive_interval)
+        .keep_alive_timeout(h2.keep_alive_timeout)
+        .auto_date_header(settings.date_header);
+    builder
+}
+
+/// Serves HTTP/2 on `io` (after the preface was detected, or ALPN chose h2) until the client
+/// leaves, the connection idles out, or the server shuts down (GOAWAY, then in-flight streams
+/// finish).
+pub async fn serve<S>(shared: &Arc<Shared>, io: S, conn: Arc<ConnInfo>)
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let Some(builder) = &shared.http2 else { return };
+    let activity = StreamActivity::new();
+    let service_shared = shared.clone();
+    let service_activity = activity.clone();
+    let service = service_fn(move |request| {
+        let guard = service_activity.begin();
+        let response = handle_request(&service_shared, &conn, request);
+        async move {
+            let response = response.await?;
+            Ok::<_, std::convert::Infallible>(response.map(|body| TrackedBody {
+                body,
+                _guard: guard,
+            }))
+        }
+    });
+    let connection = builder.serve_connection(TokioIo::new(io), service);
+    let idle = Some((activity.as_ref(), shared.keep_alive_timeout));
+    conn::drive(shared, connection, |c| c.graceful_shutdown(), idle).await
+}
+
+/// A response body that keeps its stream counted as open until it ends.
+struct TrackedBody {
+    body: ResponseBody,
+    _guard: StreamGuard,
+}
+
+impl Body for TrackedBody {
+    type Data = Bytes;
+    type Error = <ResponseBody as Body>::Error;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
+        Pin::new(&mut self.get_mut().body).poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.body.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.body.size_hint()
+    }
+}
