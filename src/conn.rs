@@ -215,6 +215,13 @@ impl Drop for StreamGuard {
 /// them to end before it sends GOAWAY (see [`drive`]).
 const GOAWAY_DEFERRAL_LIMIT: Duration = Duration::from_secs(2);
 
+/// After its GOAWAY, an HTTP/2 connection with no open stream waits this long for the client
+/// to acknowledge hyper's PING, then it is closed: a client that never answers would otherwise
+/// hold the connection (and a draining server) forever.
+const GOAWAY_CLOSE_LIMIT: Duration = Duration::from_secs(2);
+/// How often a GOAWAY'd HTTP/2 connection with open streams checks whether they have ended.
+const CLOSE_RECHECK: Duration = Duration::from_millis(250);
+
 /// Where a connection is in its shutdown.
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Shutdown {
@@ -246,6 +253,15 @@ pub async fn drive<C>(
     let first_check = idle.map_or(Duration::from_secs(3600), |(_, limit)| limit);
     let timer = tokio::time::sleep(first_check);
     tokio::pin!(timer);
+    // Starts hyper's graceful shutdown and arms the timer that closes the connection if the
+    // client never finishes it (HTTP/2 only: HTTP/1.1 closes as soon as it is idle).
+    macro_rules! begin_graceful {
+        () => {{
+            shutdown = Shutdown::Graceful;
+            graceful_shutdown(connection.as_mut());
+            timer.as_mut().reset(Instant::now() + GOAWAY_CLOSE_LIMIT);
+        }};
+    }
     loop {
         if shutdown == Shutdown::No {
             match phase_action(*phase.borrow_and_update()) {
@@ -255,10 +271,7 @@ pub async fn drive<C>(
                         shutdown = Shutdown::AwaitingIdle;
                         timer.as_mut().reset(Instant::now() + GOAWAY_DEFERRAL_LIMIT);
                     }
-                    _ => {
-                        shutdown = Shutdown::Graceful;
-                        graceful_shutdown(connection.as_mut());
-                    }
+                    _ => begin_graceful!(),
                 },
                 PhaseAction::Close => return,
             }
@@ -288,24 +301,26 @@ pub async fn drive<C>(
             }
             () = became_idle, if shutdown == Shutdown::AwaitingIdle => {
                 if idle.is_some_and(|(activity, _)| activity.active() == 0) {
-                    shutdown = Shutdown::Graceful;
-                    graceful_shutdown(connection.as_mut());
+                    begin_graceful!();
                 }
             }
-            () = &mut timer, if idle.is_some() && shutdown != Shutdown::Graceful => {
-                if shutdown == Shutdown::AwaitingIdle {
-                    shutdown = Shutdown::Graceful;
-                    graceful_shutdown(connection.as_mut());
-                } else if let Some((activity, limit)) = idle {
-                    let now = Instant::now();
-                    match activity.idle_deadline(limit) {
-                        Some(deadline) if deadline <= now => {
-                            shutdown = Shutdown::Graceful;
-                            graceful_shutdown(connection.as_mut());
-                        }
+            () = &mut timer, if idle.is_some() => {
+                let Some((activity, limit)) = idle else { continue };
+                let now = Instant::now();
+                match shutdown {
+                    Shutdown::AwaitingIdle => begin_graceful!(),
+                    // GOAWAY sent and the client has not closed: GOAWAY_CLOSE_LIMIT after the
+                    // last stream ended (time to flush it and answer the PING), it is closed.
+                    Shutdown::Graceful => match activity.idle_deadline(GOAWAY_CLOSE_LIMIT) {
+                        Some(deadline) if deadline <= now => return,
+                        Some(deadline) => timer.as_mut().reset(deadline),
+                        None => timer.as_mut().reset(now + CLOSE_RECHECK),
+                    },
+                    Shutdown::No => match activity.idle_deadline(limit) {
+                        Some(deadline) if deadline <= now => begin_graceful!(),
                         Some(deadline) => timer.as_mut().reset(deadline),
                         None => timer.as_mut().reset(now + limit),
-                    }
+                    },
                 }
             }
         }

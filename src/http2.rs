@@ -10,7 +10,10 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use bytes::Bytes;
+use http::header::HOST;
+use http::Request;
 use http_body::{Body, Frame, SizeHint};
+use hyper::body::Incoming;
 use hyper::server::conn::http2;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
@@ -69,12 +72,19 @@ where
     let activity = StreamActivity::new();
     let service_shared = shared.clone();
     let service_activity = activity.clone();
-    let service = service_fn(move |request| {
+    let service = service_fn(move |request: Request<Incoming>| {
         let guard = service_activity.begin();
-        let response = handle_request(&service_shared, &conn, request);
+        let response = match malformed(&request) {
+            // hyper answers a service error carrying an h2 reason with RST_STREAM(reason).
+            Some(reason) => Err(h2::Error::from(reason)),
+            None => Ok(handle_request(&service_shared, &conn, request)),
+        };
         async move {
-            let response = response.await?;
-            Ok::<_, std::convert::Infallible>(response.map(|body| TrackedBody {
+            let response = match response?.await {
+                Ok(response) => response,
+                Err(never) => match never {},
+            };
+            Ok::<_, h2::Error>(response.map(|body| TrackedBody {
                 body,
                 _guard: guard,
             }))
@@ -83,6 +93,24 @@ where
     let connection = builder.serve_connection(TokioIo::new(io), service);
     let idle = Some((activity.as_ref(), shared.keep_alive_timeout));
     conn::drive(shared, connection, |c| c.graceful_shutdown(), idle).await
+}
+
+/// The RFC 9113 §8 checks h2 leaves to the server: a request failing one is malformed and its
+/// stream is reset with PROTOCOL_ERROR before the app sees it.
+fn malformed(request: &Request<Incoming>) -> Option<h2::Reason> {
+    // §8.2.1: a field value must not begin or end with whitespace.
+    let padded = request.headers().values().any(|value| {
+        let bytes = value.as_bytes();
+        matches!(bytes.first(), Some(b' ' | b'\t')) || matches!(bytes.last(), Some(b' ' | b'\t'))
+    });
+    // §8.3.1: a Host header must name the same entity as :authority.
+    let host_differs = match (request.uri().authority(), request.headers().get(HOST)) {
+        (Some(authority), Some(host)) => !host
+            .as_bytes()
+            .eq_ignore_ascii_case(authority.as_str().as_bytes()),
+        _ => false,
+    };
+    (padded || host_differs).then_some(h2::Reason::PROTOCOL_ERROR)
 }
 
 /// A response body that keeps its stream counted as open until it ends.

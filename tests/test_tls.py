@@ -7,8 +7,10 @@ user may have: PKCS#8, PKCS#1 (RSA), SEC1 (EC), each also encrypted.
 from __future__ import annotations
 
 import json
+import shutil
 import socket
 import ssl
+import subprocess
 import time
 
 import httpx
@@ -148,6 +150,19 @@ def test_alpn_offers_h2_and_http11(tls_server, pki):
             assert tls.selected_alpn_protocol() is None
             tls.sendall(b"GET / HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
             assert tls.recv(12) == b"HTTP/1.1 200"
+
+
+def test_curl_http2_over_tls(tls_server, pki):
+    curl = shutil.which("curl")
+    if not curl:
+        pytest.skip("curl not installed")
+    result = subprocess.run(
+        [curl, "-sS", "--http2", "--cacert", pki["ca.pem"], "-o", "-", "-w", "\n%{http_version} %{http_code}",
+         f"{tls_server.url}/"],
+        capture_output=True, timeout=20, check=True,
+    )
+    body, _, status_line = result.stdout.rpartition(b"\n")
+    assert (status_line, body) == (b"2 200", b"ok"), result
 
 
 def test_tls_1_2_client_and_cipher_reported(tls_server, pki):
