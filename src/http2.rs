@@ -19,10 +19,11 @@ use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use tokio::io::{AsyncRead, AsyncWrite};
 
-use crate::conn::{self, StreamActivity, StreamGuard};
+use crate::conn::{self, StreamActivity, StreamGuard, StreamHold};
 use crate::exchange::{ConnInfo, ResponseBody};
 use crate::http1::handle_request;
 use crate::server::{Settings, Shared};
+use crate::websocket::upgrade as websocket;
 
 /// The HTTP/2 knobs users tune; the CLI's defaults live in `config.py`.
 #[derive(Clone, Debug)]
@@ -58,6 +59,10 @@ pub fn builder(settings: &Settings, h2: &Http2Settings) -> http2::Builder<TokioE
         .keep_alive_interval(h2.keep_alive_interval)
         .keep_alive_timeout(h2.keep_alive_timeout)
         .auto_date_header(settings.date_header);
+    if settings.websocket.is_some() {
+        // RFC 8441: WebSockets over HTTP/2 through extended CONNECT (crate::websocket).
+        builder.enable_connect_protocol();
+    }
     builder
 }
 
@@ -72,8 +77,14 @@ where
     let activity = StreamActivity::new();
     let service_shared = shared.clone();
     let service_activity = activity.clone();
-    let service = service_fn(move |request: Request<Incoming>| {
+    let service = service_fn(move |mut request: Request<Incoming>| {
         let guard = service_activity.begin();
+        if websocket::is_websocket_request(&request) {
+            // The response ends with the 200, but the stream carries the WebSocket after it:
+            // it stays counted as open (no idle timeout, GOAWAY deferred) until the session ends.
+            let hold = StreamHold::new(service_activity.begin());
+            request.extensions_mut().insert(hold);
+        }
         let response = match malformed(&request) {
             // hyper answers a service error carrying an h2 reason with RST_STREAM(reason).
             Some(reason) => Err(h2::Error::from(reason)),

@@ -272,8 +272,12 @@ impl WebSocketProtocol {
                 HeaderValue::from_static("text/plain; charset=utf-8"),
             );
         }
-        head.headers
-            .insert(CONNECTION, HeaderValue::from_static("close"));
+        if !self.handshake.http2 {
+            // The connection cannot go on as HTTP/1.1 after a refused upgrade. (HTTP/2 has no
+            // connection-specific headers: only this stream ends.)
+            head.headers
+                .insert(CONNECTION, HeaderValue::from_static("close"));
+        }
         self.add_default_headers(&mut head.headers);
         let response = Response::from_parts(head, ResponseBody::Full(Some(Bytes::from(body))));
         let sent = self.channel.respond(response);

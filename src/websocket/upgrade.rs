@@ -15,6 +15,7 @@ use super::handshake::{self, Handshake, HandshakeError};
 use super::session::Session;
 use super::WsSettings;
 use crate::bridge::Event;
+use crate::conn::StreamHold;
 use crate::exchange::{plain_response, ConnInfo, ResponseBody};
 use crate::server::Shared;
 
@@ -80,6 +81,9 @@ pub fn hand_over(
     };
     let handshake = validated.map_err(refusal)?;
     let on_upgrade = request.extensions_mut().remove::<OnUpgrade>();
+    // Over HTTP/2 the connection task goes on serving other streams; this keeps the WebSocket's
+    // stream counted as open. Over HTTP/1.1 the session counts as the connection instead.
+    let stream_hold = request.extensions_mut().remove::<StreamHold>();
     let id = shared.next_request_id();
     let (responder, response) = oneshot::channel();
     let channel = Arc::new(Channel::new(
@@ -94,6 +98,7 @@ pub fn hand_over(
         channel.clone(),
         handshake.deflate.clone(),
         on_upgrade,
+        stream_hold,
     ));
     let (parts, _body) = request.into_parts();
     let guard = HandshakeGuard {
@@ -118,6 +123,7 @@ async fn run_after_upgrade(
     channel: Arc<Channel>,
     deflate: Option<super::deflate::DeflateParams>,
     on_upgrade: Option<OnUpgrade>,
+    stream_hold: Option<StreamHold>,
 ) {
     let upgraded = match on_upgrade {
         Some(on_upgrade) => on_upgrade.await.ok(),
@@ -127,8 +133,10 @@ async fn run_after_upgrade(
         channel.end(1006, "");
         return;
     };
-    // The HTTP connection task ends with the upgrade: the session counts as the connection.
-    let _connection = shared.track_connection();
+    // HTTP/1.1: the connection task ends with the upgrade, so the session counts as the
+    // connection. HTTP/2: the stream stays counted as open on its connection.
+    let _counted = stream_hold.is_none().then(|| shared.track_connection());
+    let _stream_hold = stream_hold;
     Session::new(
         TokioIo::new(upgraded),
         channel,
