@@ -93,6 +93,16 @@ pub fn handle_request(
         None
     };
     if let Some(settings) = websocket {
+        if shared.over_concurrency_limit() {
+            // As uvicorn: a WebSocket handshake past --limit-concurrency is refused like a request.
+            shared
+                .bridge
+                .log(LogLevel::Warning, "Exceeded concurrency limit.".to_owned());
+            return answer(Handoff::Respond(plain_response(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "Service Unavailable",
+            )));
+        }
         let handoff = match websocket::hand_over(shared, &settings, conn.clone(), request) {
             Ok((response, guard)) => Handoff::WebSocket(response, guard),
             Err(response) => Handoff::Respond(response),

@@ -5,11 +5,13 @@ from __future__ import annotations
 
 import json
 import re
+import ssl
 import time
 import uuid
 from typing import Any
 
 import pytest
+import trustme
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 from websockets.sync.client import ClientConnection, connect
 
@@ -260,3 +262,34 @@ def test_fastapi_websocket_endpoint(start_server):
     with pytest.raises(InvalidStatus) as info:
         open_ws(srv, "/no-such-route")
     assert info.value.response.status_code == 403
+
+
+def test_wss_over_http11_scope(start_server, tmp_path):
+    """TLS without ALPN h2: the upgrade runs over HTTP/1.1 and the scope says wss, with the tls extension."""
+    ca = trustme.CA()
+    leaf = ca.issue_cert("localhost", "127.0.0.1")
+    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
+    cert.write_bytes(b"".join(blob.bytes() for blob in leaf.cert_chain_pems))
+    key.write_bytes(leaf.private_key_pem.bytes())
+    srv = start_server(APP, "--ssl-certfile", str(cert), "--ssl-keyfile", str(key))
+    context = ssl.create_default_context()
+    ca.configure_trust(context)
+    with connect(f"wss://localhost:{srv.port}/scope", ssl=context, open_timeout=10) as ws:
+        info = json.loads(ws.recv(timeout=5))
+    assert info["scheme"] == "wss"
+    assert info["http_version"] == "1.1"
+    assert info["extensions"] == ["tls", "websocket.http.response"]
+    with connect(f"wss://localhost:{srv.port}/echo", ssl=context, open_timeout=10) as ws:
+        ws.send("secure " * 10000)
+        assert ws.recv(timeout=5) == "secure " * 10000
+
+
+def test_limit_concurrency_refuses_handshakes_past_the_limit(start_server):
+    srv = start_server(APP, "--limit-concurrency", "1")
+    with open_ws(srv, "/echo") as ws:
+        with pytest.raises(InvalidStatus) as info:
+            open_ws(srv, "/echo")
+        assert info.value.response.status_code == 503
+        ws.send("the first one is fine")
+        assert ws.recv(timeout=5) == "the first one is fine"
+    srv.wait_for_line("Exceeded concurrency limit.", timeout=5)

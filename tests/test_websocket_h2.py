@@ -454,6 +454,38 @@ def test_open_websocket_keeps_the_connection_from_idling_out(start_server):
         client.pump_until(lambda: client.terminated is not None or client.eof, timeout=5)
 
 
+def test_slow_reader_does_not_grow_server_buffers(h2c_server):
+    """The app floods 64 KiB messages at a client that reads nothing: HTTP/2 flow control stops the stream, and
+    the app's send() must then wait instead of the server buffering without bound."""
+    tag = new_tag()
+    rss_before = h2c_server.rss()
+    with H2WebSocketClient(h2c_server) as client:
+        sid, status, _ = client.websocket(f"/flood?tag={tag}")
+        assert status == 200
+        # Handle frames (SETTINGS, PING) but hand no window back: nothing is "read".
+        client.conn.acknowledge_received_data = lambda *args, **kwargs: None
+
+        def sent() -> int:
+            return h2c_server.get("/events", params={"tag": tag}).json()[0]["sent"]
+
+        deadline = time.monotonic() + 1.5
+        while time.monotonic() < deadline:
+            client.pump(0.1)
+        first = sent()
+        time.sleep(1.0)
+        assert sent() == first, "send() kept returning while the stream's window was closed"
+        assert first * 65536 < 16 * 1024 * 1024
+        assert h2c_server.rss() - rss_before < 48 * 1024 * 1024
+        client.conn.reset_stream(sid, ErrorCodes.CANCEL)
+        client.flush()
+    found = h2c_server.get("/events", params={"tag": tag}).json()
+    deadline = time.monotonic() + 5
+    while found[0].get("error") != "OSError" and time.monotonic() < deadline:
+        time.sleep(0.05)
+        found = h2c_server.get("/events", params={"tag": tag}).json()
+    assert found[0].get("error") == "OSError"
+
+
 def test_max_size_closes_1009(start_server):
     srv = start_server(APP, "--ws-max-size", "1000")
     with H2WebSocketClient(srv) as client:
