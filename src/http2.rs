@@ -16,13 +16,14 @@ use http_body::{Body, Frame, SizeHint};
 use hyper::body::Incoming;
 use hyper::server::conn::http2;
 use hyper::service::service_fn;
-use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::io::{AsyncRead, AsyncWrite};
 
 use crate::conn::{self, StreamActivity, StreamGuard, StreamHold};
 use crate::exchange::{ConnInfo, ResponseBody};
 use crate::http1::handle_request;
-use crate::server::{Settings, Shared};
+use crate::server::Shared;
+use crate::stream_tasks::{Joined, StreamExecutor};
 use crate::websocket::upgrade as websocket;
 
 /// The HTTP/2 knobs users tune; the CLI's defaults live in `config.py`.
@@ -44,8 +45,14 @@ const MAX_LOCAL_ERROR_RESET_STREAMS: usize = 1024;
 /// Response bytes buffered per stream for a slow reader.
 const MAX_SEND_BUF_SIZE: usize = 400 * 1024;
 
-pub fn builder(settings: &Settings, h2: &Http2Settings) -> http2::Builder<TokioExecutor> {
-    let mut builder = http2::Builder::new(TokioExecutor::new());
+/// `extended_connect`: advertise RFC 8441's extended CONNECT (WebSockets are on).
+pub fn builder(
+    h2: &Http2Settings,
+    date_header: bool,
+    extended_connect: bool,
+    executor: StreamExecutor,
+) -> http2::Builder<StreamExecutor> {
+    let mut builder = http2::Builder::new(executor);
     builder
         .timer(TokioTimer::new())
         .max_concurrent_streams(h2.max_concurrent_streams)
@@ -58,8 +65,8 @@ pub fn builder(settings: &Settings, h2: &Http2Settings) -> http2::Builder<TokioE
         .max_send_buf_size(MAX_SEND_BUF_SIZE)
         .keep_alive_interval(h2.keep_alive_interval)
         .keep_alive_timeout(h2.keep_alive_timeout)
-        .auto_date_header(settings.date_header);
-    if settings.websocket.is_some() {
+        .auto_date_header(date_header);
+    if extended_connect {
         // RFC 8441: WebSockets over HTTP/2 through extended CONNECT (crate::websocket).
         builder.enable_connect_protocol();
     }
@@ -73,7 +80,14 @@ pub async fn serve<S>(shared: &Arc<Shared>, io: S, conn: Arc<ConnInfo>)
 where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
-    let Some(builder) = &shared.http2 else { return };
+    let Some(h2) = &shared.http2 else { return };
+    let executor = StreamExecutor::default();
+    let builder = builder(
+        h2,
+        shared.date_header,
+        shared.websocket.is_some(),
+        executor.clone(),
+    );
     let activity = StreamActivity::new();
     let service_shared = shared.clone();
     let service_activity = activity.clone();
@@ -101,9 +115,18 @@ where
             }))
         }
     });
-    let connection = builder.serve_connection(TokioIo::new(io), service);
+    let connection = Joined::new(
+        builder.serve_connection(TokioIo::new(io), service),
+        executor,
+    );
     let idle = Some((activity.as_ref(), shared.keep_alive_timeout));
-    conn::drive(shared, connection, |c| c.graceful_shutdown(), idle).await
+    conn::drive(
+        shared,
+        connection,
+        |joined| joined.connection().graceful_shutdown(),
+        idle,
+    )
+    .await
 }
 
 /// The RFC 9113 §8 checks h2 leaves to the server: a request failing one is malformed and its

@@ -23,6 +23,7 @@ mod proxy;
 mod rewind;
 mod scope;
 mod server;
+mod stream_tasks;
 mod tls;
 mod websocket;
 

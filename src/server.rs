@@ -9,15 +9,13 @@ use std::time::Duration;
 
 use tokio::sync::watch;
 
-use hyper_util::rt::TokioExecutor;
-
 use crate::bridge::{Bridge, LogLevel};
 use crate::http2::Http2Settings;
 use crate::listener::Listener;
 use crate::proxy::TrustedProxies;
 use crate::tls::TlsSetup;
 use crate::websocket::WsSettings;
-use crate::{conn, http1, http2};
+use crate::{conn, http1};
 
 /// Where the server is in its life. Connections watch this to close gracefully or at once.
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
@@ -53,7 +51,10 @@ pub struct Settings {
 pub struct Shared {
     pub bridge: Arc<Bridge>,
     pub http1: hyper::server::conn::http1::Builder,
-    pub http2: Option<hyper::server::conn::http2::Builder<TokioExecutor>>,
+    /// `None` serves HTTP/1.1 only. Each HTTP/2 connection builds its own hyper builder (its
+    /// executor is per connection, see `stream_tasks`).
+    pub http2: Option<Http2Settings>,
+    pub date_header: bool,
     pub tls: Option<Arc<TlsSetup>>,
     /// Idle limit for keep-alive connections, HTTP/2 connections and protocol detection.
     pub keep_alive_timeout: Duration,
@@ -71,15 +72,13 @@ pub struct Shared {
 impl Shared {
     pub fn new(bridge: Arc<Bridge>, settings: Settings, tls: Option<Arc<TlsSetup>>) -> Self {
         let http1 = http1::builder(&settings);
-        let http2 = settings
-            .http2
-            .as_ref()
-            .map(|h2| http2::builder(&settings, h2));
+        let http2 = settings.http2.clone();
         let (phase, _) = watch::channel(Phase::Running);
         Self {
             bridge,
             http1,
             http2,
+            date_header: settings.date_header,
             tls,
             keep_alive_timeout: settings.keep_alive_timeout,
             tls_handshake_timeout: settings.tls_handshake_timeout,

@@ -388,6 +388,26 @@ def test_many_concurrent_streams_on_one_connection(router_server):
     assert len(clients) == 1, f"expected one connection, saw {clients}"
 
 
+def test_slow_stream_does_not_hold_up_others_on_its_connection(router_server):
+    """Streams run inside their connection's task: one waiting on the app must not delay the rest."""
+
+    async def main():
+        async with httpx.AsyncClient(base_url=router_server.url, http1=False, http2=True, trust_env=False,
+                                     timeout=30) as c:
+            slow = asyncio.ensure_future(c.get("/slow", params={"delay": 3}))
+            await asyncio.sleep(0.2)
+            t0 = time.monotonic()
+            fast = [await c.get("/") for _ in range(20)]
+            fast_elapsed = time.monotonic() - t0
+            assert not slow.done()
+            return fast, fast_elapsed, await slow
+
+    fast, fast_elapsed, slow = asyncio.run(main())
+    assert all(r.status_code == 200 and r.http_version == "HTTP/2" for r in fast)
+    assert fast_elapsed < 2, f"20 quick requests took {fast_elapsed:.1f}s next to a slow stream"
+    assert slow.status_code == 200
+
+
 def test_http11_still_served_on_the_same_port(router_server):
     with router_server.client() as c:
         r = c.get("/scope")
