@@ -7,6 +7,7 @@ Run a server against ``benches.apps:<name>`` from the repository root, e.g.
 - ``echo``: reads the whole request body and sends it back with a content-length.
 - ``stream``: 1 MiB in 16 KiB chunks (``more_body=True``), no content-length (chunked).
 - ``fastapi_app``: FastAPI with ``GET /json`` and ``GET /items/{item_id}?q=...``.
+- ``ws_echo``: WebSocket echo (text back as text, bytes back as bytes); HTTP gets ``plain``.
 
 The raw apps answer the lifespan protocol so that no server logs lifespan noise.
 FastAPI is imported lazily (PEP 562 module ``__getattr__``) so that processes serving the
@@ -126,3 +127,32 @@ def __getattr__(name: str) -> Any:
             _lazy[name] = _make_fastapi_app()
         return _lazy[name]
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+async def ws_echo(scope: Scope, receive: Receive, send: Send) -> None:
+    """WebSocket echo: accept, send every message back as it came (text as text, bytes as bytes).
+
+    Plain HTTP requests get the ``plain`` answer, so the app can be probed without a WebSocket.
+    """
+    if scope["type"] == "lifespan":
+        await _lifespan(receive, send)
+        return
+    if scope["type"] != "websocket":
+        await send(_PLAIN_START)
+        await send(_PLAIN_BODY_MESSAGE)
+        return
+    message = await receive()
+    if message["type"] != "websocket.connect":
+        return
+    await send({"type": "websocket.accept"})
+    while True:
+        message = await receive()
+        if message["type"] == "websocket.receive":
+            # The spec allows both keys with one of them None: test for None, not presence.
+            text = message.get("text")
+            if text is not None:
+                await send({"type": "websocket.send", "text": text})
+            else:
+                await send({"type": "websocket.send", "bytes": message.get("bytes") or b""})
+        elif message["type"] == "websocket.disconnect":
+            return

@@ -1,16 +1,21 @@
 #!/usr/bin/env python3
-"""Benchmark ferrocorn against uvicorn and granian with wrk.
+"""Benchmark ferrocorn against uvicorn, granian and hypercorn with wrk, h2load and wsload.
 
 Method (see benches/README.md): one fresh server process (one worker, access log off) per
-measurement, pinned to CPU 0 with ``taskset``; wrk (one thread) pinned to CPU 1; a 1 s warm-up
-then a timed run; the median of N runs, interleaved across servers. Every server is checked to
-answer correctly before and after each run, and wrk's error counters are checked.
+measurement, pinned to CPU 0 with ``taskset``; the load generator (wrk; h2load for HTTP/2;
+benches/wsload for WebSockets; one thread) pinned to CPU 1; a 1 s warm-up then a timed run; the
+median of N runs, interleaved across servers. Every server is checked to answer correctly before
+and after each run, and the load generator's error counters are checked.
 
-Usage (from anywhere; servers are started with the repository root as cwd):
+Usage (from anywhere; servers are started with the repository root as cwd; the servers are
+launched with the Python that runs this script):
 
-    python3 benches/run.py                                  # full run, all servers
+    python3 benches/run.py                                  # default group, its servers
     python3 benches/run.py --quick --servers uvicorn,granian
     python3 benches/run.py --workloads plain-c64,echo-64k --runs 5 --markdown out.md
+    python3 benches/run.py --workloads tls-h2               # https-c64, h2c, h2-tls
+    python3 benches/run.py --workloads ws                   # ws-small, ws-64k
+    python3 benches/run.py --workloads all                  # every workload
 """
 
 from __future__ import annotations
@@ -27,6 +32,7 @@ import resource
 import shutil
 import signal
 import socket
+import ssl
 import statistics
 import subprocess
 import sys
@@ -48,20 +54,28 @@ WARMUP_S = 1
 # wrk errors (socket errors + non-2xx/3xx responses) tolerated before a run is flagged.
 ERROR_TOLERANCE_ABS = 10
 ERROR_TOLERANCE_FRAC = 1e-4
+# h2load failed/errored/timed-out requests tolerated (fraction of requests) before a run is flagged.
+H2LOAD_ERROR_TOLERANCE_FRAC = 1e-3
 # Utilisation thresholds used to call out runs that were not server-bound.
 SERVER_BUSY_MIN = 0.90
 CLIENT_BUSY_MAX = 0.90
 # CPU (cores) used by anything but the server and wrk above which a result is called disturbed.
 OTHER_LOAD_MAX = 0.15
-# Median spread ((max - min) / median of req/s) above which a result is called noisy.
+# Median spread ((max - min) / median of req/s or msg/s) above which a result is called noisy.
 NOISY_SPREAD = 0.10
 
 ECHO_BODY_SIZE = 64 * 1024
 STREAM_SIZE = 1024 * 1024
 PLAIN_BODY = b"Hello, world!"
 
-ALL_SERVERS = ("ferrocorn", "uvicorn", "granian")
-PEERS = ("uvicorn", "granian")
+ALL_SERVERS = ("ferrocorn", "uvicorn", "granian", "hypercorn")
+PEERS = ("uvicorn", "granian", "hypercorn")
+# Servers a workload runs when --servers is not given (hypercorn: only where it is the HTTP/2 peer).
+CORE_SERVERS = ("ferrocorn", "uvicorn", "granian")
+
+# The WebSocket load generator (benches/wsload, built by benches/setup.sh).
+WSLOAD = REPO_ROOT / "benches" / "wsload" / "target" / "release" / "wsload"
+WSLOAD_BUILD = "cargo build --release --manifest-path benches/wsload/Cargo.toml"
 
 
 class BenchError(RuntimeError):
@@ -78,6 +92,8 @@ class Response:
     status: int
     headers: dict[str, str]
     body: bytes
+    protocol: str = "HTTP/1.1"
+    messages: tuple[str | bytes, ...] = ()  # WebSocket: the echoes received, in order
 
 
 def _check_plain(resp: Response) -> str | None:
@@ -133,11 +149,41 @@ class Workload:
     check: Callable[[Response], str | None]
     method: str = "GET"
     body: bytes | None = None
-    report_throughput: bool = False  # report wrk's Transfer/sec (MB/s) as a metric
+    report_throughput: bool = False  # report MB/s (wrk's Transfer/sec; WebSocket payload echoed)
+    tls: bool = False  # https:// with the run's trustme certificate (clients do not verify)
+    http2: bool = False  # HTTP/2 (h2c with prior knowledge, or h2 by ALPN with tls): h2load
+    streams: int = 1  # h2load -m: concurrent streams per connection
+    skip: tuple[tuple[str, str], ...] = ()  # (server, reason) pairs: servers that cannot serve it
+    default_servers: tuple[str, ...] = CORE_SERVERS  # when --servers is not given
+    websocket: bool = False  # WebSocket echo through benches/wsload; rates are messages/s
+    ws_size: int = 0  # bytes per WebSocket message
+    ws_binary: bool = False  # binary messages (else text)
+    ws_pipeline: int = 1  # messages in flight per connection
 
     @property
     def target(self) -> str:
         return f"benches.apps:{self.app}"
+
+    @property
+    def unit(self) -> str:
+        return "msg/s" if self.websocket else "req/s"
+
+    def url(self, port: int) -> str:
+        if self.websocket:
+            return f"{'wss' if self.tls else 'ws'}://{HOST}:{port}{self.path}"
+        return f"{'https' if self.tls else 'http'}://{HOST}:{port}{self.path}"
+
+    def servers(self, selected: list[str] | None) -> list[str]:
+        """The servers that run this workload: the selection (or the workload's default set)
+        less those that cannot serve it, in ALL_SERVERS order."""
+        wanted = selected if selected is not None else self.default_servers
+        skipped = dict(self.skip)
+        return [s for s in ALL_SERVERS if s in wanted and s not in skipped]
+
+    def skipped(self, selected: list[str] | None) -> list[tuple[str, str]]:
+        """(server, reason) for the servers this workload leaves out of the selection."""
+        wanted = selected if selected is not None else self.default_servers
+        return [(s, reason) for s, reason in self.skip if s in wanted]
 
 
 WORKLOADS: dict[str, Workload] = {
@@ -165,6 +211,67 @@ WORKLOADS: dict[str, Workload] = {
 }
 DEFAULT_WORKLOADS = ("plain-c64", "plain-c256", "echo-64k", "stream-1m", "fastapi-json")
 
+# --- TLS and HTTP/2 workloads (issue 4): `--workloads tls-h2` ----------------------------------
+# HTTPS with HTTP/1.1 goes through wrk (no ALPN: every server answers HTTP/1.1); HTTP/2 goes through
+# h2load, in cleartext (h2c with prior knowledge) and over TLS (h2 negotiated by ALPN).
+NO_HTTP2 = (("uvicorn", "no HTTP/2"),)
+TLS_H2_WORKLOADS = ("https-c64", "h2c", "h2-tls")
+WORKLOADS.update(
+    (w.name, w)
+    for w in (
+        Workload(
+            "https-c64", "HTTPS (HTTP/1.1) plain GET, -c64", "plain", "/", 64, _check_plain,
+            tls=True, default_servers=ALL_SERVERS,
+        ),
+        Workload(
+            "h2c", "h2c plain GET, -c32 -m10", "plain", "/", 32, _check_plain,
+            http2=True, streams=10, skip=NO_HTTP2, default_servers=ALL_SERVERS,
+        ),
+        Workload(
+            "h2-tls", "h2 (TLS, ALPN) plain GET, -c32 -m10", "plain", "/", 32, _check_plain,
+            tls=True, http2=True, streams=10, skip=NO_HTTP2, default_servers=ALL_SERVERS,
+        ),
+    )
+)
+
+# --- WebSocket echo workloads (issue 5): `--workloads ws` ---------------------------------------
+# benches/wsload (Rust, one thread) keeps one message in flight on each of 64 connections and checks
+# every echo byte for byte. uvicorn runs the websockets library's sans-I/O implementation, which its
+# --ws auto picks (--uvicorn-ws to change it); no client offers permessage-deflate, so no server
+# compresses.
+WS_WORKLOADS = ("ws-small", "ws-64k")
+
+
+def _checked_as_websocket(_resp: Response) -> str | None:
+    """No HTTP check: verify() checks WebSocket workloads with check_websocket_echo."""
+    return None
+
+
+WS_SMALL_SIZE = 16
+WS_LARGE_SIZE = 64 * 1024
+WORKLOADS.update(
+    (w.name, w)
+    for w in (
+        Workload(
+            "ws-small", "WebSocket echo, 16 B text, 64 conns", "ws_echo", "/", 64, _checked_as_websocket,
+            websocket=True, ws_size=WS_SMALL_SIZE,
+        ),
+        Workload(
+            "ws-64k", "WebSocket echo, 64 KiB binary, 64 conns", "ws_echo", "/", 64,
+            _checked_as_websocket, websocket=True, ws_size=WS_LARGE_SIZE, ws_binary=True,
+            report_throughput=True,
+        ),
+    )
+)
+
+# Names --workloads accepts besides single workloads.
+WORKLOAD_GROUPS: dict[str, tuple[str, ...]] = {
+    "default": DEFAULT_WORKLOADS,
+    "tls-h2": TLS_H2_WORKLOADS,
+    "ws": WS_WORKLOADS,
+    "all": tuple(WORKLOADS),
+}
+
 
 def wrk_lua_script(workload: Workload, directory: Path) -> Path | None:
     """Write the wrk Lua script a non-GET workload needs; wrk sends exactly these bytes."""
@@ -191,7 +298,16 @@ def wrk_lua_script(workload: Workload, directory: Path) -> Path | None:
 
 
 def http_request(port: int, workload: Workload, timeout: float = 10.0) -> Response:
-    conn = http.client.HTTPConnection(HOST, port, timeout=timeout)
+    if workload.websocket:
+        return websocket_exchange(port, workload, timeout)
+    if workload.http2:
+        return http2_request(port, workload, timeout)
+    if workload.tls:
+        conn: http.client.HTTPConnection = http.client.HTTPSConnection(
+            HOST, port, timeout=timeout, context=insecure_ssl_context()
+        )
+    else:
+        conn = http.client.HTTPConnection(HOST, port, timeout=timeout)
     try:
         headers = {"Content-Type": "application/octet-stream"} if workload.body is not None else {}
         conn.request(workload.method, workload.path, body=workload.body, headers=headers)
@@ -208,8 +324,13 @@ def verify(port: int, workload: Workload) -> str | None:
         resp = http_request(port, workload)
     except (OSError, http.client.HTTPException) as exc:
         return f"request failed: {exc!r}"
+    if workload.websocket:
+        return check_websocket_echo(resp, workload)
     if resp.status != 200:
         return f"expected status 200, got {resp.status} (body {resp.body[:120]!r})"
+    expected_protocol = "HTTP/2" if workload.http2 else "HTTP/1.1"
+    if resp.protocol != expected_protocol:
+        return f"expected {expected_protocol}, the server answered in {resp.protocol}"
     return workload.check(resp)
 
 
@@ -219,27 +340,210 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
+# --- TLS and HTTP/2 checks (issue 4) ----------------------------------------------------------
+
+
+def insecure_ssl_context() -> ssl.SSLContext:
+    """A client context that accepts the run's self-signed certificate, like wrk and h2load."""
+    context = ssl.create_default_context()
+    context.check_hostname = False
+    context.verify_mode = ssl.CERT_NONE
+    return context
+
+
+def http2_request(port: int, workload: Workload, timeout: float) -> Response:
+    """One HTTP/2 request with httpx: prior knowledge in cleartext, ALPN h2 only over TLS."""
+    import httpx  # only the HTTP/2 workloads need it (and h2: httpx[http2])
+
+    headers = {"Content-Type": "application/octet-stream"} if workload.body is not None else {}
+    try:
+        with httpx.Client(http1=False, http2=True, verify=False, timeout=timeout) as client:
+            resp = client.request(
+                workload.method, workload.url(port), content=workload.body, headers=headers
+            )
+    except httpx.HTTPError as exc:  # the callers treat OSError as "not (yet) answering"
+        raise ConnectionError(f"{type(exc).__name__}: {exc}") from exc
+    return Response(
+        resp.status_code, {k.lower(): v for k, v in resp.headers.items()}, resp.content,
+        protocol=resp.http_version,
+    )
+
+
+# --- WebSocket checks (issue 5) ---------------------------------------------------------------
+
+WS_CHECK_MESSAGES = 3
+
+
+def ws_payload(workload: Workload) -> str | bytes:
+    """The message wsload sends: a-z repeated as text, or byte values 0..255 repeated."""
+    if workload.ws_binary:
+        return bytes(i % 256 for i in range(workload.ws_size))
+    return "".join(chr(ord("a") + i % 26) for i in range(workload.ws_size))
+
+
+def websocket_exchange(port: int, workload: Workload, timeout: float) -> Response:
+    """Open a WebSocket (the websockets library, without compression, as wsload), send the
+    workload's message a few times and collect the echoes."""
+    from websockets.exceptions import WebSocketException  # installed with uvicorn[standard]
+    from websockets.sync.client import connect
+
+    payload = ws_payload(workload)
+    try:
+        with connect(
+            workload.url(port), compression=None, open_timeout=timeout, close_timeout=timeout,
+            max_size=4 * max(workload.ws_size, 1024),
+        ) as ws:
+            echoes = []
+            for _ in range(WS_CHECK_MESSAGES):
+                ws.send(payload)
+                echoes.append(ws.recv(timeout=timeout))
+            assert ws.response is not None
+            status = ws.response.status_code
+            headers = {k.lower(): v for k, v in ws.response.headers.raw_items()}
+    except WebSocketException as exc:  # the callers treat OSError as "not (yet) answering"
+        raise ConnectionError(f"{type(exc).__name__}: {exc}") from exc
+    return Response(status, headers, b"", protocol="WebSocket", messages=tuple(echoes))
+
+
+def check_websocket_echo(resp: Response, workload: Workload) -> str | None:
+    if resp.status != 101:
+        return f"expected status 101 to the upgrade, got {resp.status}"
+    if "permessage-deflate" in resp.headers.get("sec-websocket-extensions", ""):
+        return "the server negotiated permessage-deflate, which the client did not offer"
+    payload = ws_payload(workload)
+    kind = "binary" if workload.ws_binary else "text"
+    for i, echo in enumerate(resp.messages, 1):
+        if type(echo) is not type(payload):
+            return f"echo {i}: sent a {kind} message, got a {type(echo).__name__} message back"
+        if echo != payload:
+            return f"echo {i} differs from the {len(payload)}-byte {kind} message sent"
+    if len(resp.messages) != WS_CHECK_MESSAGES:
+        return f"expected {WS_CHECK_MESSAGES} echoes, got {len(resp.messages)}"
+    return None
+
+
 # --------------------------------------------------------------------------------------------
 # Server processes
 # --------------------------------------------------------------------------------------------
 
 
-def server_command(server: str, target: str, port: int) -> list[str]:
+def server_command(server: str, target: str, port: int, extra: list[str] | None = None) -> list[str]:
+    """The command serving target on port, with extra (see server_args) added."""
     common = ["--host", HOST, "--port", str(port)]
+    extra = extra or []
     if server == "ferrocorn":
-        return [PYTHON, "-m", "ferrocorn", target, *common, "--no-access-log", "--log-level", "warning"]
+        return [
+            PYTHON, "-m", "ferrocorn", target, *common, "--no-access-log", "--log-level", "warning",
+            *extra,
+        ]
     if server == "uvicorn":
         return [
-            PYTHON, "-m", "uvicorn", target, *common,
+            PYTHON, "-W", UVICORN_WS_DEPRECATION, "-m", "uvicorn", target, *common,
             "--loop", "uvloop", "--http", "httptools", "--no-access-log", "--log-level", "warning",
+            *extra,
         ]
     if server == "granian":
         return [
             PYTHON, "-m", "granian", "--interface", "asgi", *common,
             "--workers", "1", "--runtime-threads", "1",
-            "--no-access-log", "--log-level", "warning", target,
+            "--no-access-log", "--log-level", "warning", *extra, target,
+        ]
+    if server == "hypercorn":
+        # Access log is off by default; uvloop like uvicorn. HTTP/1.1 and h2c need no option.
+        return [
+            PYTHON, "-m", "hypercorn", "--bind", f"{HOST}:{port}", "--workers", "1",
+            "--worker-class", "uvloop", "--log-level", "warning", *extra, target,
         ]
     raise ValueError(f"unknown server {server!r}")
+
+
+# --- TLS certificate and per-server options (issue 4) -----------------------------------------
+
+TLS_CERT_NAME = "bench-cert.pem"
+TLS_KEY_NAME = "bench-key.pem"  # PKCS#8: granian accepts nothing else
+HYPERCORN_CONFIG_NAME = "hypercorn.toml"
+
+
+def tls_files(directory: Path) -> tuple[Path, Path]:
+    """Create (once per run, in the run's directory) a certificate for 127.0.0.1 and localhost
+    issued by a throwaway trustme CA, and its key in PKCS#8 form."""
+    cert, key = directory / TLS_CERT_NAME, directory / TLS_KEY_NAME
+    if cert.exists() and key.exists():
+        return cert, key
+    import trustme  # checked by check_prerequisites; brings cryptography
+    from cryptography.hazmat.primitives import serialization
+
+    leaf = trustme.CA().issue_cert(HOST, "localhost")
+    private_key = serialization.load_pem_private_key(leaf.private_key_pem.bytes(), password=None)
+    key.write_bytes(
+        private_key.private_bytes(
+            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    )
+    cert.write_bytes(b"".join(pem.bytes() for pem in leaf.cert_chain_pems))
+    return cert, key
+
+
+def hypercorn_config(directory: Path) -> Path:
+    """Hypercorn closes a connection after 1,000 requests by default (keep_alive_max_requests):
+    h2load does not reconnect and wrk pays a reconnect; lift it, the other servers have no limit."""
+    config = directory / HYPERCORN_CONFIG_NAME
+    if not config.exists():
+        config.write_text("keep_alive_max_requests = 2147483647\n")
+    return config
+
+
+# Exact log lines a server writes at log level warning for something that is not a fault, which
+# would otherwise flag every run. hypercorn: uvloop's SSL transport (asyncio's has the same line)
+# logs "SSL connection is closed" when the app keeps writing to a TLS connection the peer has
+# closed. h2load closes its connections with streams still in flight when a -D run ends, so a few
+# such lines appear then, none while the load runs; every request of the run succeeded.
+BENIGN_TLS_LOG_LINES: dict[str, frozenset[str]] = {
+    "hypercorn": frozenset({"SSL connection is closed"}),
+}
+
+
+def significant_log(server: str, workload: Workload, log: str) -> str:
+    """The server's output without the lines listed in BENIGN_TLS_LOG_LINES (TLS workloads)."""
+    benign = BENIGN_TLS_LOG_LINES.get(server, frozenset()) if workload.tls else frozenset()
+    if not benign:
+        return log
+    return "\n".join(line for line in log.splitlines() if line.strip() not in benign)
+
+
+# uvicorn warns at start-up that `--ws websockets` (the websockets library's legacy asyncio
+# implementation) is deprecated in favour of websockets-sansio: not a fault, so not in the log.
+UVICORN_WS_DEPRECATION = "ignore:The `websockets` implementation is deprecated"
+UVICORN_WS_CHOICES = ("websockets-sansio", "websockets", "wsproto")
+# What uvicorn's own --ws auto picks when websockets is installed (uvicorn 0.54), and its fastest.
+UVICORN_WS_DEFAULT = "websockets-sansio"
+
+
+def server_args(
+    server: str, workload: Workload, directory: Path, uvicorn_ws: str = UVICORN_WS_DEFAULT
+) -> list[str]:
+    """Options a server needs for this workload besides the common ones: TLS, HTTP/2, config,
+    uvicorn's WebSocket implementation."""
+    args: list[str] = []
+    if server == "hypercorn":
+        args += ["--config", str(hypercorn_config(directory))]
+    if workload.tls:
+        cert, key = tls_files(directory)
+        option = {
+            "ferrocorn": ("--ssl-certfile", "--ssl-keyfile"),
+            "uvicorn": ("--ssl-certfile", "--ssl-keyfile"),
+            "granian": ("--ssl-certificate", "--ssl-keyfile"),
+            "hypercorn": ("--certfile", "--keyfile"),
+        }[server]
+        args += [option[0], str(cert), option[1], str(key)]
+    # HTTP/2: ferrocorn (--http auto), granian (--http auto) and hypercorn serve h2c with prior
+    # knowledge and offer h2 by ALPN without any option.
+    if workload.websocket and server == "uvicorn":
+        # Named, so that the report says which one ran (--ws auto would pick websockets-sansio).
+        args += ["--ws", uvicorn_ws]
+    # WebSockets: on by default in ferrocorn (--ws auto), granian and hypercorn.
+    return args
 
 
 def _proc_stat_fields(pid: int) -> list[str] | None:
@@ -295,10 +599,16 @@ class ServerProcess:
 
     live: ClassVar[set[ServerProcess]] = set()
 
-    def __init__(self, server: str, workload: Workload, cpu: str, log_dir: Path) -> None:
+    def __init__(
+        self, server: str, workload: Workload, cpu: str, log_dir: Path,
+        uvicorn_ws: str = UVICORN_WS_DEFAULT,
+    ) -> None:
         self.server = server
         self.port = free_port()
-        self.command = ["taskset", "-c", cpu, *server_command(server, workload.target, self.port)]
+        extra = server_args(server, workload, log_dir, uvicorn_ws)
+        self.command = [
+            "taskset", "-c", cpu, *server_command(server, workload.target, self.port, extra)
+        ]
         self.log_path = log_dir / f"{server}-{workload.name}-{self.port}.log"
         self.proc: subprocess.Popen[bytes] | None = None
         self.stopped = False
@@ -392,6 +702,7 @@ class WrkResult:
     socket_errors: int
     non_2xx: int
     raw: str
+    problems: list[str] = field(default_factory=list)  # flagged whatever the error counts
 
     @property
     def errors(self) -> int:
@@ -439,7 +750,7 @@ def run_wrk(
     ]
     if script is not None:
         cmd += ["-s", str(script)]
-    cmd.append(f"http://{HOST}:{port}{workload.path}")
+    cmd.append(workload.url(port))  # https:// for the TLS workloads
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=duration + 60, check=False)
     after = resource.getrusage(resource.RUSAGE_CHILDREN)
@@ -447,6 +758,150 @@ def run_wrk(
         raise BenchError(f"wrk failed ({proc.returncode}): {' '.join(cmd)}\n{proc.stdout}{proc.stderr}")
     cpu_s = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
     return parse_wrk(proc.stdout), cpu_s
+
+
+# --- h2load (HTTP/2 workloads, issue 4) -------------------------------------------------------
+
+
+def parse_h2load(output: str, expected_protocol: str, latencies_us: list[int]) -> WrkResult:
+    """Parse h2load's summary; p99 comes from its per-request log (h2load prints no percentiles).
+
+    ``failed`` counts every request that did not succeed (non-2xx/3xx status, or a stream or
+    connection error, which h2load also counts as ``errored``); requests still in flight when a
+    ``-D`` run ends are counted in none of them.
+    """
+
+    def search(pattern: str) -> re.Match[str]:
+        match = re.search(pattern, output, re.MULTILINE)
+        if match is None:
+            raise BenchError(f"could not find {pattern!r} in h2load output:\n{output}")
+        return match
+
+    protocol = re.search(r"^Application protocol: (\S+)", output, re.MULTILINE)
+    if protocol is None or protocol.group(1) != expected_protocol:
+        got = protocol.group(1) if protocol else "none (no connection or no ALPN agreement)"
+        raise BenchError(f"h2load expected application protocol {expected_protocol}, got {got}:\n{output}")
+    finished = search(r"^finished in [\d.]+m?s, ([\d.]+) req/s, ([\d.]+)([KMG]?)B/s")
+    counts = search(
+        r"^requests: (\d+) total, (\d+) started, (\d+) done, (\d+) succeeded, (\d+) failed, "
+        r"(\d+) errored, (\d+) timeout"
+    )
+    succeeded, failed, errored, timeout = (int(counts.group(i)) for i in (4, 5, 6, 7))
+    p99_ms = 0.0
+    if latencies_us:
+        latencies_us.sort()
+        p99_ms = latencies_us[min(len(latencies_us) - 1, int(0.99 * len(latencies_us)))] / 1e3
+    return WrkResult(
+        requests=succeeded,
+        rps=float(finished.group(1)),
+        p99_ms=p99_ms,
+        transfer_mb_s=float(finished.group(2)) * _SIZE_UNITS_MB[finished.group(3)],
+        socket_errors=errored + timeout,
+        non_2xx=failed - errored,
+        raw=output,
+    )
+
+
+def read_h2load_log(path: Path) -> list[int]:
+    """Microseconds per request from h2load --log-file (start us, status, duration us)."""
+    latencies = []
+    with path.open() as log:
+        for line in log:
+            fields = line.split("\t")
+            if len(fields) >= 3:
+                latencies.append(int(fields[2]))
+    return latencies
+
+
+def run_h2load(
+    port: int, workload: Workload, duration: int, cpu: str, log_path: Path | None
+) -> tuple[WrkResult, float]:
+    """Run h2load for duration seconds; return its parsed result and its CPU seconds."""
+    cmd = [
+        "taskset", "-c", cpu, "h2load", "-t1", f"-c{workload.connections}",
+        f"-m{workload.streams}", f"-D{duration}",
+    ]
+    if log_path is not None:
+        cmd.append(f"--log-file={log_path}")
+    cmd.append(workload.url(port))
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=duration + 60, check=False)
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    if proc.returncode != 0:
+        raise BenchError(f"h2load failed ({proc.returncode}): {' '.join(cmd)}\n{proc.stdout}{proc.stderr}")
+    cpu_s = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+    latencies: list[int] = []
+    if log_path is not None:
+        latencies = read_h2load_log(log_path)
+        log_path.unlink()
+    return parse_h2load(proc.stdout, "h2" if workload.tls else "h2c", latencies), cpu_s
+
+
+# --- wsload (WebSocket workloads, issue 5) ----------------------------------------------------
+
+
+def parse_wsload(output: str, workload: Workload) -> WrkResult:
+    """Read wsload's JSON report: messages echoed within the duration, errors, latency."""
+    try:
+        report = json.loads(output)
+        messages = int(report["messages"])
+        rate = float(report["messages_per_s"])
+        p99_us = int(report["latency_us"]["p99"])
+        errors = int(report["errors"])
+        connected = int(report["connected"])
+        unanswered = int(report["unanswered"])
+        samples = [str(e) for e in report["error_samples"]]
+    except (ValueError, KeyError, TypeError) as exc:
+        raise BenchError(f"could not read wsload's report ({exc!r}):\n{output}") from exc
+    problems = []
+    if connected < workload.connections:
+        problems.append(f"only {connected} of {workload.connections} connections opened")
+    if unanswered:
+        problems.append(f"{unanswered} message(s) still unanswered 2 s after the run")
+    if samples:
+        problems.append("wsload errors: " + " | ".join(samples))
+    return WrkResult(
+        requests=messages,
+        rps=rate,
+        p99_ms=p99_us / 1e3,
+        transfer_mb_s=rate * workload.ws_size / 2**20,  # echoed payload, one direction
+        socket_errors=errors,
+        non_2xx=0,
+        raw=output,
+        problems=problems,
+    )
+
+
+def run_wsload(port: int, workload: Workload, duration: int, cpu: str) -> tuple[WrkResult, float]:
+    """Run benches/wsload for duration seconds; return its parsed result and its CPU seconds."""
+    cmd = [
+        "taskset", "-c", cpu, str(WSLOAD), "--url", workload.url(port),
+        "--connections", str(workload.connections), "--duration", str(duration),
+        "--size", str(workload.ws_size), "--pipeline", str(workload.ws_pipeline), "--threads", "1",
+    ]
+    if workload.ws_binary:
+        cmd.append("--binary")
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=duration + 60, check=False)
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    if proc.returncode != 0:
+        raise BenchError(f"wsload failed ({proc.returncode}): {' '.join(cmd)}\n{proc.stdout}{proc.stderr}")
+    cpu_s = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+    return parse_wsload(proc.stdout, workload), cpu_s
+
+
+def run_load(
+    port: int, workload: Workload, duration: int, cpu: str, work_dir: Path, script: Path | None,
+    timed: bool = True,
+) -> tuple[WrkResult, float]:
+    """Run the workload's load generator: wrk for HTTP/1.1, h2load for HTTP/2, wsload for
+    WebSockets."""
+    if workload.websocket:
+        return run_wsload(port, workload, duration, cpu)
+    if workload.http2:
+        log_path = work_dir / f"h2load-{workload.name}-{port}.tsv" if timed else None
+        return run_h2load(port, workload, duration, cpu, log_path)
+    return run_wrk(port, workload, duration, cpu, script)
 
 
 @dataclass(frozen=True)
@@ -525,7 +980,7 @@ def measure(
     build: FerrocornBuild | None,
 ) -> Measurement:
     script = wrk_lua_script(workload, work_dir)
-    proc = ServerProcess(server, workload, args.server_cpu, work_dir)
+    proc = ServerProcess(server, workload, args.server_cpu, work_dir, args.uvicorn_ws)
     try:
         proc.start()
         proc.wait_ready(workload)
@@ -535,12 +990,14 @@ def measure(
                 f"{server} answers {workload.name} ({workload.method} {workload.path}) wrongly: "
                 f"{problem}\ncommand: {' '.join(proc.command)}\n{proc.log_text()}"
             )
-        run_wrk(proc.port, workload, WARMUP_S, args.client_cpu, script)
+        run_load(proc.port, workload, WARMUP_S, args.client_cpu, work_dir, script, timed=False)
 
         cpu_before = process_group_cpu_seconds(proc.pgid)
         system_before = SystemCpu.read()
         started = time.monotonic()
-        result, client_cpu_s = run_wrk(proc.port, workload, args.duration, args.client_cpu, script)
+        result, client_cpu_s = run_load(
+            proc.port, workload, args.duration, args.client_cpu, work_dir, script
+        )
         elapsed = time.monotonic() - started
         system_after = SystemCpu.read()
         server_cpu_s = process_group_cpu_seconds(proc.pgid) - cpu_before
@@ -551,15 +1008,21 @@ def measure(
         )
         steal = (system_after.steal - system_before.steal) / elapsed
 
-        warnings = []
-        tolerance = max(ERROR_TOLERANCE_ABS, ERROR_TOLERANCE_FRAC * result.requests)
-        if result.errors > tolerance:
+        warnings = list(result.problems)
+        fraction = H2LOAD_ERROR_TOLERANCE_FRAC if workload.http2 else ERROR_TOLERANCE_FRAC
+        tolerance = max(ERROR_TOLERANCE_ABS, fraction * result.requests)
+        if workload.websocket:
+            # Each wsload error ends a connection (wrong echo, close, reset): none is tolerated.
+            if result.errors:
+                warnings.append(f"{result.errors} WebSocket connection(s) failed during the run")
+        elif result.errors > tolerance:
+            kind = "errored/timed-out requests" if workload.http2 else "socket errors"
             warnings.append(
-                f"{result.non_2xx} non-2xx/3xx responses and {result.socket_errors} socket errors "
+                f"{result.non_2xx} non-2xx/3xx responses and {result.socket_errors} {kind} "
                 f"in {result.requests} requests"
             )
         if result.requests == 0:
-            warnings.append("no request completed")
+            warnings.append("no message echoed" if workload.websocket else "no request completed")
         code = proc.exit_code()
         if code is not None:
             warnings.append(f"server exited with code {code} during the run")
@@ -574,7 +1037,7 @@ def measure(
             )
         if proc.killed:
             warnings.append(f"did not stop within {STOP_TIMEOUT_S:.0f} s of SIGTERM: killed")
-        log = proc.log_text().strip()
+        log = significant_log(server, workload, proc.log_text()).strip()
         if log:
             # Everything runs at log level warning, so any output deserves a look.
             warnings.append(f"server wrote {len(log.splitlines())} line(s) of output")
@@ -628,7 +1091,7 @@ def measure_undisturbed(
         if disturbed:
             flag += "  (disturbed by other load" + (", retrying)" if attempt < args.retries else ")")
         print(
-            f"{label}: {m.rps:>10,.0f} req/s  p99 {_fmt_ms(m.p99_ms):>9}  "
+            f"{label}: {m.rps:>10,.0f} {workload.unit}  p99 {_fmt_ms(m.p99_ms):>9}  "
             f"{m.transfer_mb_s:>8,.1f} MB/s  cpu {m.server_cpu:.0%}/{m.client_cpu:.0%}"
             f" other {m.other_cpu + m.steal:.0%}{flag}",
             file=sys.stderr,
@@ -657,7 +1120,7 @@ class Summary:
     server_cpu: float
     client_cpu: float
     other_cpu: float
-    rps_spread: float  # (max - min) / median of req/s across runs
+    rps_spread: float  # (max - min) / median of req/s (msg/s) across runs
     warnings: list[str]
 
 
@@ -674,7 +1137,9 @@ def summarise(measurements: list[Measurement], workload: str, server: str) -> Su
     if server_cpu < SERVER_BUSY_MIN:
         note = f"server core only {server_cpu:.0%} busy"
         if client_cpu > CLIENT_BUSY_MAX:
-            note += f" while wrk used {client_cpu:.0%}: wrk is probably the bottleneck"
+            note += (
+                f" while the load generator used {client_cpu:.0%}: it is probably the bottleneck"
+            )
         warnings.append(note)
     other_cpu = max(m.other_cpu + m.steal for m in runs)
     if other_cpu > OTHER_LOAD_MAX:
@@ -683,7 +1148,7 @@ def summarise(measurements: list[Measurement], workload: str, server: str) -> Su
             "or stolen by the hypervisor during a run"
         )
     if len(runs) > 1 and spread > NOISY_SPREAD:
-        warnings.append(f"noisy: req/s spread {spread:.0%} across {len(runs)} runs")
+        warnings.append(f"noisy: rate spread {spread:.0%} across {len(runs)} runs")
     return Summary(
         workload=workload, server=server, rps=median_rps,
         p99_ms=statistics.median(m.p99_ms for m in runs),
@@ -723,20 +1188,21 @@ def markdown_table(
         ("req/s", lambda s: s.rps, _fmt_rps, True),
         ("p99 latency", lambda s: s.p99_ms, _fmt_ms, True),
         ("MB/s", lambda s: s.transfer_mb_s, _fmt_mb, True),
-        ("CPU server / wrk", lambda s: s.server_cpu, str, False),
+        ("CPU server / client", lambda s: s.server_cpu, str, False),
     ]
     for workload in workloads:
         first = True
         for name, getter, fmt, ratio in metrics:
             if name == "MB/s" and not workload.report_throughput:
                 continue
-            cells = [workload.title if first else "", name]
+            cells = [workload.title if first else "", workload.unit if name == "req/s" else name]
             first = False
             for server in servers:
                 summary = summaries.get((workload.name, server))
                 if summary is None:
-                    cells.append("–")
-                elif name == "CPU server / wrk":
+                    reason = dict(workload.skip).get(server)
+                    cells.append(reason if reason and name == "req/s" else "–")
+                elif name == "CPU server / client":
                     cells.append(f"{summary.server_cpu:.0%} / {summary.client_cpu:.0%}")
                 else:
                     cell = fmt(getter(summary))
@@ -759,17 +1225,20 @@ def markdown_table(
 
 
 def environment_info(
-    args: argparse.Namespace, servers: list[str], build: FerrocornBuild | None
+    args: argparse.Namespace,
+    servers: list[str],
+    build: FerrocornBuild | None,
+    workloads: list[Workload] | None = None,
 ) -> dict[str, Any]:
     versions: dict[str, str] = {}
-    for package in ("ferrocorn", "uvicorn", "granian", "uvloop", "httptools", "fastapi"):
+    for package in ("ferrocorn", "uvicorn", "granian", "hypercorn", "uvloop", "httptools", "fastapi"):
         with contextlib.suppress(metadata.PackageNotFoundError):
             versions[package] = metadata.version(package)
     if build is not None and "ferrocorn" in versions:
         versions["ferrocorn"] += f" ({build.describe()})"
     wrk = subprocess.run(["wrk", "--version"], capture_output=True, text=True, check=False)
     wrk_version = (wrk.stdout + wrk.stderr).splitlines()[0].split("[")[0].strip()
-    return {
+    info = {
         "date": time.strftime("%Y-%m-%d %H:%M:%S %z"),
         "python": platform.python_version(),
         "cpus": os.cpu_count(),
@@ -782,6 +1251,16 @@ def environment_info(
         "server_cpu": args.server_cpu,
         "client_cpu": args.client_cpu,
     }
+    if "uvicorn" in servers and any(w.websocket for w in workloads or []):
+        info["uvicorn_ws"] = args.uvicorn_ws
+    if any(w.http2 for w in workloads or []):
+        h2load = subprocess.run(["h2load", "--version"], capture_output=True, text=True, check=False)
+        info["h2load"] = (h2load.stdout.strip().splitlines() or ["h2load (unknown version)"])[0]
+    if any(w.websocket for w in workloads or []):
+        info["wsload"] = "wsload (benches/wsload, tokio-tungstenite)"
+        with contextlib.suppress(metadata.PackageNotFoundError):
+            info["versions"]["websockets"] = metadata.version("websockets")  # uvicorn --ws websockets
+    return info
 
 
 def render_markdown(table: str, notes: list[str], info: dict[str, Any]) -> str:
@@ -789,15 +1268,25 @@ def render_markdown(table: str, notes: list[str], info: dict[str, Any]) -> str:
     lines = [
         (
             f"Measured {info['date']} on {info['cpus']} CPUs (kernel {info['kernel']}), "
-            f"CPython {info['python']}, {info['wrk']}; {versions}."
+            f"CPython {info['python']}, {info['wrk']}"
+            + (f", {info['h2load']}" if "h2load" in info else "")
+            + (f", {info['wsload']}" if "wsload" in info else "")
+            + f"; {versions}."
         ),
         "",
         (
             f"Median of {info['runs']} interleaved run(s) of {info['duration_s']} s after a "
             f"{info['warmup_s']} s warm-up; fresh server process per run pinned to CPU "
-            f"{info['server_cpu']}, `wrk -t1` pinned to CPU {info['client_cpu']}. "
-            "Ratios > 1 mean ferrocorn is faster for req/s and MB/s, slower for p99 latency. "
-            '"CPU server / wrk": share of one core used by the server process tree and by wrk.'
+            f"{info['server_cpu']}, `wrk -t1`"
+            + (" (HTTP/1.1)" if "h2load" in info or "wsload" in info else "")
+            + (", `h2load -t1` (HTTP/2)" if "h2load" in info else "")
+            + (", `wsload --threads 1` (WebSocket)" if "wsload" in info else "")
+            + f" pinned to CPU {info['client_cpu']}. "
+            + (f"uvicorn's WebSockets: `--ws {info['uvicorn_ws']}`. " if "uvicorn_ws" in info else "")
+            + "Ratios > 1 mean ferrocorn is faster for req/s, msg/s and MB/s, slower for p99 "
+            "latency. "
+            '"CPU server / client": share of one core used by the server process tree and by the '
+            "load generator."
         ),
         "",
         table,
@@ -819,15 +1308,34 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         epilog="workloads: " + ", ".join(
             f"{w.name}{' (default)' if w.name in DEFAULT_WORKLOADS else ''}"
             for w in WORKLOADS.values()
+        ) + "; groups: " + ", ".join(
+            f"{name} ({','.join(members)})" if name != "all" else name
+            for name, members in WORKLOAD_GROUPS.items()
         ),
     )
     parser.add_argument("--duration", type=int, help="seconds per timed run (default 10; 3 with --quick)")
     parser.add_argument("--runs", type=int, help="runs per server and workload (default 3; 1 with --quick)")
     parser.add_argument("--quick", action="store_true", help="smoke check: 1 run of 3 s")
-    parser.add_argument("--workloads", default=",".join(DEFAULT_WORKLOADS), help="comma list")
-    parser.add_argument("--servers", default=",".join(ALL_SERVERS), help="comma list")
+    parser.add_argument(
+        "--workloads", default="default",
+        help="comma list of workloads and groups (default, tls-h2, ws, all); default: default",
+    )
+    parser.add_argument(
+        "--servers",
+        help=f"comma list of {', '.join(ALL_SERVERS)} (default: each workload's own set: "
+        f"{', '.join(CORE_SERVERS)}, and hypercorn too for tls-h2); a workload leaves out the "
+        "servers that cannot serve it",
+    )
+    parser.add_argument(
+        "--uvicorn-ws", choices=UVICORN_WS_CHOICES, default=UVICORN_WS_DEFAULT,
+        help=f"uvicorn's --ws for the WebSocket workloads (default {UVICORN_WS_DEFAULT}, what "
+        "uvicorn's --ws auto picks; websockets is the older, deprecated implementation)",
+    )
     parser.add_argument("--server-cpu", default="0", help="taskset CPU list for servers (default 0)")
-    parser.add_argument("--client-cpu", default="1", help="taskset CPU list for wrk (default 1)")
+    parser.add_argument(
+        "--client-cpu", default="1",
+        help="taskset CPU list for the load generators: wrk, h2load, wsload (default 1)",
+    )
     parser.add_argument(
         "--idle-timeout", type=float, default=120.0,
         help="before each run, wait up to this many seconds for other load to stop (0: don't wait)",
@@ -846,24 +1354,63 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         parser.error("--duration and --runs must be at least 1")
     if args.retries < 0:
         parser.error("--retries must be at least 0")
-    args.server_list = [s.strip() for s in args.servers.split(",") if s.strip()]
-    args.workload_list = [w.strip() for w in args.workloads.split(",") if w.strip()]
-    for server in args.server_list:
+    # None: every workload runs its default set of servers.
+    args.server_list = (
+        None if args.servers is None else [s.strip() for s in args.servers.split(",") if s.strip()]
+    )
+    args.workload_list = []
+    for name in (w.strip() for w in args.workloads.split(",") if w.strip()):
+        for member in WORKLOAD_GROUPS.get(name, (name,)):
+            if member not in args.workload_list:
+                args.workload_list.append(member)
+    for server in args.server_list or []:
         if server not in ALL_SERVERS:
             parser.error(f"unknown server {server!r}; choose from {', '.join(ALL_SERVERS)}")
     for name in args.workload_list:
         if name not in WORKLOADS:
-            parser.error(f"unknown workload {name!r}; choose from {', '.join(WORKLOADS)}")
-    if not args.server_list or not args.workload_list:
+            parser.error(
+                f"unknown workload {name!r}; choose from {', '.join([*WORKLOADS, *WORKLOAD_GROUPS])}"
+            )
+    if args.server_list == [] or not args.workload_list:
         parser.error("need at least one server and one workload")
+    if not any(WORKLOADS[name].servers(args.server_list) for name in args.workload_list):
+        parser.error("none of the servers listed can serve any of the workloads listed")
     return args
 
 
-def check_prerequisites(servers: list[str]) -> None:
-    for tool in ("wrk", "taskset"):
+def check_prerequisites(servers: list[str], workloads: list[Workload] | None = None) -> None:
+    tools = ["wrk", "taskset"]
+    http2 = any(w.http2 for w in workloads or [])
+    if http2:
+        tools.append("h2load")
+    for tool in tools:
         if shutil.which(tool) is None:
             raise BenchError(f"{tool} not found: run `bash benches/setup.sh`")
-    modules = {"ferrocorn": "ferrocorn._ferrocorn", "uvicorn": "uvicorn", "granian": "granian"}
+    if http2:
+        try:
+            import h2  # noqa: F401  (httpx's HTTP/2 support, used to check HTTP/2 answers)
+            import httpx  # noqa: F401
+        except ImportError as exc:
+            raise BenchError(f"HTTP/2 checks need httpx[http2]: run `bash benches/setup.sh` ({exc})") from exc
+    if any(w.tls for w in workloads or []):
+        try:
+            import trustme  # noqa: F401  (makes the run's certificate)
+        except ImportError as exc:
+            raise BenchError(f"TLS workloads need trustme: run `bash benches/setup.sh` ({exc})") from exc
+    if any(w.websocket for w in workloads or []):
+        if not os.access(WSLOAD, os.X_OK):
+            raise BenchError(
+                f"{WSLOAD.relative_to(REPO_ROOT)} not built: run `bash benches/setup.sh` "
+                f"(or `{WSLOAD_BUILD}` from the repository root)"
+            )
+        try:
+            import websockets.sync.client  # noqa: F401  (checks the echoes before and after a run)
+        except ImportError as exc:
+            raise BenchError(f"WebSocket checks need websockets: run `bash benches/setup.sh` ({exc})") from exc
+    modules = {
+        "ferrocorn": "ferrocorn._ferrocorn", "uvicorn": "uvicorn", "granian": "granian",
+        "hypercorn": "hypercorn",
+    }
     for server in servers:
         probe = subprocess.run(
             [PYTHON, "-c", f"import {modules[server]}"],
@@ -872,7 +1419,7 @@ def check_prerequisites(servers: list[str]) -> None:
         if probe.returncode != 0:
             hint = (
                 "build and install it with `pip install .` from the repository root, "
-                "or leave it out with --servers uvicorn,granian"
+                "or leave it out with --servers uvicorn,granian,hypercorn"
                 if server == "ferrocorn"
                 else "run `bash benches/setup.sh`"
             )
@@ -880,16 +1427,21 @@ def check_prerequisites(servers: list[str]) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    servers: list[str] = args.server_list
+    selected: list[str] | None = args.server_list
     workloads = [WORKLOADS[name] for name in args.workload_list]
-    check_prerequisites(servers)
+    # Every server some workload runs, in ALL_SERVERS order: the report's columns.
+    servers = [s for s in ALL_SERVERS if any(s in w.servers(selected) for w in workloads)]
+    check_prerequisites(servers, workloads)
     build = FerrocornBuild.detect() if "ferrocorn" in servers else None
+    for workload in workloads:
+        for server, reason in workload.skipped(selected):
+            print(f"{workload.name}: skipping {server} ({reason})", file=sys.stderr)
 
-    total = len(workloads) * len(servers) * args.runs
+    total = sum(len(w.servers(selected)) for w in workloads) * args.runs
     # Per measurement: the idle check (1 s), server start-up and checks (~1 s), warm-up, timed run.
     estimate = total * (args.duration + WARMUP_S + 2.0)
     print(
-        f"{len(workloads)} workload(s) × {len(servers)} server(s) × {args.runs} run(s) of "
+        f"{len(workloads)} workload(s), {len(servers)} server(s): {total} run(s) of "
         f"{args.duration} s (+{WARMUP_S} s warm-up): about {estimate / 60:.1f} min",
         file=sys.stderr,
     )
@@ -898,10 +1450,13 @@ def run(args: argparse.Namespace) -> int:
         work_dir = Path(tmp)
         done = 0
         for workload in workloads:
+            workload_servers = workload.servers(selected)
             for run_index in range(1, args.runs + 1):
+                if not workload_servers:
+                    break
                 # Rotate the start position so no server always runs first (or last).
-                shift = (run_index - 1) % len(servers)
-                for server in servers[shift:] + servers[:shift]:
+                shift = (run_index - 1) % len(workload_servers)
+                for server in workload_servers[shift:] + workload_servers[:shift]:
                     done += 1
                     label = f"[{done}/{total}] {workload.name:<13} {server:<9} run {run_index}"
                     measurements.append(
@@ -916,7 +1471,7 @@ def run(args: argparse.Namespace) -> int:
         for s in servers
         if (summary := summarise(measurements, w.name, s)) is not None
     }
-    info = environment_info(args, servers, build)
+    info = environment_info(args, servers, build, workloads)
     table, notes = markdown_table(summaries, workloads, servers)
     report = render_markdown(table, notes, info)
     print(report)

@@ -1,7 +1,11 @@
 #!/usr/bin/env bash
-# Install what benches/run.py needs: wrk and h2load (apt) and the peer servers (pip).
-# Idempotent: apt runs only when wrk or h2load is missing; pip skips what is already installed.
+# Install what benches/run.py needs: wrk and h2load (apt), the peer servers and the checking
+# clients (pip), and build benches/wsload, the WebSocket load generator (cargo, crates.io only).
+# Idempotent: apt runs only when wrk or h2load is missing; pip skips what is already installed;
+# cargo rebuilds wsload only when its sources changed.
 # It does not install ferrocorn itself: build it from the repository root with `pip install .`.
+# PYTHON selects the interpreter (and so the environment) to install into, e.g.
+#   PYTHON=/path/to/venv/bin/python bash benches/setup.sh
 set -euo pipefail
 
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
@@ -18,17 +22,30 @@ fi
 
 "$python" -m pip install -r "$here/requirements.txt"
 
+if command -v cargo >/dev/null 2>&1; then
+    cargo build --release --manifest-path "$here/wsload/Cargo.toml"
+else
+    echo "cargo not found: benches/wsload (needed by the ws workloads) is not built" >&2
+fi
+
 wrk --version 2>&1 | head -n 1 || true
+h2load --version 2>&1 | head -n 1 || true
+if [ -x "$here/wsload/target/release/wsload" ]; then
+    echo "wsload: $here/wsload/target/release/wsload"
+fi
 "$python" - <<'PY'
 from importlib import metadata
 
-for package in ("uvicorn", "uvloop", "httptools", "granian", "fastapi", "httpx"):
+for package in (
+    "uvicorn", "uvloop", "httptools", "websockets", "granian", "hypercorn", "fastapi", "httpx",
+    "h2", "trustme",
+):
     print(f"{package} {metadata.version(package)}")
 try:
     import ferrocorn._ferrocorn  # noqa: F401
 except ImportError:
     print("ferrocorn: not installed (pip install . from the repository root); "
-          "benchmark the peers with: python3 benches/run.py --servers uvicorn,granian")
+          "benchmark the peers with: python3 benches/run.py --servers uvicorn,granian,hypercorn")
 else:
     print(f"ferrocorn {metadata.version('ferrocorn')}")
 PY
