@@ -23,6 +23,8 @@ use crate::exchange::RequestHead;
 pub enum Event {
     /// A parsed request whose ASGI app must be started.
     Request(Box<RequestHead>),
+    /// A WebSocket handshake whose ASGI app must be started.
+    WebSocket(Box<crate::websocket::upgrade::WsHead>),
     /// The Python future registered under this id can make progress.
     Wake(u64),
     /// A log record produced on the tokio side.

@@ -211,6 +211,22 @@ impl Drop for StreamGuard {
     }
 }
 
+/// A [`StreamGuard`] carried in a request's extensions (which must be `Clone`), for a stream
+/// that outlives its response: an RFC 8441 WebSocket. The stream counts as open until the last
+/// clone is dropped.
+#[derive(Clone)]
+pub struct StreamHold {
+    _guard: Arc<StreamGuard>,
+}
+
+impl StreamHold {
+    pub fn new(guard: StreamGuard) -> Self {
+        Self {
+            _guard: Arc::new(guard),
+        }
+    }
+}
+
 /// When the server drains, an HTTP/2 connection with open streams waits this long at most for
 /// them to end before it sends GOAWAY (see [`drive`]).
 const GOAWAY_DEFERRAL_LIMIT: Duration = Duration::from_secs(2);

@@ -22,11 +22,15 @@ use crate::errors::CoreError;
 use crate::exchange::{split_wake_id, RequestHead};
 use crate::http2::Http2Settings;
 use crate::listener::Listener;
-use crate::protocol::{Active, HttpProtocol, PyContext};
+use crate::protocol::{Active, AppProtocol, HttpProtocol, PyContext};
 use crate::proxy::TrustedProxies;
 use crate::scope::{build_http_scope, ScopeCache};
 use crate::server::{serve, Endpoint, Phase, Settings, Shared};
 use crate::tls::{TlsOptions, TlsSetup};
+use crate::websocket::protocol::WebSocketProtocol;
+use crate::websocket::scope::build_websocket_scope;
+use crate::websocket::upgrade::WsHead;
+use crate::websocket::{WsConfig, WsSettings};
 use crate::TlsConfigError;
 
 /// Runs on the I/O thread when it starts.
@@ -168,6 +172,7 @@ impl Core {
         default_headers=Vec::new(), keep_alive_timeout=5.0, max_header_size=None,
         date_header=true, asgi_version="3.0", reset_contextvars=false,
         limit_concurrency=None, forwarded_allow_ips=None, tls=None, tls_handshake_timeout=10.0, http2=None,
+        websocket=None,
     ))]
     #[allow(clippy::too_many_arguments)]
     fn new(
@@ -189,6 +194,7 @@ impl Core {
         tls: Option<PyRef<'_, TlsConfig>>,
         tls_handshake_timeout: f64,
         http2: Option<Http2Options>,
+        websocket: Option<WsConfig>,
     ) -> PyResult<Self> {
         let proxies = forwarded_allow_ips.map(|entries| TrustedProxies::parse(&entries));
         if !(keep_alive_timeout.is_finite() && keep_alive_timeout > 0.0) {
@@ -229,6 +235,7 @@ impl Core {
             proxies: proxies.clone(),
             http2: http2.map(Http2Options::into_settings).transpose()?,
             tls_handshake_timeout: Duration::from_secs_f64(tls_handshake_timeout),
+            websocket: websocket.map(|config| Arc::new(WsSettings::from_config(&config))),
         };
         let tls = tls.map(|config| config.setup.clone());
         let shared = Arc::new(Shared::new(bridge, settings, tls));
@@ -313,6 +320,7 @@ impl Core {
         for event in events.drain(..) {
             let outcome = match event {
                 Event::Request(head) => self.dispatch(py, head),
+                Event::WebSocket(head) => self.dispatch_websocket(py, head),
                 Event::Wake(id) => self.wake(py, id),
                 Event::Log(level, message) => self
                     .ctx
@@ -399,7 +407,62 @@ impl Core {
             py,
             HttpProtocol::new(self.ctx.clone(), exchange, body, is_head, keep_scope),
         )?;
-        let coroutine = self.ctx.runner.call1(py, (scope, protocol.clone_ref(py)))?;
+        let task = self.start_app(py, scope, protocol.clone_ref(py).into_any())?;
+        self.ctx.active.lock().insert(
+            id,
+            Active {
+                protocol: AppProtocol::Http(protocol),
+                task,
+            },
+        );
+        Ok(())
+    }
+
+    fn dispatch_websocket(&mut self, py: Python<'_>, head: Box<WsHead>) -> PyResult<()> {
+        self.total_requests += 1;
+        let scope = build_websocket_scope(py, &self.ctx.scope_cache, &head)?;
+        let WsHead {
+            id,
+            parts,
+            channel,
+            handshake,
+            ..
+        } = *head;
+        let client = match scope.get_item(intern!(py, "client"))? {
+            Some(client) if !client.is_none() => {
+                let (host, port) = client.extract::<(String, u16)>()?;
+                format!("{host}:{port}")
+            }
+            _ => String::new(),
+        };
+        let target = parts.uri.path_and_query().map_or("/", |pq| pq.as_str());
+        let log_prefix = format!(
+            "{client} - \"WebSocket {}{target}\"",
+            self.ctx.scope_cache.root_path()
+        );
+        let protocol = Py::new(
+            py,
+            WebSocketProtocol::new(self.ctx.clone(), channel, handshake, log_prefix),
+        )?;
+        let task = self.start_app(py, scope, protocol.clone_ref(py).into_any())?;
+        self.ctx.active.lock().insert(
+            id,
+            Active {
+                protocol: AppProtocol::WebSocket(protocol),
+                task,
+            },
+        );
+        Ok(())
+    }
+
+    /// Create the asyncio task running the app for one request or WebSocket.
+    fn start_app(
+        &self,
+        py: Python<'_>,
+        scope: Bound<'_, PyDict>,
+        protocol: Py<PyAny>,
+    ) -> PyResult<Py<PyAny>> {
+        let coroutine = self.ctx.runner.call1(py, (scope, protocol))?;
         let task = match &self.ctx.fresh_context {
             // --reset-contextvars: the task runs in an empty context instead of a copy.
             Some(context_class) => {
@@ -409,20 +472,23 @@ impl Core {
             }
             None => self.ctx.create_task.call1(py, (coroutine,))?,
         };
-        self.ctx.active.lock().insert(id, Active { protocol, task });
-        Ok(())
+        Ok(task)
     }
 
     fn wake(&mut self, py: Python<'_>, id: u64) -> PyResult<()> {
         let (request_id, kind) = split_wake_id(id);
-        let protocol = self
-            .ctx
-            .active
-            .lock()
-            .get(&request_id)
-            .map(|active| active.protocol.clone_ref(py));
+        let protocol =
+            self.ctx
+                .active
+                .lock()
+                .get(&request_id)
+                .map(|active| match &active.protocol {
+                    AppProtocol::Http(http) => AppProtocol::Http(http.clone_ref(py)),
+                    AppProtocol::WebSocket(ws) => AppProtocol::WebSocket(ws.clone_ref(py)),
+                });
         match protocol {
-            Some(protocol) => protocol.borrow_mut(py).on_wake(py, kind),
+            Some(AppProtocol::Http(protocol)) => protocol.borrow_mut(py).on_wake(py, kind),
+            Some(AppProtocol::WebSocket(protocol)) => protocol.borrow_mut(py).on_wake(py, kind),
             None => Ok(()), // the app has already finished
         }
     }

@@ -19,6 +19,7 @@ use crate::exchange::{
     plain_response, pump_request_body, ConnInfo, Exchange, RequestBody, RequestHead, ResponseBody,
 };
 use crate::server::{Settings, Shared};
+use crate::websocket::upgrade as websocket;
 
 /// Request line plus headers, in bytes, above which a request gets 431. uvicorn's h11 uses 16 KiB,
 /// which large SSO cookies exceed; nginx allows 4 x 8 KiB per line. `--h11-max-incomplete-event-size`
@@ -47,7 +48,10 @@ where
 {
     let service_shared = shared.clone();
     let service = service_fn(move |request| handle_request(&service_shared, &conn, request));
-    let connection = shared.http1.serve_connection(TokioIo::new(io), service);
+    let connection = shared
+        .http1
+        .serve_connection(TokioIo::new(io), service)
+        .with_upgrades(); // WebSockets take over the connection after a 101
     conn::drive(shared, connection, |c| c.graceful_shutdown(), None).await
 }
 
@@ -71,31 +75,85 @@ impl Drop for AnswerGuard {
 /// request and closes at once), and the request must still reach the app, which then sees the
 /// disconnect.
 pub fn handle_request(
-    shared: &Shared,
+    shared: &Arc<Shared>,
     conn: &Arc<ConnInfo>,
     request: Request<Incoming>,
 ) -> impl Future<Output = Result<Response<ResponseBody>, Infallible>> + Send + 'static {
-    let handed_over = match validate_host(&request) {
-        Err(reason) => Err(bad_request(reason)),
+    // --- WebSocket hook: upgrade requests (HTTP/1.1) and extended CONNECTs (HTTP/2) go to
+    // crate::websocket; with `--ws none` they are served as plain HTTP.
+    let websocket = if websocket::is_websocket_request(&request) && validate_host(&request).is_ok()
+    {
+        if shared.websocket.is_none() {
+            shared
+                .bridge
+                .log(LogLevel::Warning, "Unsupported upgrade request.".to_owned());
+        }
+        shared.websocket.clone()
+    } else {
+        None
+    };
+    if let Some(settings) = websocket {
+        if shared.over_concurrency_limit() {
+            // As uvicorn: a WebSocket handshake past --limit-concurrency is refused like a request.
+            shared
+                .bridge
+                .log(LogLevel::Warning, "Exceeded concurrency limit.".to_owned());
+            return answer(Handoff::Respond(plain_response(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "Service Unavailable",
+            )));
+        }
+        let handoff = match websocket::hand_over(shared, &settings, conn.clone(), request) {
+            Ok((response, guard)) => Handoff::WebSocket(response, guard),
+            Err(response) => Handoff::Respond(response),
+        };
+        return answer(handoff);
+    }
+    // --- end of the WebSocket hook.
+    let handoff = match validate_host(&request) {
+        Err(reason) => Handoff::Respond(bad_request(reason)),
         Ok(()) if shared.over_concurrency_limit() => {
             shared
                 .bridge
                 .log(LogLevel::Warning, "Exceeded concurrency limit.".to_owned());
-            Err(plain_response(
+            Handoff::Respond(plain_response(
                 StatusCode::SERVICE_UNAVAILABLE,
                 "Service Unavailable",
             ))
         }
-        Ok(()) => Ok(hand_over(shared, conn.clone(), request)),
+        Ok(()) => {
+            let (response, guard) = hand_over(shared, conn.clone(), request);
+            Handoff::Http(response, guard)
+        }
     };
-    async move {
-        match handed_over {
-            Err(response) => Ok(response),
-            Ok((response, mut guard)) => {
-                let response = response.await;
-                guard.answered = true;
-                Ok(response.unwrap_or_else(|_| internal_server_error()))
-            }
+    answer(handoff)
+}
+
+/// Where the answer to a request comes from.
+enum Handoff {
+    /// The server answers itself.
+    Respond(Response<ResponseBody>),
+    /// The app answers through the exchange.
+    Http(oneshot::Receiver<Response<ResponseBody>>, AnswerGuard),
+    /// The app answers a WebSocket handshake.
+    WebSocket(
+        oneshot::Receiver<Response<ResponseBody>>,
+        websocket::HandshakeGuard,
+    ),
+}
+
+async fn answer(handoff: Handoff) -> Result<Response<ResponseBody>, Infallible> {
+    match handoff {
+        Handoff::Respond(response) => Ok(response),
+        Handoff::Http(response, mut guard) => {
+            let response = response.await;
+            guard.answered = true;
+            Ok(response.unwrap_or_else(|_| internal_server_error()))
+        }
+        Handoff::WebSocket(response, mut guard) => {
+            let response = response.await;
+            guard.answered();
+            Ok(response.unwrap_or_else(|_| internal_server_error()))
         }
     }
 }

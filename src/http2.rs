@@ -19,11 +19,12 @@ use hyper::service::service_fn;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::io::{AsyncRead, AsyncWrite};
 
-use crate::conn::{self, StreamActivity, StreamGuard};
+use crate::conn::{self, StreamActivity, StreamGuard, StreamHold};
 use crate::exchange::{ConnInfo, ResponseBody};
 use crate::http1::handle_request;
 use crate::server::Shared;
 use crate::stream_tasks::{Joined, StreamExecutor};
+use crate::websocket::upgrade as websocket;
 
 /// The HTTP/2 knobs users tune; the CLI's defaults live in `config.py`.
 #[derive(Clone, Debug)]
@@ -44,9 +45,11 @@ const MAX_LOCAL_ERROR_RESET_STREAMS: usize = 1024;
 /// Response bytes buffered per stream for a slow reader.
 const MAX_SEND_BUF_SIZE: usize = 400 * 1024;
 
+/// `extended_connect`: advertise RFC 8441's extended CONNECT (WebSockets are on).
 pub fn builder(
     h2: &Http2Settings,
     date_header: bool,
+    extended_connect: bool,
     executor: StreamExecutor,
 ) -> http2::Builder<StreamExecutor> {
     let mut builder = http2::Builder::new(executor);
@@ -63,6 +66,10 @@ pub fn builder(
         .keep_alive_interval(h2.keep_alive_interval)
         .keep_alive_timeout(h2.keep_alive_timeout)
         .auto_date_header(date_header);
+    if extended_connect {
+        // RFC 8441: WebSockets over HTTP/2 through extended CONNECT (crate::websocket).
+        builder.enable_connect_protocol();
+    }
     builder
 }
 
@@ -75,12 +82,23 @@ where
 {
     let Some(h2) = &shared.http2 else { return };
     let executor = StreamExecutor::default();
-    let builder = builder(h2, shared.date_header, executor.clone());
+    let builder = builder(
+        h2,
+        shared.date_header,
+        shared.websocket.is_some(),
+        executor.clone(),
+    );
     let activity = StreamActivity::new();
     let service_shared = shared.clone();
     let service_activity = activity.clone();
-    let service = service_fn(move |request: Request<Incoming>| {
+    let service = service_fn(move |mut request: Request<Incoming>| {
         let guard = service_activity.begin();
+        if websocket::is_websocket_request(&request) {
+            // The response ends with the 200, but the stream carries the WebSocket after it:
+            // it stays counted as open (no idle timeout, GOAWAY deferred) until the session ends.
+            let hold = StreamHold::new(service_activity.begin());
+            request.extensions_mut().insert(hold);
+        }
         let response = match malformed(&request) {
             // hyper answers a service error carrying an h2 reason with RST_STREAM(reason).
             Some(reason) => Err(h2::Error::from(reason)),

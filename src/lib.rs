@@ -25,6 +25,7 @@ mod scope;
 mod server;
 mod stream_tasks;
 mod tls;
+mod websocket;
 
 /// mimalloc instead of the system allocator: requests are allocated on one thread and freed on
 /// the other, which glibc's per-thread arenas handle poorly (measured: see docs/architecture.md).
@@ -51,6 +52,7 @@ fn _ferrocorn(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<core::TlsConfig>()?;
     m.add("TlsConfigError", m.py().get_type::<TlsConfigError>())?;
     m.add_class::<protocol::HttpProtocol>()?;
+    m.add_class::<websocket::protocol::WebSocketProtocol>()?;
     m.add_class::<awaitable::Ready>()?;
     m.add_class::<awaitable::Done>()?;
     m.add(

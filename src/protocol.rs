@@ -45,8 +45,14 @@ pub struct PyContext {
 }
 
 pub struct Active {
-    pub protocol: Py<HttpProtocol>,
+    pub protocol: AppProtocol,
     pub task: Py<PyAny>,
+}
+
+/// The protocol object of a running app: an HTTP request or a WebSocket.
+pub enum AppProtocol {
+    Http(Py<HttpProtocol>),
+    WebSocket(Py<crate::websocket::protocol::WebSocketProtocol>),
 }
 
 enum ResponseState {

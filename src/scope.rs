@@ -32,6 +32,10 @@ pub struct ScopeCache {
 }
 
 impl ScopeCache {
+    pub fn root_path(&self) -> &str {
+        &self.root_path_text
+    }
+
     pub fn new(
         py: Python<'_>,
         root_path: &str,
@@ -78,17 +82,26 @@ pub fn build_http_scope<'py>(
     cache: &ScopeCache,
     head: &RequestHead,
 ) -> PyResult<Bound<'py, PyDict>> {
-    let parts = &head.parts;
+    build_request_scope(py, cache, &head.parts, &head.conn)
+}
+
+/// The keys every request scope has (the `websocket` scope starts from this too).
+pub fn build_request_scope<'py>(
+    py: Python<'py>,
+    cache: &ScopeCache,
+    parts: &http::request::Parts,
+    conn: &ConnInfo,
+) -> PyResult<Bound<'py, PyDict>> {
     let scope = cache.template.bind(py).copy()?;
     scope.set_item(intern!(py, "asgi"), cache.asgi.bind(py).copy()?)?;
     scope.set_item(intern!(py, "http_version"), http_version(py, parts.version))?;
-    let (mut client, server) = connection_addresses(py, &head.conn)?;
-    let mut scheme = if head.conn.tls.is_some() {
+    let (mut client, server) = connection_addresses(py, conn)?;
+    let mut scheme = if conn.tls.is_some() {
         intern!(py, "https").clone()
     } else {
         intern!(py, "http").clone()
     };
-    if let (true, Some(proxies)) = (head.conn.trusted_proxy, &cache.proxies) {
+    if let (true, Some(proxies)) = (conn.trusted_proxy, &cache.proxies) {
         apply_proxy_headers(py, proxies, &parts.headers, &mut scheme, &mut client)?;
     }
     scope.set_item(intern!(py, "server"), server)?;
@@ -144,7 +157,7 @@ pub fn build_http_scope<'py>(
         None => scope.set_item(intern!(py, "state"), PyDict::new(py))?,
     }
     let extensions = PyDict::new(py);
-    if let Some(info) = &head.conn.tls {
+    if let Some(info) = &conn.tls {
         extensions.set_item(intern!(py, "tls"), tls_extension(py, info)?)?;
     }
     scope.set_item(intern!(py, "extensions"), extensions)?;

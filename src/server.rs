@@ -14,6 +14,7 @@ use crate::http2::Http2Settings;
 use crate::listener::Listener;
 use crate::proxy::TrustedProxies;
 use crate::tls::TlsSetup;
+use crate::websocket::WsSettings;
 use crate::{conn, http1};
 
 /// Where the server is in its life. Connections watch this to close gracefully or at once.
@@ -38,6 +39,8 @@ pub struct Settings {
     pub limit_concurrency: Option<usize>,
     /// `--proxy-headers` with `--forwarded-allow-ips`; `None` when proxy headers are off.
     pub proxies: Option<TrustedProxies>,
+    /// WebSocket settings; `None` with `--ws none` (upgrades are served as plain HTTP).
+    pub websocket: Option<Arc<WsSettings>>,
     /// `None` serves HTTP/1.1 only.
     pub http2: Option<Http2Settings>,
     /// A TLS client must finish its handshake within this time.
@@ -62,6 +65,7 @@ pub struct Shared {
     pub in_flight: Arc<AtomicUsize>,
     limit_concurrency: Option<usize>,
     pub proxies: Option<TrustedProxies>,
+    pub websocket: Option<Arc<WsSettings>>,
     phase: watch::Sender<Phase>,
 }
 
@@ -83,6 +87,7 @@ impl Shared {
             in_flight: Arc::new(AtomicUsize::new(0)),
             limit_concurrency: settings.limit_concurrency,
             proxies: settings.proxies.clone(),
+            websocket: settings.websocket.clone(),
             phase,
         }
     }
@@ -108,6 +113,12 @@ impl Shared {
 
     pub fn phase(&self) -> watch::Receiver<Phase> {
         self.phase.subscribe()
+    }
+
+    /// Count a connection that outlives its HTTP task (an upgraded WebSocket) until dropped.
+    pub fn track_connection(self: &Arc<Self>) -> ConnectionGuard {
+        self.connections.fetch_add(1, Ordering::AcqRel);
+        ConnectionGuard(self.clone())
     }
 }
 
@@ -160,7 +171,7 @@ async fn accept_loop(shared: Arc<Shared>, endpoint: Endpoint) {
 }
 
 /// Keeps the live-connection count exact, whichever way a connection task ends.
-struct ConnectionGuard(Arc<Shared>);
+pub struct ConnectionGuard(Arc<Shared>);
 
 impl Drop for ConnectionGuard {
     fn drop(&mut self) {

@@ -39,6 +39,15 @@ class Http2Settings(TypedDict):
     keep_alive_interval: float | None
     keep_alive_timeout: float
 
+class WebSocketSettings(TypedDict):
+    """The `--ws-*` options, as `Core(websocket=...)` takes them."""
+
+    max_size: int
+    max_queue: int
+    ping_interval: float | None
+    ping_timeout: float | None
+    per_message_deflate: bool
+
 class Core:
     """The Rust side of one server: sockets, HTTP, and the hand-off to the event loop."""
 
@@ -46,7 +55,7 @@ class Core:
         self,
         *,
         loop_: Any,
-        runner: Callable[[dict[str, Any], HttpProtocol], Coroutine[Any, Any, None]],
+        runner: Callable[[dict[str, Any], HttpProtocol | WebSocketProtocol], Coroutine[Any, Any, None]],
         log: Callable[[int, str], None],
         access_log: Callable[[dict[str, Any], int], None] | None = None,
         root_path: str = "",
@@ -62,6 +71,7 @@ class Core:
         tls: TlsConfig | None = None,
         tls_handshake_timeout: float = 10.0,
         http2: Http2Settings | None = None,
+        websocket: WebSocketSettings | None = None,
     ) -> None: ...
     def listen(self, fd: int, unix_path: str | None = None) -> None: ...
     def start(self) -> None: ...
@@ -80,6 +90,16 @@ class Core:
 
 class HttpProtocol:
     """The ASGI `receive`/`send` pair of one HTTP request."""
+
+    def receive(self) -> Awaitable[dict[str, Any]]: ...
+    def send(self, message: dict[str, Any]) -> Awaitable[None]: ...
+    def app_returned(self) -> str | None: ...
+    def app_failed(self) -> None: ...
+    @property
+    def client_gone(self) -> bool: ...
+
+class WebSocketProtocol:
+    """The ASGI `receive`/`send` pair of one WebSocket."""
 
     def receive(self) -> Awaitable[dict[str, Any]]: ...
     def send(self, message: dict[str, Any]) -> Awaitable[None]: ...

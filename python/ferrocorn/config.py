@@ -70,8 +70,6 @@ class Option:
         return [f"FERROCORN_{self.name.upper()}", f"UVICORN_{self.name.upper()}"]
 
 
-_PENDING_WS = "WebSockets are not implemented yet"
-
 OPTIONS: tuple[Option, ...] = (
     Option("host", ("--host",), "127.0.0.1", "Bind socket to this host.", type=str),
     Option("port", ("--port",), 8000, "Bind socket to this port. If 0, an available port will be picked.", type=int),
@@ -189,10 +187,9 @@ OPTIONS: tuple[Option, ...] = (
         "ws",
         ("--ws",),
         "auto",
-        "WebSocket protocol implementation.",
+        "WebSocket protocol implementation. Every choice but 'none' is served by ferrocorn's Rust core.",
         type=str,
         metavar="[auto|none|websockets|websockets-sansio|wsproto]",
-        pending=_PENDING_WS,
     ),
     Option(
         "ws_max_size",
@@ -200,7 +197,6 @@ OPTIONS: tuple[Option, ...] = (
         16777216,
         "WebSocket max size message in bytes.",
         type=int,
-        pending=_PENDING_WS,
     ),
     Option(
         "ws_max_queue",
@@ -208,7 +204,6 @@ OPTIONS: tuple[Option, ...] = (
         32,
         "The maximum length of the WebSocket message queue.",
         type=int,
-        pending=_PENDING_WS,
     ),
     Option(
         "ws_ping_interval",
@@ -216,7 +211,6 @@ OPTIONS: tuple[Option, ...] = (
         20.0,
         "WebSocket ping interval in seconds.",
         type=float,
-        pending=_PENDING_WS,
     ),
     Option(
         "ws_ping_timeout",
@@ -224,7 +218,6 @@ OPTIONS: tuple[Option, ...] = (
         20.0,
         "WebSocket ping timeout in seconds.",
         type=float,
-        pending=_PENDING_WS,
     ),
     Option(
         "ws_per_message_deflate",
@@ -232,7 +225,6 @@ OPTIONS: tuple[Option, ...] = (
         True,
         "WebSocket per-message-deflate compression",
         type=bool,
-        pending=_PENDING_WS,
     ),
     Option("lifespan", ("--lifespan",), "auto", "Lifespan implementation.", type=click.Choice(LIFESPAN_CHOICES)),
     Option(
@@ -500,6 +492,19 @@ class Config:
         return [item.strip() for item in items if item.strip()]
 
     @property
+    def websocket_settings(self) -> dict[str, Any] | None:
+        """The `--ws-*` options for the Rust core; None with `--ws none` (upgrades stay HTTP)."""
+        if self.ws == "none":
+            return None
+        return {
+            "max_size": int(self.ws_max_size),
+            "max_queue": int(self.ws_max_queue),
+            "ping_interval": None if self.ws_ping_interval is None else float(self.ws_ping_interval),
+            "ping_timeout": None if self.ws_ping_timeout is None else float(self.ws_ping_timeout),
+            "per_message_deflate": bool(self.ws_per_message_deflate),
+        }
+
+    @property
     def is_ssl(self) -> bool:
         return bool(self.ssl_keyfile or self.ssl_certfile)
 
@@ -609,6 +614,8 @@ class Config:
                 self.http,
                 " and HTTP/2" if self.http2 else " only",
             )
+        if self.ws not in ("auto", "none"):
+            logger.info("--ws %s: served by ferrocorn's Rust WebSocket implementation.", self.ws)
 
     # --- logging ----------------------------------------------------------------------------
 

@@ -151,6 +151,7 @@ class Server:
             reset_contextvars=config.reset_contextvars,
             limit_concurrency=config.limit_concurrency,
             forwarded_allow_ips=config.trusted_proxies if config.proxy_headers else None,
+            websocket=config.websocket_settings,
             log=logger.log,
             access_log=log_access if config.access_log else None,
             root_path=config.root_path,
