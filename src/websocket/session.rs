@@ -13,7 +13,7 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use bytes::{Buf, Bytes, BytesMut};
-use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::time::{Instant, Sleep};
 
 use super::channel::{Channel, Inbound, Outbound};
@@ -32,6 +32,10 @@ const WRITE_LIMIT: usize = 256 * 1024;
 const MAX_ROUNDS: usize = 32;
 /// How long to wait for the client's close frame after sending ours.
 const CLOSE_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long a finished session may take to write out its last frames.
+const CLOSE_FLUSH_LIMIT: Duration = Duration::from_secs(1);
+/// The code a session ends with when the connection was lost or force-closed (RFC 6455 §7.4.1).
+const ABNORMAL_CLOSURE: u16 = 1006;
 
 /// Why the session ended, with what the app is told in `websocket.disconnect`.
 struct End {
@@ -145,6 +149,13 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
     pub async fn run(mut self) {
         let end = std::future::poll_fn(|cx| self.poll_session(cx)).await;
         self.channel.end(end.code, end.reason);
+        if end.code != ABNORMAL_CLOSURE {
+            // Write out what is still buffered (the close frame) and end the stream: an
+            // HTTP/2 stream dropped with unsent data is reset, and the data discarded; over
+            // TCP the server closes first, as RFC 6455 §7.1.1 asks. Bounded: the peer may
+            // not read at all.
+            let _ = tokio::time::timeout(CLOSE_FLUSH_LIMIT, self.io.shutdown()).await;
+        }
     }
 
     fn poll_session(&mut self, cx: &mut Context<'_>) -> Poll<End> {
@@ -210,7 +221,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
                 }
                 _ => {
                     return Poll::Ready(End {
-                        code: 1006,
+                        code: ABNORMAL_CLOSURE,
                         reason: "",
                     })
                 }
@@ -232,7 +243,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
         if let Some(deadline) = self.close_deadline.as_mut() {
             if deadline.as_mut().poll(cx).is_ready() {
                 return Poll::Ready(End {
-                    code: 1006,
+                    code: ABNORMAL_CLOSURE,
                     reason: "",
                 });
             }
@@ -351,7 +362,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
         match self.end_after_flush.take() {
             Some(end) => end,
             None => End {
-                code: 1006,
+                code: ABNORMAL_CLOSURE,
                 reason: "",
             },
         }
@@ -386,7 +397,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
         match Pin::new(&mut self.io).poll_read(cx, &mut buf) {
             Poll::Pending => Poll::Pending,
             Poll::Ready(Err(_)) => Poll::Ready(Err(End {
-                code: 1006,
+                code: ABNORMAL_CLOSURE,
                 reason: "",
             })),
             Poll::Ready(Ok(())) => {
