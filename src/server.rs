@@ -47,6 +47,9 @@ pub struct Settings {
     pub tls_handshake_timeout: Duration,
 }
 
+/// The most [`Shared::drain_grace`] gives a connection to start its request.
+const DRAIN_GRACE: Duration = Duration::from_secs(1);
+
 /// State shared by every task of the runtime. Holds no Python object.
 pub struct Shared {
     pub bridge: Arc<Bridge>,
@@ -115,6 +118,12 @@ impl Shared {
         self.phase.subscribe()
     }
 
+    /// How long, once the server drains, a connection that has not started its request yet is
+    /// given to start it: the client may have sent it already.
+    pub fn drain_grace(&self) -> Duration {
+        self.keep_alive_timeout.min(DRAIN_GRACE)
+    }
+
     /// Count a connection that outlives its HTTP task (an upgraded WebSocket) until dropped.
     pub fn track_connection(self: &Arc<Self>) -> ConnectionGuard {
         self.connections.fetch_add(1, Ordering::AcqRel);
@@ -144,9 +153,12 @@ pub async fn serve(shared: Arc<Shared>, endpoints: Vec<Endpoint>) {
 async fn accept_loop(shared: Arc<Shared>, endpoint: Endpoint) {
     let mut phase = shared.phase();
     loop {
+        // The phase first: once draining, not one more connection is taken from the socket
+        // (other workers sharing it take the rest).
         let accepted = tokio::select! {
-            accepted = endpoint.listener.accept() => accepted,
+            biased;
             _ = phase.wait_for(|p| *p != Phase::Running) => return,
+            accepted = endpoint.listener.accept() => accepted,
         };
         match accepted {
             Ok(accepted) => {
