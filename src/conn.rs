@@ -216,8 +216,8 @@ pub struct ConnActivity {
     /// `reads` when the connection last became idle (no open request).
     reads_at_idle: AtomicU64,
     origin: Instant,
-    /// When `active` last fell to zero, in milliseconds since `origin`.
-    idle_since_ms: AtomicU64,
+    /// When `active` last fell to zero, in microseconds since `origin`.
+    idle_since_us: AtomicU64,
     /// Notified each time `active` falls to zero.
     became_idle: Notify,
     /// The socket, to peek for bytes not read yet. Valid for as long as the connection (which
@@ -233,7 +233,7 @@ impl ConnActivity {
             reads: AtomicU64::new(0),
             reads_at_idle: AtomicU64::new(0),
             origin: Instant::now(),
-            idle_since_ms: AtomicU64::new(0),
+            idle_since_us: AtomicU64::new(0),
             became_idle: Notify::new(),
             fd,
         })
@@ -265,8 +265,8 @@ impl ConnActivity {
 
     fn record_idle(&self) {
         self.reads_at_idle.store(self.reads(), Ordering::Relaxed);
-        let elapsed = self.origin.elapsed().as_millis();
-        self.idle_since_ms.store(
+        let elapsed = self.origin.elapsed().as_micros();
+        self.idle_since_us.store(
             u64::try_from(elapsed).unwrap_or(u64::MAX),
             Ordering::Release,
         );
@@ -299,8 +299,18 @@ impl ConnActivity {
         if self.active.load(Ordering::Acquire) > 0 {
             return None;
         }
-        let since = Duration::from_millis(self.idle_since_ms.load(Ordering::Acquire));
-        Some(self.origin + since + limit)
+        Some(self.idle_since() + limit)
+    }
+
+    fn idle_since(&self) -> Instant {
+        self.origin + Duration::from_micros(self.idle_since_us.load(Ordering::Acquire))
+    }
+
+    /// Whether a request was open when the server began draining (`drain_began`): the task
+    /// that reacts to the drain (a WebSocket session sending 1012) may have ended it before this
+    /// connection's task sees the drain.
+    fn open_at(&self, drain_began: Option<Instant>) -> bool {
+        self.active() > 0 || drain_began.is_some_and(|began| self.idle_since() >= began)
     }
 }
 
@@ -468,7 +478,7 @@ pub async fn drive<C>(
             match phase_action(*phase.borrow_and_update()) {
                 PhaseAction::Continue => {}
                 PhaseAction::Graceful => match protocol {
-                    Protocol::Http2 { .. } if activity.active() > 0 => {
+                    Protocol::Http2 { .. } if activity.open_at(shared.drain_began()) => {
                         shutdown = Shutdown::AwaitingIdle;
                         timer.as_mut().reset(Instant::now() + GOAWAY_DEFERRAL_LIMIT);
                     }

@@ -4,10 +4,11 @@
 //! [`Exchange`].
 
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use tokio::sync::watch;
+use tokio::time::Instant;
 
 use crate::bridge::{Bridge, LogLevel};
 use crate::http2::Http2Settings;
@@ -70,6 +71,8 @@ pub struct Shared {
     pub proxies: Option<TrustedProxies>,
     pub websocket: Option<Arc<WsSettings>>,
     phase: watch::Sender<Phase>,
+    /// When the phase became [`Phase::Draining`].
+    drain_began: OnceLock<Instant>,
 }
 
 impl Shared {
@@ -92,6 +95,7 @@ impl Shared {
             proxies: settings.proxies.clone(),
             websocket: settings.websocket.clone(),
             phase,
+            drain_began: OnceLock::new(),
         }
     }
 
@@ -111,7 +115,14 @@ impl Shared {
     }
 
     pub fn set_phase(&self, phase: Phase) {
+        if phase == Phase::Draining {
+            let _ = self.drain_began.set(Instant::now());
+        }
         self.phase.send_replace(phase);
+    }
+
+    pub fn drain_began(&self) -> Option<Instant> {
+        self.drain_began.get().copied()
     }
 
     pub fn phase(&self) -> watch::Receiver<Phase> {
