@@ -14,7 +14,7 @@ use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::sync::oneshot;
 
 use crate::bridge::{Event, LogLevel};
-use crate::conn;
+use crate::conn::{self, ConnActivity, Protocol, TrackedBody};
 use crate::exchange::{
     plain_response, pump_request_body, ConnInfo, Exchange, RequestBody, RequestHead, ResponseBody,
 };
@@ -42,17 +42,37 @@ pub fn builder(settings: &Settings) -> http1::Builder {
 }
 
 /// Serves HTTP/1.1 on `io` until the client leaves or the server shuts down.
-pub async fn serve<S>(shared: &Arc<Shared>, io: S, conn: Arc<ConnInfo>)
+pub async fn serve<S>(shared: &Arc<Shared>, io: S, conn: Arc<ConnInfo>, activity: Arc<ConnActivity>)
 where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
     let service_shared = shared.clone();
-    let service = service_fn(move |request| handle_request(&service_shared, &conn, request));
+    let service_activity = activity.clone();
+    let service = service_fn(move |request| {
+        // Counted open until hyper is done with the response: the drain tells a connection
+        // between requests from a busy one by it.
+        let guard = service_activity.begin();
+        let response = handle_request(&service_shared, &conn, request);
+        async move {
+            let response = match response.await {
+                Ok(response) => response,
+                Err(never) => match never {},
+            };
+            Ok::<_, Infallible>(response.map(|body| TrackedBody::new(body, guard)))
+        }
+    });
     let connection = shared
         .http1
         .serve_connection(TokioIo::new(io), service)
         .with_upgrades(); // WebSockets take over the connection after a 101
-    conn::drive(shared, connection, |c| c.graceful_shutdown(), None).await
+    conn::drive(
+        shared,
+        connection,
+        |c| c.graceful_shutdown(),
+        &activity,
+        Protocol::Http1,
+    )
+    .await
 }
 
 /// Marks the exchange as abandoned if hyper drops the service future before the app answered:

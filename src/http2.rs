@@ -4,23 +4,19 @@
 //! The flood defences are h2's (rapid reset, CONTINUATION, empty DATA, SETTINGS and PING
 //! floods); they are set explicitly here so that a dependency update cannot quietly relax them.
 
-use std::pin::Pin;
 use std::sync::Arc;
-use std::task::{Context, Poll};
 use std::time::Duration;
 
-use bytes::Bytes;
 use http::header::HOST;
 use http::Request;
-use http_body::{Body, Frame, SizeHint};
 use hyper::body::Incoming;
 use hyper::server::conn::http2;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::io::{AsyncRead, AsyncWrite};
 
-use crate::conn::{self, StreamActivity, StreamGuard, StreamHold};
-use crate::exchange::{ConnInfo, ResponseBody};
+use crate::conn::{self, ConnActivity, Protocol, StreamHold, TrackedBody};
+use crate::exchange::ConnInfo;
 use crate::http1::handle_request;
 use crate::server::Shared;
 use crate::stream_tasks::{Joined, StreamExecutor};
@@ -76,7 +72,7 @@ pub fn builder(
 /// Serves HTTP/2 on `io` (after the preface was detected, or ALPN chose h2) until the client
 /// leaves, the connection idles out, or the server shuts down (GOAWAY, then in-flight streams
 /// finish).
-pub async fn serve<S>(shared: &Arc<Shared>, io: S, conn: Arc<ConnInfo>)
+pub async fn serve<S>(shared: &Arc<Shared>, io: S, conn: Arc<ConnInfo>, activity: Arc<ConnActivity>)
 where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
@@ -88,7 +84,8 @@ where
         shared.websocket.is_some(),
         executor.clone(),
     );
-    let activity = StreamActivity::new();
+    // The idle clock starts with HTTP/2, not with the connection.
+    activity.mark_idle();
     let service_shared = shared.clone();
     let service_activity = activity.clone();
     let service = service_fn(move |mut request: Request<Incoming>| {
@@ -109,22 +106,22 @@ where
                 Ok(response) => response,
                 Err(never) => match never {},
             };
-            Ok::<_, h2::Error>(response.map(|body| TrackedBody {
-                body,
-                _guard: guard,
-            }))
+            Ok::<_, h2::Error>(response.map(|body| TrackedBody::new(body, guard)))
         }
     });
     let connection = Joined::new(
         builder.serve_connection(TokioIo::new(io), service),
         executor,
     );
-    let idle = Some((activity.as_ref(), shared.keep_alive_timeout));
+    let protocol = Protocol::Http2 {
+        idle_limit: shared.keep_alive_timeout,
+    };
     conn::drive(
         shared,
         connection,
         |joined| joined.connection().graceful_shutdown(),
-        idle,
+        &activity,
+        protocol,
     )
     .await
 }
@@ -145,30 +142,4 @@ fn malformed(request: &Request<Incoming>) -> Option<h2::Reason> {
         _ => false,
     };
     (padded || host_differs).then_some(h2::Reason::PROTOCOL_ERROR)
-}
-
-/// A response body that keeps its stream counted as open until it ends.
-struct TrackedBody {
-    body: ResponseBody,
-    _guard: StreamGuard,
-}
-
-impl Body for TrackedBody {
-    type Data = Bytes;
-    type Error = <ResponseBody as Body>::Error;
-
-    fn poll_frame(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
-        Pin::new(&mut self.get_mut().body).poll_frame(cx)
-    }
-
-    fn is_end_stream(&self) -> bool {
-        self.body.is_end_stream()
-    }
-
-    fn size_hint(&self) -> SizeHint {
-        self.body.size_hint()
-    }
 }

@@ -4,10 +4,11 @@
 //! [`Exchange`].
 
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use tokio::sync::watch;
+use tokio::time::Instant;
 
 use crate::bridge::{Bridge, LogLevel};
 use crate::http2::Http2Settings;
@@ -47,6 +48,9 @@ pub struct Settings {
     pub tls_handshake_timeout: Duration,
 }
 
+/// The most [`Shared::drain_grace`] gives a connection to start its request.
+const DRAIN_GRACE: Duration = Duration::from_secs(1);
+
 /// State shared by every task of the runtime. Holds no Python object.
 pub struct Shared {
     pub bridge: Arc<Bridge>,
@@ -67,6 +71,8 @@ pub struct Shared {
     pub proxies: Option<TrustedProxies>,
     pub websocket: Option<Arc<WsSettings>>,
     phase: watch::Sender<Phase>,
+    /// When the phase became [`Phase::Draining`].
+    drain_began: OnceLock<Instant>,
 }
 
 impl Shared {
@@ -89,6 +95,7 @@ impl Shared {
             proxies: settings.proxies.clone(),
             websocket: settings.websocket.clone(),
             phase,
+            drain_began: OnceLock::new(),
         }
     }
 
@@ -108,11 +115,24 @@ impl Shared {
     }
 
     pub fn set_phase(&self, phase: Phase) {
+        if phase == Phase::Draining {
+            let _ = self.drain_began.set(Instant::now());
+        }
         self.phase.send_replace(phase);
+    }
+
+    pub fn drain_began(&self) -> Option<Instant> {
+        self.drain_began.get().copied()
     }
 
     pub fn phase(&self) -> watch::Receiver<Phase> {
         self.phase.subscribe()
+    }
+
+    /// How long, once the server drains, a connection that has not started its request yet is
+    /// given to start it: the client may have sent it already.
+    pub fn drain_grace(&self) -> Duration {
+        self.keep_alive_timeout.min(DRAIN_GRACE)
     }
 
     /// Count a connection that outlives its HTTP task (an upgraded WebSocket) until dropped.
@@ -144,9 +164,12 @@ pub async fn serve(shared: Arc<Shared>, endpoints: Vec<Endpoint>) {
 async fn accept_loop(shared: Arc<Shared>, endpoint: Endpoint) {
     let mut phase = shared.phase();
     loop {
+        // The phase first: once draining, not one more connection is taken from the socket
+        // (other workers sharing it take the rest).
         let accepted = tokio::select! {
-            accepted = endpoint.listener.accept() => accepted,
+            biased;
             _ = phase.wait_for(|p| *p != Phase::Running) => return,
+            accepted = endpoint.listener.accept() => accepted,
         };
         match accepted {
             Ok(accepted) => {

@@ -159,3 +159,51 @@ def test_exit_code_0_with_nothing_in_flight(start_server):
     assert srv.stop(signal.SIGINT) == 0
     assert "ROUTER-LIFESPAN-SHUTDOWN" in srv.stderr
     assert "Application shutdown complete." in srv.stderr
+
+
+def _hold_shutdown(srv, delay):
+    """A slow request in flight: the server stays in its drain while the test goes on."""
+    threads, results, _ = _slow_requests(srv, 1, delay=delay)
+    _wait_inflight(srv, 1)
+    return threads, results
+
+
+@pytest.mark.parametrize("http", ["auto", "h11"])
+def test_request_sent_just_after_the_drain_began_is_served(start_server, http):
+    """The drain race: a connection accepted before the shutdown whose request arrives just after it
+    began (a fresh connection, and a kept-alive one whose next request head is half sent) gets its
+    response, with Connection: close, instead of a closed connection."""
+    srv = start_server(ROUTER, "--http", http, "--timeout-keep-alive", "60")
+    with srv.raw(timeout=10) as fresh, srv.raw(timeout=10) as kept:
+        # accept() takes connections in order: once `kept` is answered, `fresh` was accepted too
+        assert kept.request("GET", "/fixed?size=1").status == 200
+        kept.send(b"GET /fixed?size=2 HTTP/1.1\r\nHo")
+        threads, results = _hold_shutdown(srv, delay=3)
+        mark = srv.mark()
+        srv.send_signal(signal.SIGTERM)
+        srv.wait_for_line("Shutting down", start=mark)
+        time.sleep(0.3)  # well inside the drain, well inside its 1 s grace
+        fresh.send(build_request("GET", "/fixed?size=3"))
+        kept.send(b"st: x\r\n\r\n")
+        for conn, size in ((fresh, 3), (kept, 2)):
+            r = conn.read_response()
+            assert r.status == 200 and len(r.body) == size
+            assert r.header("connection") == "close"
+            assert conn.is_closed(timeout=5)
+    threads[0].join(10)
+    assert results[0].status_code == 200
+    assert srv.wait(timeout=15) == 0
+
+
+def test_silent_connections_do_not_hold_the_drain(start_server):
+    """A fresh connection that never sends is closed after the short drain grace, and an idle kept-alive one at
+    once, with a long keep-alive timeout."""
+    srv = start_server(ROUTER, "--timeout-keep-alive", "60")
+    with srv.raw(timeout=10) as fresh, srv.raw(timeout=10) as kept:
+        assert kept.request("GET", "/fixed?size=1").status == 200
+        t0 = time.monotonic()
+        srv.send_signal(signal.SIGTERM)
+        assert kept.is_closed(timeout=5)
+        assert fresh.is_closed(timeout=5)
+        assert time.monotonic() - t0 < 3
+    assert srv.wait(timeout=15) == 0

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import signal
@@ -181,6 +182,46 @@ def test_limit_max_requests_recycles_workers_without_failed_requests(start_serve
     assert any(limit > 5 for limit in limits), "--limit-max-requests-jitter added nothing"
     assert len(load.pids) > 2
     assert srv.has_line(re.compile(r"Child process \[\d+\] died"))
+
+
+def test_a_recycled_worker_serves_a_request_sent_after_its_drain_began(start_server):
+    """--limit-max-requests: a connection a worker accepted before reaching its limit, whose request arrives once
+    the worker drains, is served by that worker (with Connection: close), not dropped."""
+    limit = 4
+    srv = start_server(APP, "--workers", "2", "--limit-max-requests", str(limit), "--limit-max-requests-jitter", "0")
+    answered: dict[int, int] = {}
+
+    def request() -> None:
+        pid = int(httpx.get(f"{srv.url}/pid", timeout=5).text)
+        answered[pid] = answered.get(pid, 0) + 1
+
+    deadline = time.monotonic() + 15
+    while len(worker_pids(srv)) < 2 or len(answered) < 2:
+        assert time.monotonic() < deadline, f"workers never served\n{srv.log_tail()}"
+        request()
+    with socket.create_connection((srv.host, srv.port), timeout=10) as conn:
+        port = conn.getsockname()[1]
+        owner = None
+        while owner is None:
+            assert time.monotonic() < deadline, f"no worker accepted the connection\n{srv.log_tail()}"
+            for pid in worker_pids(srv):
+                with contextlib.suppress(psutil.NoSuchProcess):
+                    if any(c.raddr and c.raddr[1] == port for c in psutil.Process(pid).net_connections("tcp")):
+                        owner = pid
+        while answered.get(owner, 0) < limit:
+            assert time.monotonic() < deadline, f"{owner} never reached its limit: {answered}\n{srv.log_tail()}"
+            request()
+        # within 0.1 s the owner drains (its tick); its grace for a request not begun yet is 1 s
+        time.sleep(0.4)
+        conn.sendall(b"GET /pid HTTP/1.1\r\nHost: x\r\n\r\n")
+        response = b""
+        while chunk := conn.recv(4096):
+            response += chunk
+    head, _, body = response.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 200"), response
+    assert b"connection: close" in head.lower()
+    assert body == str(owner).encode()
+    srv.wait_for_line(f"Child process [{owner}] died", timeout=10)
 
 
 def test_a_hung_worker_fails_the_healthcheck_and_is_replaced(start_server):
