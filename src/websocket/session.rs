@@ -6,7 +6,9 @@
 //! split halves, no extra task). It runs over any `AsyncRead + AsyncWrite`: the upgraded
 //! HTTP/1.1 connection or an HTTP/2 extended-CONNECT stream alike.
 
+use std::collections::VecDeque;
 use std::future::Future;
+use std::io::IoSlice;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
@@ -24,8 +26,16 @@ use super::frame::{
 use super::WsSettings;
 use crate::server::Phase;
 
-/// Bytes read from the socket per call.
+/// Free room kept in the read buffer before each read.
 const READ_CHUNK: usize = 64 * 1024;
+/// The most room reserved ahead for the next frame, from the size of the last large one.
+const READ_AHEAD_MAX: usize = 256 * 1024;
+/// Payloads at least this large move between the socket and the channel without a copy: an
+/// incoming frame is split off the read buffer, an outgoing one is written from the app's
+/// bytes (header and payload in one vectored write). Smaller ones are copied, which is cheaper.
+const ZERO_COPY_MIN: usize = 16 * 1024;
+/// Buffers in one vectored write.
+const MAX_IOVECS: usize = 64;
 /// Encoded bytes buffered for the socket before the app's queue is left alone.
 const WRITE_LIMIT: usize = 256 * 1024;
 /// Rounds of work in one poll before yielding to other connections.
@@ -82,11 +92,14 @@ pub struct Session<S> {
     io: S,
     channel: Arc<Channel>,
     settings: Arc<WsSettings>,
-    /// Read buffer: valid bytes are `rbuf[head..tail]`.
-    rbuf: Vec<u8>,
-    head: usize,
-    tail: usize,
-    wbuf: BytesMut,
+    /// Read buffer: the bytes received and not yet handled.
+    rbuf: BytesMut,
+    /// Free room wanted in `rbuf` before a read: enough for a frame as large as the last one,
+    /// so that a large frame arrives in one read, straight into the buffer it leaves in.
+    read_room: usize,
+    /// Bytes still to come of the frame at the start of `rbuf` (0: not known).
+    frame_missing: usize,
+    wbuf: WriteQueue,
     partial: Option<Partial>,
     deflate: Option<Deflate>,
     /// Our close frame is in `wbuf` (or written): no more data frames.
@@ -123,10 +136,10 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
             io,
             channel,
             settings,
-            rbuf: vec![0; READ_CHUNK],
-            head: 0,
-            tail: 0,
-            wbuf: BytesMut::with_capacity(16 * 1024),
+            rbuf: BytesMut::with_capacity(READ_CHUNK),
+            read_room: READ_CHUNK,
+            frame_missing: 0,
+            wbuf: WriteQueue::default(),
             partial: None,
             deflate: deflate.map(Deflate::new),
             close_sent: false,
@@ -255,7 +268,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
         self.pings_sent = self.pings_sent.wrapping_add(1);
         let payload = (self.pings_sent ^ (self.channel.id as u32).rotate_left(16)).to_be_bytes();
         if !self.close_sent {
-            encode_frame(&mut self.wbuf, OpCode::Ping, false, &payload);
+            encode_frame(self.wbuf.tail(), OpCode::Ping, false, &payload);
         }
         self.ping_payload = Some(payload);
         let wait = match self.settings.ping_timeout {
@@ -289,7 +302,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
         }
         self.close_sent = true;
         encode_frame(
-            &mut self.wbuf,
+            self.wbuf.tail(),
             OpCode::Close,
             false,
             &close_payload(code, reason),
@@ -309,10 +322,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
         let mut close = None;
         let ended = channel.drain_out(cx.waker(), |message| {
             match message {
-                Outbound::Text(data) => encode_data(wbuf, deflate.as_mut(), OpCode::Text, &data),
-                Outbound::Binary(data) => {
-                    encode_data(wbuf, deflate.as_mut(), OpCode::Binary, &data)
-                }
+                Outbound::Text(data) => encode_data(wbuf, deflate.as_mut(), OpCode::Text, data),
+                Outbound::Binary(data) => encode_data(wbuf, deflate.as_mut(), OpCode::Binary, data),
                 Outbound::Close(code, reason) => {
                     close = Some((code, reason));
                     return false;
@@ -332,7 +343,14 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
     fn poll_write(&mut self, cx: &mut Context<'_>) -> Poll<Result<bool, End>> {
         let mut wrote = false;
         while !self.wbuf.is_empty() {
-            match Pin::new(&mut self.io).poll_write(cx, &self.wbuf) {
+            let written = if self.wbuf.chunks.is_empty() {
+                Pin::new(&mut self.io).poll_write(cx, &self.wbuf.tail)
+            } else {
+                let mut slices = [IoSlice::new(&[]); MAX_IOVECS];
+                let count = self.wbuf.io_slices(&mut slices);
+                Pin::new(&mut self.io).poll_write_vectored(cx, &slices[..count])
+            };
+            match written {
                 Poll::Ready(Ok(0)) | Poll::Ready(Err(_)) => {
                     return Poll::Ready(Err(self.abnormal_end()))
                 }
@@ -384,7 +402,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
     /// Read once and handle every complete frame. `Ok` if bytes arrived.
     fn poll_read(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), End>> {
         // Frames already buffered (left over when the queue filled up) go first.
-        if self.head < self.tail {
+        if !self.rbuf.is_empty() {
             if let Err(fail) = self.process_frames() {
                 return Poll::Ready(self.fail(fail));
             }
@@ -392,8 +410,18 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
                 return Poll::Pending;
             }
         }
-        self.make_room();
-        let mut buf = ReadBuf::new(&mut self.rbuf[self.tail..]);
+        // Room for the rest of a partly read frame (reserved once its header arrived, so never
+        // a reallocation), else for a frame as large as the last one.
+        let want = match self.frame_missing {
+            0 => self.read_room,
+            missing => missing,
+        };
+        if self.rbuf.capacity() - self.rbuf.len() < want {
+            self.rbuf.reserve(want);
+        }
+        let spare = self.rbuf.spare_capacity_mut();
+        let start = spare.as_ptr();
+        let mut buf = ReadBuf::uninit(spare);
         match Pin::new(&mut self.io).poll_read(cx, &mut buf) {
             Poll::Pending => Poll::Pending,
             Poll::Ready(Err(_)) => Poll::Ready(Err(End {
@@ -401,12 +429,22 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
                 reason: "",
             })),
             Poll::Ready(Ok(())) => {
-                let n = buf.filled().len();
+                let filled = buf.filled();
+                let n = filled.len();
                 if n == 0 {
                     // EOF. After our close, a client may just hang up.
                     return Poll::Ready(Err(self.abnormal_end()));
                 }
-                self.tail += n;
+                if filled.as_ptr() != start.cast::<u8>() {
+                    // The reader swapped the buffer (an `AsyncRead` contract breach).
+                    return Poll::Ready(Err(End {
+                        code: 1006,
+                        reason: "",
+                    }));
+                }
+                // SAFETY: `ReadBuf` guarantees its first `n` bytes, which are the first `n`
+                // bytes of the spare capacity (checked just above), are initialized.
+                unsafe { self.rbuf.set_len(self.rbuf.len() + n) };
                 match self.process_frames() {
                     Ok(()) => Poll::Ready(Ok(())),
                     Err(fail) => Poll::Ready(self.fail(fail)),
@@ -426,25 +464,6 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
         Ok(())
     }
 
-    /// Keep at least `READ_CHUNK` free bytes after `tail`, compacting or growing the buffer.
-    fn make_room(&mut self) {
-        if self.head == self.tail {
-            self.head = 0;
-            self.tail = 0;
-        }
-        if self.rbuf.len() - self.tail >= READ_CHUNK {
-            return;
-        }
-        if self.head > 0 {
-            self.rbuf.copy_within(self.head..self.tail, 0);
-            self.tail -= self.head;
-            self.head = 0;
-        }
-        if self.rbuf.len() - self.tail < READ_CHUNK {
-            self.rbuf.resize(self.tail + READ_CHUNK, 0);
-        }
-    }
-
     fn max_frame(&self) -> usize {
         // A compressed frame may be a little larger than its message; the message size is
         // checked exactly once it is whole.
@@ -456,41 +475,54 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
 
     fn process_frames(&mut self) -> Result<(), Fail> {
         let max_frame = self.max_frame();
-        while self.head < self.tail && !self.read_paused {
+        self.frame_missing = 0;
+        while !self.rbuf.is_empty() && !self.read_paused {
             if self.close_received {
                 // Nothing may follow a close frame; whatever does is ignored.
-                self.head = self.tail;
+                self.rbuf.clear();
                 break;
             }
-            let available = &self.rbuf[self.head..self.tail];
-            let header = match parse_header(available, self.deflate.is_some(), max_frame) {
+            let header = match parse_header(&self.rbuf, self.deflate.is_some(), max_frame) {
                 Ok(Some(header)) => header,
                 Ok(None) => break,
                 Err(err) => return Err(Fail::new(err.close_code(), "")),
             };
             let total = header.header_len + header.payload_len;
-            if available.len() < total {
-                // Make sure the whole frame fits once it has arrived.
-                if self.rbuf.len() - self.head < total + READ_CHUNK {
-                    self.rbuf.copy_within(self.head..self.tail, 0);
-                    self.tail -= self.head;
-                    self.head = 0;
-                    if self.rbuf.len() < total + READ_CHUNK {
-                        self.rbuf.resize(total + READ_CHUNK, 0);
-                    }
-                }
+            if self.rbuf.len() < total {
+                // Make sure the whole frame fits once it has arrived (its size is bounded by
+                // `max_frame`), so that it is read straight into place.
+                self.frame_missing = total - self.rbuf.len();
+                self.rbuf.reserve(self.frame_missing);
                 break;
             }
-            let start = self.head + header.header_len;
-            let end = self.head + total;
-            unmask(&mut self.rbuf[start..end], header.mask);
-            self.head = end;
-            // Split borrows: the payload lives in `rbuf`, the frame handler uses the rest.
-            let payload = std::mem::take(&mut self.rbuf);
-            let outcome =
-                self.on_frame(header.opcode, header.fin, header.rsv1, &payload[start..end]);
-            self.rbuf = payload;
-            outcome?;
+            unmask(&mut self.rbuf[header.header_len..total], header.mask);
+            self.read_room = total.clamp(READ_CHUNK, READ_AHEAD_MAX);
+            if header.payload_len >= ZERO_COPY_MIN {
+                // Large: the frame leaves the buffer without a copy.
+                let mut frame = self.rbuf.split_to(total).freeze();
+                frame.advance(header.header_len);
+                let payload = frame.clone();
+                self.on_frame(
+                    header.opcode,
+                    header.fin,
+                    header.rsv1,
+                    &payload,
+                    Some(frame),
+                )?;
+            } else {
+                // Split borrows: the payload lives in `rbuf`, the frame handler uses the rest.
+                let buffered = std::mem::take(&mut self.rbuf);
+                let outcome = self.on_frame(
+                    header.opcode,
+                    header.fin,
+                    header.rsv1,
+                    &buffered[header.header_len..total],
+                    None,
+                );
+                self.rbuf = buffered;
+                self.rbuf.advance(total);
+                outcome?;
+            }
         }
         Ok(())
     }
@@ -501,11 +533,12 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
         fin: bool,
         rsv1: bool,
         payload: &[u8],
+        owned: Option<Bytes>,
     ) -> Result<(), Fail> {
         match opcode {
             OpCode::Ping => {
                 if !self.close_sent {
-                    encode_frame(&mut self.wbuf, OpCode::Pong, false, payload);
+                    encode_frame(self.wbuf.tail(), OpCode::Pong, false, payload);
                 }
                 Ok(())
             }
@@ -526,7 +559,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
                     if text && std::str::from_utf8(payload).is_err() {
                         return Err(Fail::new(1007, "invalid UTF-8"));
                     }
-                    self.deliver(text, Bytes::copy_from_slice(payload));
+                    let data = owned.unwrap_or_else(|| Bytes::copy_from_slice(payload));
+                    self.deliver(text, data);
                     return Ok(());
                 }
                 let mut partial = Partial {
@@ -626,7 +660,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
             } else {
                 code.to_be_bytes().to_vec()
             };
-            encode_frame(&mut self.wbuf, OpCode::Close, false, &echo);
+            encode_frame(self.wbuf.tail(), OpCode::Close, false, &echo);
         }
         self.close_deadline = None;
         self.channel.end(code, &reason);
@@ -635,14 +669,84 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
 }
 
 /// Encode one data message, compressed when that is negotiated and worthwhile.
-fn encode_data(out: &mut BytesMut, deflate: Option<&mut Deflate>, opcode: OpCode, data: &[u8]) {
-    if let Some(compressed) = deflate.and_then(|deflate| deflate.compress(data)) {
-        encode_frame(out, opcode, true, &compressed);
+fn encode_data(out: &mut WriteQueue, deflate: Option<&mut Deflate>, opcode: OpCode, data: Bytes) {
+    if let Some(compressed) = deflate.and_then(|deflate| deflate.compress(&data)) {
+        encode_frame(out.tail(), opcode, true, &compressed);
         return;
     }
-    out.reserve(data.len() + 10);
-    encode_header(out, true, false, opcode, data.len());
-    out.extend_from_slice(data);
+    encode_header(out.tail(), true, false, opcode, data.len());
+    out.push_payload(data);
+}
+
+/// Encoded frames waiting for the socket: shared payloads (`chunks`, written as they are)
+/// followed by `tail`, where headers and small frames are encoded.
+#[derive(Default)]
+struct WriteQueue {
+    chunks: VecDeque<Bytes>,
+    chunks_len: usize,
+    tail: BytesMut,
+}
+
+impl WriteQueue {
+    fn len(&self) -> usize {
+        self.chunks_len + self.tail.len()
+    }
+
+    fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Where the next frame bytes are encoded.
+    fn tail(&mut self) -> &mut BytesMut {
+        &mut self.tail
+    }
+
+    /// Append a payload after what `tail` holds: copied when small, shared when large.
+    fn push_payload(&mut self, data: Bytes) {
+        if data.len() < ZERO_COPY_MIN {
+            self.tail.extend_from_slice(&data);
+            return;
+        }
+        if !self.tail.is_empty() {
+            let encoded = self.tail.split().freeze();
+            self.chunks_len += encoded.len();
+            self.chunks.push_back(encoded);
+        }
+        self.chunks_len += data.len();
+        self.chunks.push_back(data);
+    }
+
+    /// Fill `slices` with the queued bytes in order; returns how many were used.
+    fn io_slices<'a>(&'a self, slices: &mut [IoSlice<'a>]) -> usize {
+        let mut count = 0;
+        let tail = (!self.tail.is_empty()).then_some(&self.tail[..]);
+        for (slot, chunk) in slices
+            .iter_mut()
+            .zip(self.chunks.iter().map(|chunk| &chunk[..]).chain(tail))
+        {
+            *slot = IoSlice::new(chunk);
+            count += 1;
+        }
+        count
+    }
+
+    /// Drop `n` written bytes from the front.
+    fn advance(&mut self, mut n: usize) {
+        while n > 0 {
+            let Some(front) = self.chunks.front_mut() else {
+                self.tail.advance(n.min(self.tail.len()));
+                return;
+            };
+            if n < front.len() {
+                front.advance(n);
+                self.chunks_len -= n;
+                return;
+            }
+            n -= front.len();
+            self.chunks_len -= front.len();
+            self.chunks.pop_front();
+        }
+    }
 }
 
 /// Validate `data[from..]` as UTF-8. A code point cut at the end is fine unless the message is
