@@ -88,18 +88,19 @@ mod tests {
     use super::{encode, parse};
 
     #[test]
-    fn round_trip_and_headers() {
+    fn round_trip_and_headers() -> Result<(), Box<dyn std::error::Error>> {
         let der: Vec<u8> = (0u8..=200).collect();
         let pem = encode("CERTIFICATE", &der);
-        let blocks = parse(&format!("junk\n{pem}more junk\n{pem}")).expect("valid PEM");
+        let blocks = parse(&format!("junk\n{pem}more junk\n{pem}"))?;
         assert_eq!(blocks.len(), 2);
         assert_eq!(blocks[0].label, "CERTIFICATE");
         assert_eq!(blocks[1].der, der);
 
         let legacy = "-----BEGIN RSA PRIVATE KEY-----\nProc-Type: 4,ENCRYPTED\nDEK-Info: AES-256-CBC,00FF\n\nAAEC\n-----END RSA PRIVATE KEY-----\n";
-        let blocks = parse(legacy).expect("valid PEM");
+        let blocks = parse(legacy)?;
         assert_eq!(blocks[0].header("dek-info"), Some("AES-256-CBC,00FF"));
         assert_eq!(blocks[0].der, vec![0, 1, 2]);
+        Ok(())
     }
 
     #[test]
