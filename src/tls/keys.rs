@@ -69,47 +69,51 @@ fn decrypt_legacy(
     }
     let wrong_password = || TlsError::WrongPassword(path.to_owned());
     let mut buffer = der.to_vec();
+    let salt = &iv[..8];
     let plain_len = match cipher.trim().to_ascii_uppercase().as_str() {
-        "AES-128-CBC" => cbc::Decryptor::<aes::Aes128>::new_from_slices(
-            &bytes_to_key(password, &iv[..8], 16),
-            &iv,
-        )
-        .map_err(|_| unsupported())?
-        .decrypt_padded_mut::<Pkcs7>(&mut buffer)
-        .map_err(|_| wrong_password())?
-        .len(),
-        "AES-192-CBC" => cbc::Decryptor::<aes::Aes192>::new_from_slices(
-            &bytes_to_key(password, &iv[..8], 24),
-            &iv,
-        )
-        .map_err(|_| unsupported())?
-        .decrypt_padded_mut::<Pkcs7>(&mut buffer)
-        .map_err(|_| wrong_password())?
-        .len(),
-        "AES-256-CBC" => cbc::Decryptor::<aes::Aes256>::new_from_slices(
-            &bytes_to_key(password, &iv[..8], 32),
-            &iv,
-        )
-        .map_err(|_| unsupported())?
-        .decrypt_padded_mut::<Pkcs7>(&mut buffer)
-        .map_err(|_| wrong_password())?
-        .len(),
-        "DES-EDE3-CBC" => cbc::Decryptor::<des::TdesEde3>::new_from_slices(
-            &bytes_to_key(password, &iv[..8], 24),
-            &iv,
-        )
-        .map_err(|_| unsupported())?
-        .decrypt_padded_mut::<Pkcs7>(&mut buffer)
-        .map_err(|_| wrong_password())?
-        .len(),
+        "AES-128-CBC" => decrypt_cbc::<aes::Aes128>(password, salt, &iv, &mut buffer),
+        "AES-192-CBC" => decrypt_cbc::<aes::Aes192>(password, salt, &iv, &mut buffer),
+        "AES-256-CBC" => decrypt_cbc::<aes::Aes256>(password, salt, &iv, &mut buffer),
+        "DES-EDE3-CBC" => decrypt_cbc::<des::TdesEde3>(password, salt, &iv, &mut buffer),
         _ => return Err(unsupported()),
-    };
+    }
+    .map_err(|failure| match failure {
+        CbcFailure::BadIv => unsupported(),
+        CbcFailure::BadPadding => wrong_password(),
+    })?;
     buffer.truncate(plain_len);
     // A wrong password usually fails the padding check; when it does not, the result is not DER.
     if buffer.first() != Some(&0x30) {
         return Err(wrong_password());
     }
     Ok(buffer)
+}
+
+/// Why an OpenSSL legacy (`DEK-Info`) decryption failed.
+enum CbcFailure {
+    /// The IV does not fit the cipher: the file is not what it claims.
+    BadIv,
+    /// The padding is wrong: almost always a wrong password.
+    BadPadding,
+}
+
+/// Decrypts `buffer` in place with cipher `C` in CBC mode, the key derived from `password` as
+/// OpenSSL's `EVP_BytesToKey` does; returns the plaintext length.
+fn decrypt_cbc<C>(
+    password: &str,
+    salt: &[u8],
+    iv: &[u8],
+    buffer: &mut [u8],
+) -> Result<usize, CbcFailure>
+where
+    C: aes::cipher::BlockCipher + aes::cipher::BlockDecryptMut + aes::cipher::KeyInit,
+{
+    let key = bytes_to_key(password, salt, C::key_size());
+    cbc::Decryptor::<C>::new_from_slices(&key, iv)
+        .map_err(|_| CbcFailure::BadIv)?
+        .decrypt_padded_mut::<Pkcs7>(buffer)
+        .map(|plain| plain.len())
+        .map_err(|_| CbcFailure::BadPadding)
 }
 
 /// EVP_BytesToKey with MD5 and one iteration, as OpenSSL's PEM encryption uses it.
