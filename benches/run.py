@@ -192,19 +192,38 @@ WORKLOADS: dict[str, Workload] = {
         Workload("plain-c64", "plain GET, -c64", "plain", "/", 64, _check_plain),
         Workload("plain-c256", "plain GET, -c256", "plain", "/", 256, _check_plain),
         Workload(
-            "echo-64k", "POST echo 64 KiB, -c64", "echo", "/", 64, _check_echo,
-            method="POST", body=_echo_payload(),
+            "echo-64k",
+            "POST echo 64 KiB, -c64",
+            "echo",
+            "/",
+            64,
+            _check_echo,
+            method="POST",
+            body=_echo_payload(),
         ),
         Workload(
-            "stream-1m", "1 MiB streamed (16 KiB chunks), -c64", "stream", "/", 64, _check_stream,
+            "stream-1m",
+            "1 MiB streamed (16 KiB chunks), -c64",
+            "stream",
+            "/",
+            64,
+            _check_stream,
             report_throughput=True,
         ),
         Workload(
-            "fastapi-json", "FastAPI GET /json, -c64", "fastapi_app", "/json", 64,
+            "fastapi-json",
+            "FastAPI GET /json, -c64",
+            "fastapi_app",
+            "/json",
+            64,
             _json_checker({"message": "Hello, world!"}),
         ),
         Workload(
-            "fastapi-items", "FastAPI GET /items/42?q=x, -c64", "fastapi_app", "/items/42?q=x", 64,
+            "fastapi-items",
+            "FastAPI GET /items/42?q=x, -c64",
+            "fastapi_app",
+            "/items/42?q=x",
+            64,
             _json_checker({"item_id": 42, "q": "x"}),
         ),
     )
@@ -220,16 +239,39 @@ WORKLOADS.update(
     (w.name, w)
     for w in (
         Workload(
-            "https-c64", "HTTPS (HTTP/1.1) plain GET, -c64", "plain", "/", 64, _check_plain,
-            tls=True, default_servers=ALL_SERVERS,
+            "https-c64",
+            "HTTPS (HTTP/1.1) plain GET, -c64",
+            "plain",
+            "/",
+            64,
+            _check_plain,
+            tls=True,
+            default_servers=ALL_SERVERS,
         ),
         Workload(
-            "h2c", "h2c plain GET, -c32 -m10", "plain", "/", 32, _check_plain,
-            http2=True, streams=10, skip=NO_HTTP2, default_servers=ALL_SERVERS,
+            "h2c",
+            "h2c plain GET, -c32 -m10",
+            "plain",
+            "/",
+            32,
+            _check_plain,
+            http2=True,
+            streams=10,
+            skip=NO_HTTP2,
+            default_servers=ALL_SERVERS,
         ),
         Workload(
-            "h2-tls", "h2 (TLS, ALPN) plain GET, -c32 -m10", "plain", "/", 32, _check_plain,
-            tls=True, http2=True, streams=10, skip=NO_HTTP2, default_servers=ALL_SERVERS,
+            "h2-tls",
+            "h2 (TLS, ALPN) plain GET, -c32 -m10",
+            "plain",
+            "/",
+            32,
+            _check_plain,
+            tls=True,
+            http2=True,
+            streams=10,
+            skip=NO_HTTP2,
+            default_servers=ALL_SERVERS,
         ),
     )
 )
@@ -253,12 +295,25 @@ WORKLOADS.update(
     (w.name, w)
     for w in (
         Workload(
-            "ws-small", "WebSocket echo, 16 B text, 64 conns", "ws_echo", "/", 64, _checked_as_websocket,
-            websocket=True, ws_size=WS_SMALL_SIZE,
+            "ws-small",
+            "WebSocket echo, 16 B text, 64 conns",
+            "ws_echo",
+            "/",
+            64,
+            _checked_as_websocket,
+            websocket=True,
+            ws_size=WS_SMALL_SIZE,
         ),
         Workload(
-            "ws-64k", "WebSocket echo, 64 KiB binary, 64 conns", "ws_echo", "/", 64,
-            _checked_as_websocket, websocket=True, ws_size=WS_LARGE_SIZE, ws_binary=True,
+            "ws-64k",
+            "WebSocket echo, 64 KiB binary, 64 conns",
+            "ws_echo",
+            "/",
+            64,
+            _checked_as_websocket,
+            websocket=True,
+            ws_size=WS_LARGE_SIZE,
+            ws_binary=True,
             report_throughput=True,
         ),
     )
@@ -358,13 +413,13 @@ def http2_request(port: int, workload: Workload, timeout: float) -> Response:
     headers = {"Content-Type": "application/octet-stream"} if workload.body is not None else {}
     try:
         with httpx.Client(http1=False, http2=True, verify=False, timeout=timeout) as client:
-            resp = client.request(
-                workload.method, workload.url(port), content=workload.body, headers=headers
-            )
+            resp = client.request(workload.method, workload.url(port), content=workload.body, headers=headers)
     except httpx.HTTPError as exc:  # the callers treat OSError as "not (yet) answering"
         raise ConnectionError(f"{type(exc).__name__}: {exc}") from exc
     return Response(
-        resp.status_code, {k.lower(): v for k, v in resp.headers.items()}, resp.content,
+        resp.status_code,
+        {k.lower(): v for k, v in resp.headers.items()},
+        resp.content,
         protocol=resp.http_version,
     )
 
@@ -390,7 +445,10 @@ def websocket_exchange(port: int, workload: Workload, timeout: float) -> Respons
     payload = ws_payload(workload)
     try:
         with connect(
-            workload.url(port), compression=None, open_timeout=timeout, close_timeout=timeout,
+            workload.url(port),
+            compression=None,
+            open_timeout=timeout,
+            close_timeout=timeout,
             max_size=4 * max(workload.ws_size, 1024),
         ) as ws:
             echoes = []
@@ -433,26 +491,68 @@ def server_command(server: str, target: str, port: int, extra: list[str] | None 
     extra = extra or []
     if server == "ferrocorn":
         return [
-            PYTHON, "-m", "ferrocorn", target, *common, "--no-access-log", "--log-level", "warning",
+            PYTHON,
+            "-m",
+            "ferrocorn",
+            target,
+            *common,
+            "--no-access-log",
+            "--log-level",
+            "warning",
             *extra,
         ]
     if server == "uvicorn":
         return [
-            PYTHON, "-W", UVICORN_WS_DEPRECATION, "-m", "uvicorn", target, *common,
-            "--loop", "uvloop", "--http", "httptools", "--no-access-log", "--log-level", "warning",
+            PYTHON,
+            "-W",
+            UVICORN_WS_DEPRECATION,
+            "-m",
+            "uvicorn",
+            target,
+            *common,
+            "--loop",
+            "uvloop",
+            "--http",
+            "httptools",
+            "--no-access-log",
+            "--log-level",
+            "warning",
             *extra,
         ]
     if server == "granian":
         return [
-            PYTHON, "-m", "granian", "--interface", "asgi", *common,
-            "--workers", "1", "--runtime-threads", "1",
-            "--no-access-log", "--log-level", "warning", *extra, target,
+            PYTHON,
+            "-m",
+            "granian",
+            "--interface",
+            "asgi",
+            *common,
+            "--workers",
+            "1",
+            "--runtime-threads",
+            "1",
+            "--no-access-log",
+            "--log-level",
+            "warning",
+            *extra,
+            target,
         ]
     if server == "hypercorn":
         # Access log is off by default; uvloop like uvicorn. HTTP/1.1 and h2c need no option.
         return [
-            PYTHON, "-m", "hypercorn", "--bind", f"{HOST}:{port}", "--workers", "1",
-            "--worker-class", "uvloop", "--log-level", "warning", *extra, target,
+            PYTHON,
+            "-m",
+            "hypercorn",
+            "--bind",
+            f"{HOST}:{port}",
+            "--workers",
+            "1",
+            "--worker-class",
+            "uvloop",
+            "--log-level",
+            "warning",
+            *extra,
+            target,
         ]
     raise ValueError(f"unknown server {server!r}")
 
@@ -477,7 +577,8 @@ def tls_files(directory: Path) -> tuple[Path, Path]:
     private_key = serialization.load_pem_private_key(leaf.private_key_pem.bytes(), password=None)
     key.write_bytes(
         private_key.private_bytes(
-            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
             serialization.NoEncryption(),
         )
     )
@@ -520,9 +621,7 @@ UVICORN_WS_CHOICES = ("websockets-sansio", "websockets", "wsproto")
 UVICORN_WS_DEFAULT = "websockets-sansio"
 
 
-def server_args(
-    server: str, workload: Workload, directory: Path, uvicorn_ws: str = UVICORN_WS_DEFAULT
-) -> list[str]:
+def server_args(server: str, workload: Workload, directory: Path, uvicorn_ws: str = UVICORN_WS_DEFAULT) -> list[str]:
     """Options a server needs for this workload besides the common ones: TLS, HTTP/2, config,
     uvicorn's WebSocket implementation."""
     args: list[str] = []
@@ -600,15 +699,17 @@ class ServerProcess:
     live: ClassVar[set[ServerProcess]] = set()
 
     def __init__(
-        self, server: str, workload: Workload, cpu: str, log_dir: Path,
+        self,
+        server: str,
+        workload: Workload,
+        cpu: str,
+        log_dir: Path,
         uvicorn_ws: str = UVICORN_WS_DEFAULT,
     ) -> None:
         self.server = server
         self.port = free_port()
         extra = server_args(server, workload, log_dir, uvicorn_ws)
-        self.command = [
-            "taskset", "-c", cpu, *server_command(server, workload.target, self.port, extra)
-        ]
+        self.command = ["taskset", "-c", cpu, *server_command(server, workload.target, self.port, extra)]
         self.log_path = log_dir / f"{server}-{workload.name}-{self.port}.log"
         self.proc: subprocess.Popen[bytes] | None = None
         self.stopped = False
@@ -620,8 +721,13 @@ class ServerProcess:
         env["PYTHONUNBUFFERED"] = "1"
         with self.log_path.open("wb") as log:
             self.proc = subprocess.Popen(
-                self.command, cwd=REPO_ROOT, env=env, stdin=subprocess.DEVNULL,
-                stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+                self.command,
+                cwd=REPO_ROOT,
+                env=env,
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
             )
         ServerProcess.live.add(self)
 
@@ -724,9 +830,7 @@ def parse_wrk(output: str) -> WrkResult:
     rps = float(search(r"^Requests/sec:\s*([\d.]+)").group(1))
     p99 = search(r"^\s*99%\s+([\d.]+)(us|ms|s|m|h)\b")
     transfer = search(r"^Transfer/sec:\s*([\d.]+)([KMGT]?)B")
-    socket_match = re.search(
-        r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", output
-    )
+    socket_match = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", output)
     socket_errors = sum(int(g) for g in socket_match.groups()) if socket_match else 0
     non_2xx_match = re.search(r"Non-2xx or 3xx responses: (\d+)", output)
     return WrkResult(
@@ -740,12 +844,16 @@ def parse_wrk(output: str) -> WrkResult:
     )
 
 
-def run_wrk(
-    port: int, workload: Workload, duration: int, cpu: str, script: Path | None
-) -> tuple[WrkResult, float]:
+def run_wrk(port: int, workload: Workload, duration: int, cpu: str, script: Path | None) -> tuple[WrkResult, float]:
     """Run wrk; return its parsed result and the CPU seconds wrk itself used."""
     cmd = [
-        "taskset", "-c", cpu, "wrk", "-t1", f"-c{workload.connections}", f"-d{duration}s",
+        "taskset",
+        "-c",
+        cpu,
+        "wrk",
+        "-t1",
+        f"-c{workload.connections}",
+        f"-d{duration}s",
         "--latency",
     ]
     if script is not None:
@@ -818,8 +926,14 @@ def run_h2load(
 ) -> tuple[WrkResult, float]:
     """Run h2load for duration seconds; return its parsed result and its CPU seconds."""
     cmd = [
-        "taskset", "-c", cpu, "h2load", "-t1", f"-c{workload.connections}",
-        f"-m{workload.streams}", f"-D{duration}",
+        "taskset",
+        "-c",
+        cpu,
+        "h2load",
+        "-t1",
+        f"-c{workload.connections}",
+        f"-m{workload.streams}",
+        f"-D{duration}",
     ]
     if log_path is not None:
         cmd.append(f"--log-file={log_path}")
@@ -875,9 +989,22 @@ def parse_wsload(output: str, workload: Workload) -> WrkResult:
 def run_wsload(port: int, workload: Workload, duration: int, cpu: str) -> tuple[WrkResult, float]:
     """Run benches/wsload for duration seconds; return its parsed result and its CPU seconds."""
     cmd = [
-        "taskset", "-c", cpu, str(WSLOAD), "--url", workload.url(port),
-        "--connections", str(workload.connections), "--duration", str(duration),
-        "--size", str(workload.ws_size), "--pipeline", str(workload.ws_pipeline), "--threads", "1",
+        "taskset",
+        "-c",
+        cpu,
+        str(WSLOAD),
+        "--url",
+        workload.url(port),
+        "--connections",
+        str(workload.connections),
+        "--duration",
+        str(duration),
+        "--size",
+        str(workload.ws_size),
+        "--pipeline",
+        str(workload.ws_pipeline),
+        "--threads",
+        "1",
     ]
     if workload.ws_binary:
         cmd.append("--binary")
@@ -891,7 +1018,12 @@ def run_wsload(port: int, workload: Workload, duration: int, cpu: str) -> tuple[
 
 
 def run_load(
-    port: int, workload: Workload, duration: int, cpu: str, work_dir: Path, script: Path | None,
+    port: int,
+    workload: Workload,
+    duration: int,
+    cpu: str,
+    work_dir: Path,
+    script: Path | None,
     timed: bool = True,
 ) -> tuple[WrkResult, float]:
     """Run the workload's load generator: wrk for HTTP/1.1, h2load for HTTP/2, wsload for
@@ -916,7 +1048,10 @@ class FerrocornBuild:
     def detect(cls) -> FerrocornBuild:
         probe = subprocess.run(
             [PYTHON, "-c", "import ferrocorn._ferrocorn as m; print(m.__file__)"],
-            capture_output=True, text=True, cwd=REPO_ROOT, check=False,
+            capture_output=True,
+            text=True,
+            cwd=REPO_ROOT,
+            check=False,
         )
         if probe.returncode != 0:
             raise BenchError(f"cannot locate ferrocorn._ferrocorn:\n{probe.stderr.strip()}")
@@ -939,9 +1074,7 @@ def _sha256(path: Path) -> str:
 
 def _git_describe() -> str:
     def git(*args: str) -> str:
-        out = subprocess.run(
-            ["git", "-C", str(REPO_ROOT), *args], capture_output=True, text=True, check=False
-        )
+        out = subprocess.run(["git", "-C", str(REPO_ROOT), *args], capture_output=True, text=True, check=False)
         return out.stdout.strip() if out.returncode == 0 else ""
 
     head = git("rev-parse", "--short", "HEAD") or "unknown"
@@ -995,17 +1128,13 @@ def measure(
         cpu_before = process_group_cpu_seconds(proc.pgid)
         system_before = SystemCpu.read()
         started = time.monotonic()
-        result, client_cpu_s = run_load(
-            proc.port, workload, args.duration, args.client_cpu, work_dir, script
-        )
+        result, client_cpu_s = run_load(proc.port, workload, args.duration, args.client_cpu, work_dir, script)
         elapsed = time.monotonic() - started
         system_after = SystemCpu.read()
         server_cpu_s = process_group_cpu_seconds(proc.pgid) - cpu_before
         # Whatever else ran on the machine during the run (builds, other benchmarks) skews it.
         # Per-process and machine-wide accounting differ by a few %: clamp the difference at 0.
-        other_cpu = max(
-            0.0, (system_after.task - system_before.task - server_cpu_s - client_cpu_s) / elapsed
-        )
+        other_cpu = max(0.0, (system_after.task - system_before.task - server_cpu_s - client_cpu_s) / elapsed)
         steal = (system_after.steal - system_before.steal) / elapsed
 
         warnings = list(result.problems)
@@ -1032,9 +1161,7 @@ def measure(
                 warnings.append(f"wrong answer after the run: {problem}")
         proc.stop()
         if server == "ferrocorn" and build is not None and build.changed():
-            warnings.append(
-                f"{build.extension.name} changed since the benchmark started (rebuilt mid-run?)"
-            )
+            warnings.append(f"{build.extension.name} changed since the benchmark started (rebuilt mid-run?)")
         if proc.killed:
             warnings.append(f"did not stop within {STOP_TIMEOUT_S:.0f} s of SIGTERM: killed")
         log = significant_log(server, workload, proc.log_text()).strip()
@@ -1043,11 +1170,20 @@ def measure(
             warnings.append(f"server wrote {len(log.splitlines())} line(s) of output")
             print(f"    {server} output ({proc.log_path}):\n" + _indent(log[-3000:], 6), file=sys.stderr)
         return Measurement(
-            workload=workload.name, server=server, run=run, rps=result.rps, p99_ms=result.p99_ms,
-            transfer_mb_s=result.transfer_mb_s, requests=result.requests,
-            socket_errors=result.socket_errors, non_2xx=result.non_2xx,
-            server_cpu=server_cpu_s / elapsed, client_cpu=client_cpu_s / elapsed,
-            other_cpu=other_cpu, steal=steal, warnings=warnings,
+            workload=workload.name,
+            server=server,
+            run=run,
+            rps=result.rps,
+            p99_ms=result.p99_ms,
+            transfer_mb_s=result.transfer_mb_s,
+            requests=result.requests,
+            socket_errors=result.socket_errors,
+            non_2xx=result.non_2xx,
+            server_cpu=server_cpu_s / elapsed,
+            client_cpu=client_cpu_s / elapsed,
+            other_cpu=other_cpu,
+            steal=steal,
+            warnings=warnings,
         )
     finally:
         proc.stop()  # no-op when already stopped above
@@ -1137,9 +1273,7 @@ def summarise(measurements: list[Measurement], workload: str, server: str) -> Su
     if server_cpu < SERVER_BUSY_MIN:
         note = f"server core only {server_cpu:.0%} busy"
         if client_cpu > CLIENT_BUSY_MAX:
-            note += (
-                f" while the load generator used {client_cpu:.0%}: it is probably the bottleneck"
-            )
+            note += f" while the load generator used {client_cpu:.0%}: it is probably the bottleneck"
         warnings.append(note)
     other_cpu = max(m.other_cpu + m.steal for m in runs)
     if other_cpu > OTHER_LOAD_MAX:
@@ -1150,10 +1284,16 @@ def summarise(measurements: list[Measurement], workload: str, server: str) -> Su
     if len(runs) > 1 and spread > NOISY_SPREAD:
         warnings.append(f"noisy: rate spread {spread:.0%} across {len(runs)} runs")
     return Summary(
-        workload=workload, server=server, rps=median_rps,
+        workload=workload,
+        server=server,
+        rps=median_rps,
         p99_ms=statistics.median(m.p99_ms for m in runs),
         transfer_mb_s=statistics.median(m.transfer_mb_s for m in runs),
-        server_cpu=server_cpu, client_cpu=client_cpu, other_cpu=other_cpu, rps_spread=spread, warnings=warnings,
+        server_cpu=server_cpu,
+        client_cpu=client_cpu,
+        other_cpu=other_cpu,
+        rps_spread=spread,
+        warnings=warnings,
     )
 
 
@@ -1217,9 +1357,7 @@ def markdown_table(
                     continue
                 mine = summaries.get((workload.name, "ferrocorn"))
                 theirs = summaries.get((workload.name, peer))
-                cells.append(
-                    _fmt_ratio(getter(mine) if mine else None, getter(theirs) if theirs else None)
-                )
+                cells.append(_fmt_ratio(getter(mine) if mine else None, getter(theirs) if theirs else None))
             lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines), notes
 
@@ -1305,19 +1443,19 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         description=__doc__.split("\n\n")[0] if __doc__ else None,
         formatter_class=argparse.RawDescriptionHelpFormatter,
-        epilog="workloads: " + ", ".join(
-            f"{w.name}{' (default)' if w.name in DEFAULT_WORKLOADS else ''}"
-            for w in WORKLOADS.values()
-        ) + "; groups: " + ", ".join(
-            f"{name} ({','.join(members)})" if name != "all" else name
-            for name, members in WORKLOAD_GROUPS.items()
+        epilog="workloads: "
+        + ", ".join(f"{w.name}{' (default)' if w.name in DEFAULT_WORKLOADS else ''}" for w in WORKLOADS.values())
+        + "; groups: "
+        + ", ".join(
+            f"{name} ({','.join(members)})" if name != "all" else name for name, members in WORKLOAD_GROUPS.items()
         ),
     )
     parser.add_argument("--duration", type=int, help="seconds per timed run (default 10; 3 with --quick)")
     parser.add_argument("--runs", type=int, help="runs per server and workload (default 3; 1 with --quick)")
     parser.add_argument("--quick", action="store_true", help="smoke check: 1 run of 3 s")
     parser.add_argument(
-        "--workloads", default="default",
+        "--workloads",
+        default="default",
         help="comma list of workloads and groups (default, tls-h2, ws, all); default: default",
     )
     parser.add_argument(
@@ -1327,21 +1465,28 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "servers that cannot serve it",
     )
     parser.add_argument(
-        "--uvicorn-ws", choices=UVICORN_WS_CHOICES, default=UVICORN_WS_DEFAULT,
+        "--uvicorn-ws",
+        choices=UVICORN_WS_CHOICES,
+        default=UVICORN_WS_DEFAULT,
         help=f"uvicorn's --ws for the WebSocket workloads (default {UVICORN_WS_DEFAULT}, what "
         "uvicorn's --ws auto picks; websockets is the older, deprecated implementation)",
     )
     parser.add_argument("--server-cpu", default="0", help="taskset CPU list for servers (default 0)")
     parser.add_argument(
-        "--client-cpu", default="1",
+        "--client-cpu",
+        default="1",
         help="taskset CPU list for the load generators: wrk, h2load, wsload (default 1)",
     )
     parser.add_argument(
-        "--idle-timeout", type=float, default=120.0,
+        "--idle-timeout",
+        type=float,
+        default=120.0,
         help="before each run, wait up to this many seconds for other load to stop (0: don't wait)",
     )
     parser.add_argument(
-        "--retries", type=int, default=2,
+        "--retries",
+        type=int,
+        default=2,
         help="re-measure a run disturbed by other load up to this many times (default 2)",
     )
     parser.add_argument("--json", type=Path, help="write all runs and medians to this JSON file")
@@ -1355,9 +1500,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     if args.retries < 0:
         parser.error("--retries must be at least 0")
     # None: every workload runs its default set of servers.
-    args.server_list = (
-        None if args.servers is None else [s.strip() for s in args.servers.split(",") if s.strip()]
-    )
+    args.server_list = None if args.servers is None else [s.strip() for s in args.servers.split(",") if s.strip()]
     args.workload_list = []
     for name in (w.strip() for w in args.workloads.split(",") if w.strip()):
         for member in WORKLOAD_GROUPS.get(name, (name,)):
@@ -1368,9 +1511,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
             parser.error(f"unknown server {server!r}; choose from {', '.join(ALL_SERVERS)}")
     for name in args.workload_list:
         if name not in WORKLOADS:
-            parser.error(
-                f"unknown workload {name!r}; choose from {', '.join([*WORKLOADS, *WORKLOAD_GROUPS])}"
-            )
+            parser.error(f"unknown workload {name!r}; choose from {', '.join([*WORKLOADS, *WORKLOAD_GROUPS])}")
     if args.server_list == [] or not args.workload_list:
         parser.error("need at least one server and one workload")
     if not any(WORKLOADS[name].servers(args.server_list) for name in args.workload_list):
@@ -1408,13 +1549,18 @@ def check_prerequisites(servers: list[str], workloads: list[Workload] | None = N
         except ImportError as exc:
             raise BenchError(f"WebSocket checks need websockets: run `bash benches/setup.sh` ({exc})") from exc
     modules = {
-        "ferrocorn": "ferrocorn._ferrocorn", "uvicorn": "uvicorn", "granian": "granian",
+        "ferrocorn": "ferrocorn._ferrocorn",
+        "uvicorn": "uvicorn",
+        "granian": "granian",
         "hypercorn": "hypercorn",
     }
     for server in servers:
         probe = subprocess.run(
             [PYTHON, "-c", f"import {modules[server]}"],
-            capture_output=True, text=True, cwd=REPO_ROOT, check=False,
+            capture_output=True,
+            text=True,
+            cwd=REPO_ROOT,
+            check=False,
         )
         if probe.returncode != 0:
             hint = (
@@ -1459,11 +1605,7 @@ def run(args: argparse.Namespace) -> int:
                 for server in workload_servers[shift:] + workload_servers[:shift]:
                     done += 1
                     label = f"[{done}/{total}] {workload.name:<13} {server:<9} run {run_index}"
-                    measurements.append(
-                        measure_undisturbed(
-                            server, workload, run_index, args, work_dir, build, label
-                        )
-                    )
+                    measurements.append(measure_undisturbed(server, workload, run_index, args, work_dir, build, label))
 
     summaries = {
         (w.name, s): summary
