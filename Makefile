@@ -1,0 +1,42 @@
+# Thin wrappers around the project's checks. `make` alone lists the targets.
+# Every Python tool runs as `$(PYTHON) -m ...`, so `make lint PYTHON=/path/to/venv/bin/python`
+# checks with that environment's tools and that environment's ferrocorn build.
+
+PYTHON ?= python3
+# stubtest's allowlist (stub entries that may differ from the extension); used when the file exists.
+STUBTEST_ALLOWLIST ?= python/stubtest-allowlist.txt
+STUBTEST_FLAGS = $(if $(wildcard $(STUBTEST_ALLOWLIST)),--allowlist $(STUBTEST_ALLOWLIST))
+
+.DEFAULT_GOAL := help
+.PHONY: help install lint test ci fmt bench
+
+help: ## list the targets
+	@awk 'BEGIN {FS = ":.*## "} /^[a-z]+:.*## / {printf "  make %-8s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
+
+install: ## install what the tests and checks need, and ferrocorn itself (release build)
+	$(PYTHON) -m pip install -r tests/requirements.txt .
+
+# stubtest checks the working tree's python/ferrocorn/_ferrocorn.pyi (found through MYPYPATH)
+# against the extension installed in $(PYTHON)'s environment.
+lint: ## check formatting, lints, types and the extension's stub; changes nothing
+	cargo fmt --all -- --check
+	cargo clippy --all-targets --locked -- -D warnings
+	$(PYTHON) -m ruff check .
+	$(PYTHON) -m ruff format --check .
+	$(PYTHON) -m mypy python/ferrocorn
+	MYPYPATH=python $(PYTHON) -m mypy.stubtest ferrocorn._ferrocorn $(STUBTEST_FLAGS)
+
+test: ## Rust unit tests, then the black-box Python suite (needs an installed ferrocorn)
+	cargo test --locked
+	$(PYTHON) -m pytest tests
+
+ci: lint test ## lint, then test: what CI runs after `make install`
+
+fmt: ## apply rustfmt and ruff's formatting and safe fixes
+	cargo fmt --all
+	$(PYTHON) -m ruff format .
+	$(PYTHON) -m ruff check --fix .
+
+bench: ## install the benchmark tools, then run every workload (~25 min; see benches/README.md)
+	PYTHON=$(PYTHON) bash benches/setup.sh
+	$(PYTHON) benches/run.py --workloads all
