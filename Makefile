@@ -8,22 +8,25 @@ STUBTEST_ALLOWLIST ?= python/stubtest-allowlist.txt
 STUBTEST_FLAGS = $(if $(wildcard $(STUBTEST_ALLOWLIST)),--allowlist $(STUBTEST_ALLOWLIST))
 
 .DEFAULT_GOAL := help
-.PHONY: help install lint test ci fmt bench
+.PHONY: help install lint stubtest test ci fmt bench
 
 help: ## list the targets
-	@awk 'BEGIN {FS = ":.*## "} /^[a-z]+:.*## / {printf "  make %-8s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
+	@awk 'BEGIN {FS = ":.*## "} /^[a-z]+:.*## / {printf "  make %-9s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
 
 install: ## install what the tests and checks need, and ferrocorn itself (release build)
 	$(PYTHON) -m pip install -r tests/requirements.txt .
 
-# stubtest checks the working tree's python/ferrocorn/_ferrocorn.pyi (found through MYPYPATH)
-# against the extension installed in $(PYTHON)'s environment.
 lint: ## check formatting, lints, types and the extension's stub; changes nothing
 	cargo fmt --all -- --check
 	cargo clippy --all-targets --locked -- -D warnings
 	$(PYTHON) -m ruff check .
 	$(PYTHON) -m ruff format --check .
 	$(PYTHON) -m mypy python/ferrocorn
+	@$(MAKE) --no-print-directory stubtest
+
+# The working tree's python/ferrocorn/_ferrocorn.pyi (found through MYPYPATH) against the
+# extension installed in $(PYTHON)'s environment: reinstall after changing the Rust side.
+stubtest: ## (part of lint) the extension's type stub against the installed extension
 	MYPYPATH=python $(PYTHON) -m mypy.stubtest ferrocorn._ferrocorn $(STUBTEST_FLAGS)
 
 test: ## Rust unit tests, then the black-box Python suite (needs an installed ferrocorn)
