@@ -90,14 +90,15 @@ class AccessFormatter(ColourizedFormatter):
         record_copy = copy(record)
         args = record_copy.args
         if isinstance(args, tuple) and len(args) == 5:
-            client_addr, method, full_path, http_version, status_code = args
+            fields: tuple[Any, ...] = args  # logged by ferrocorn: the status code is an int
+            client_addr, method, full_path, http_version, status_code = fields
             request_line = f"{method} {full_path} HTTP/{http_version}"
             if self.use_colors:
                 request_line = click.style(request_line, bold=True)
             record_copy.__dict__.update(
                 client_addr=client_addr,
                 request_line=request_line,
-                status_code=self.get_status_code(int(status_code)),  # type: ignore[call-overload]
+                status_code=self.get_status_code(int(status_code)),
             )
         return super().formatMessage(record_copy)
 
