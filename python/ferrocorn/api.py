@@ -10,6 +10,7 @@ from typing import Any
 
 from ferrocorn.config import STARTUP_FAILURE, Config
 from ferrocorn.server import Server, log_started_message
+from ferrocorn.sockets import bind_sockets
 from ferrocorn.supervisor import ChangeReload, Multiprocess
 
 logger = logging.getLogger("ferrocorn.error")
@@ -53,7 +54,7 @@ def bind_announced_sockets(config: Config) -> list[socket.socket]:
     """Bind in the parent, so every child (and every reloaded child) serves the same sockets, and
     say where: the children will not."""
     try:
-        sockets = config.bind_sockets()
+        sockets = bind_sockets(config)
     except OSError as exc:
         logger.error(exc)
         sys.exit(STARTUP_FAILURE)

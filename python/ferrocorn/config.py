@@ -14,18 +14,23 @@ import inspect
 import logging
 import logging.config
 import os
-import socket
 import ssl
 import sys
 from collections.abc import Callable
+from configparser import RawConfigParser
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import IO, TYPE_CHECKING, Any, Literal
 
 import click
 
+from ferrocorn import _ferrocorn
 from ferrocorn.importer import ImportFromStringError, import_from_string
 from ferrocorn.logging import LOGGING_CONFIG, TRACE_LOG_LEVEL
+from ferrocorn.middleware.asgi2 import ASGI2Middleware
+
+if TYPE_CHECKING:
+    from ferrocorn._ferrocorn import Http2Settings, WebSocketSettings
 
 logger = logging.getLogger("ferrocorn.error")
 
@@ -437,7 +442,93 @@ def _normalise_headers(headers: Any) -> list[tuple[str, str]]:
 
 
 class Config:
-    """Server settings: every keyword in `OPTIONS` (and `PYTHON_ONLY_DEFAULTS`) is accepted."""
+    """Server settings: every keyword in `OPTIONS` (and `PYTHON_ONLY_DEFAULTS`) is accepted.
+
+    The class declares each option's attribute with its type, and nothing more: the name, default,
+    flags and help live in `OPTIONS` alone, and `__init__` fills the attributes from there. The type
+    is the value's once `__init__` is done; a few options are normalised on the way:
+
+    - `workers`: None becomes $WEB_CONCURRENCY, or 1;
+    - `forwarded_allow_ips`: None becomes $FORWARDED_ALLOW_IPS, or "127.0.0.1";
+    - `reload_dirs`, `reload_includes`, `reload_excludes`: lists (empty unless reloading);
+    - `headers`: a list of (name, value) pairs from the `Name:Value` strings;
+    - `log_config`: from Python, a copy of the built-in `LOGGING_CONFIG` by default (None from
+      `OPTIONS` is the command line's "not given", which `cli.py` turns into the same).
+    """
+
+    # --- options: one per entry of OPTIONS, in its order ----------------------------------------
+    host: str | None
+    port: int
+    uds: str | None
+    fd: int | None
+    reload: bool
+    reload_dirs: list[Path]
+    reload_includes: list[str]
+    reload_excludes: list[str]
+    reload_delay: float
+    workers: int
+    loop: str | None
+    http: str
+    http2: bool
+    http2_max_concurrent_streams: int
+    http2_initial_stream_window_size: int
+    http2_initial_connection_window_size: int
+    http2_max_frame_size: int
+    http2_max_header_list_size: int
+    http2_keep_alive_interval: float | None
+    http2_keep_alive_timeout: float
+    ws: str
+    ws_max_size: int
+    ws_max_queue: int
+    ws_ping_interval: float | None
+    ws_ping_timeout: float | None
+    ws_per_message_deflate: bool
+    lifespan: str
+    interface: str
+    env_file: str | os.PathLike[str] | None
+    log_config: dict[str, Any] | str | RawConfigParser | IO[str] | None
+    log_level: str | int | None
+    access_log: bool
+    use_colors: bool | None
+    proxy_headers: bool
+    server_header: bool
+    date_header: bool
+    forwarded_allow_ips: str | list[str]
+    root_path: str
+    limit_concurrency: int | None
+    backlog: int
+    limit_max_requests: int | None
+    limit_max_requests_jitter: int
+    timeout_keep_alive: float
+    timeout_tls_handshake: float
+    timeout_graceful_shutdown: float | None
+    timeout_worker_healthcheck: float
+    ssl_keyfile: str | os.PathLike[str] | None
+    ssl_certfile: str | os.PathLike[str] | None
+    ssl_keyfile_password: str | None
+    ssl_version: int
+    ssl_cert_reqs: int
+    ssl_ca_certs: str | os.PathLike[str] | None
+    ssl_ciphers: str | None
+    headers: list[tuple[str, str]]
+    app_dir: str | None
+    h11_max_incomplete_event_size: int | None
+    factory: bool
+    reset_contextvars: bool
+
+    # --- options only Python can set: one per entry of PYTHON_ONLY_DEFAULTS -------------------
+    ssl_context_factory: Callable[..., Any] | None
+    timeout_notify: int
+    callback_notify: Callable[..., Any] | None
+
+    # --- state: derived from the options, or set by load() ---------------------------------
+    app: Any
+    loaded: bool
+    loaded_app: Any
+    lifespan_state: dict[str, Any]
+    encoded_headers: list[tuple[bytes, bytes]]
+    reload_dirs_excludes: list[Path]
+    tls: _ferrocorn.TlsConfig | None
 
     def __init__(self, app: Any, **kwargs: Any) -> None:
         self.app = app
@@ -453,8 +544,9 @@ class Config:
             raise TypeError(f"Config() got unexpected keyword argument(s): {unknown}")
 
         self.loaded = False
-        self.loaded_app: Any = None
-        self.lifespan_state: dict[str, Any] = {}
+        self.loaded_app = None
+        self.lifespan_state = {}
+        self.tls = None
         self.configure_logging()
 
         if self.env_file is not None:
@@ -492,7 +584,7 @@ class Config:
         return [item.strip() for item in items if item.strip()]
 
     @property
-    def websocket_settings(self) -> dict[str, Any] | None:
+    def websocket_settings(self) -> WebSocketSettings | None:
         """The `--ws-*` options for the Rust core; None with `--ws none` (upgrades stay HTTP)."""
         if self.ws == "none":
             return None
@@ -513,7 +605,7 @@ class Config:
         """--http auto serves HTTP/2 beside HTTP/1.1; h11 and httptools name HTTP/1.1-only servers."""
         return self.http == "auto" or bool(self.http2)
 
-    def http2_settings(self) -> dict[str, Any] | None:
+    def http2_settings(self) -> Http2Settings | None:
         """The HTTP/2 knobs, as the Rust core takes them; None when HTTP/2 is off."""
         if not self.http2_enabled:
             return None
@@ -542,8 +634,6 @@ class Config:
         if not self.ssl_certfile:
             logger.error("--ssl-keyfile needs --ssl-certfile.")
             sys.exit(STARTUP_FAILURE)
-        from ferrocorn import _ferrocorn
-
         try:
             self.tls = _ferrocorn.TlsConfig(
                 certfile=os.fspath(self.ssl_certfile),
@@ -572,10 +662,10 @@ class Config:
         given_dirs = _as_list(self.reload_dirs)
         given_includes = _as_list(self.reload_includes)
         given_excludes = _as_list(self.reload_excludes)
-        self.reload_dirs: list[Path] = []
-        self.reload_dirs_excludes: list[Path] = []
-        self.reload_includes: list[str] = []
-        self.reload_excludes: list[str] = []
+        self.reload_dirs = []
+        self.reload_dirs_excludes = []
+        self.reload_includes = []
+        self.reload_excludes = []
         if (given_dirs or given_includes or given_excludes) and not self.should_reload:
             logger.warning(
                 "Current configuration will not reload as not all conditions are met, please refer to documentation."
@@ -700,6 +790,8 @@ class Config:
         self.loaded = True
 
     def get_loop_factory(self) -> Callable[[], asyncio.AbstractEventLoop] | None:
+        # Declared: without uvloop installed, or from an import string, the factory is untyped.
+        loop_factory: Callable[[], asyncio.AbstractEventLoop]
         if self.loop in ("none", None):
             return None
         if self.loop == "asyncio":
@@ -711,30 +803,14 @@ class Config:
                 if self.loop == "uvloop":
                     raise
                 return asyncio.new_event_loop
-            return uvloop.new_event_loop
+            loop_factory = uvloop.new_event_loop
+            return loop_factory
         try:
-            return import_from_string(self.loop)
+            loop_factory = import_from_string(self.loop)
         except ImportFromStringError as exc:
             logger.error("Error loading custom loop setup function. %s", exc)
             sys.exit(STARTUP_FAILURE)
-
-    # --- sockets ----------------------------------------------------------------------------
-
-    def bind_sockets(self) -> list[socket.socket]:
-        """The listening sockets for --fd, --uds or --host/--port."""
-        if self.fd is not None:
-            sock = socket.fromfd(self.fd, socket.AF_UNIX, socket.SOCK_STREAM)
-            return [socket.socket(fileno=sock.detach())]
-        if self.uds is not None:
-            path = self.uds
-            if os.path.exists(path):
-                os.remove(path)
-            sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-            sock.bind(path)
-            os.chmod(path, 0o666)
-            sock.listen(self.backlog)
-            return [sock]
-        return bind_tcp(self.host, self.port, self.backlog)
+        return loop_factory
 
 
 #: A log config written for uvicorn names these loggers; ferrocorn logs under its own names.
@@ -821,44 +897,3 @@ def describe_exception(exc: BaseException) -> str:
     if tb is not None:
         text += f" (raised at {os.path.relpath(tb.tb_frame.f_code.co_filename)}:{tb.tb_lineno})"
     return text
-
-
-def bind_tcp(host: str, port: int, backlog: int) -> list[socket.socket]:
-    """Bind every address `host` resolves to, with the error text asyncio's create_server gives."""
-    infos = socket.getaddrinfo(host or None, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
-    sockets: list[socket.socket] = []
-    seen: set[tuple[Any, ...]] = set()
-    try:
-        for family, kind, proto, _, address in infos:
-            if (family, address) in seen:
-                continue
-            seen.add((family, address))
-            sock = socket.socket(family, kind, proto)
-            sockets.append(sock)
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-            if family == socket.AF_INET6 and hasattr(socket, "IPPROTO_IPV6"):
-                sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
-            try:
-                sock.bind(address)
-            except OSError as err:
-                message = f"error while attempting to bind on address {address!r}: {err.strerror.lower()}"
-                raise OSError(err.errno, message) from None
-            sock.listen(backlog)
-            if port == 0 and len(infos) > 1:
-                port = sock.getsockname()[1]  # keep every family on the port picked first
-    except BaseException:
-        for sock in sockets:
-            sock.close()
-        raise
-    return sockets
-
-
-class ASGI2Middleware:
-    """Runs an ASGI 2 app (`app(scope)` returning `coroutine(receive, send)`) as ASGI 3."""
-
-    def __init__(self, app: Any) -> None:
-        self.app = app
-
-    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
-        instance = self.app(scope)
-        await instance(receive, send)

@@ -25,6 +25,7 @@ from ferrocorn import _ferrocorn
 from ferrocorn._ferrocorn import ClientDisconnected
 from ferrocorn.config import STARTUP_FAILURE, Config
 from ferrocorn.lifespan import Lifespan
+from ferrocorn.sockets import bind_sockets
 
 HANDLED_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
@@ -32,10 +33,14 @@ logger = logging.getLogger("ferrocorn.error")
 access_logger = logging.getLogger("ferrocorn.access")
 
 
-def make_runner(app: Any) -> Callable[[dict[str, Any], Any], Coroutine[Any, Any, None]]:
+#: What the core hands the runner for each request: its receive/send pair.
+CoreProtocol = _ferrocorn.HttpProtocol | _ferrocorn.WebSocketProtocol
+
+
+def make_runner(app: Any) -> Callable[[dict[str, Any], CoreProtocol], Coroutine[Any, Any, None]]:
     """The coroutine the core starts for each request: the app, plus what its failures mean."""
 
-    async def run_http(scope: dict[str, Any], protocol: Any) -> None:
+    async def run_http(scope: dict[str, Any], protocol: CoreProtocol) -> None:
         try:
             await app(scope, protocol.receive, protocol.send)
         except ClientDisconnected:
@@ -94,12 +99,14 @@ def log_started_message(config: Config, sockets: list[socket.socket]) -> None:
 
 
 class Server:
+    #: The Rust side of the server, created by `startup()` once the lifespan startup is done.
+    core: _ferrocorn.Core
+
     def __init__(self, config: Config) -> None:
         self.config = config
         self.started = False
         self.should_exit = False
         self.force_exit = False
-        self.core: Any = None
         self.servers: list[socket.socket] = []
         self._owned_sockets: list[socket.socket] = []
         self._captured_signals: list[int] = []
@@ -136,7 +143,7 @@ class Server:
         config = self.config
         if sockets is None:
             try:
-                sockets = config.bind_sockets()
+                sockets = bind_sockets(config)
             except OSError as exc:
                 logger.error(exc)
                 await self.lifespan.shutdown()
@@ -240,7 +247,10 @@ class Server:
         if threading.current_thread() is not threading.main_thread():
             yield  # signals can only be handled in the main thread
             return
-        original_handlers = {sig: signal.signal(sig, self.handle_exit) for sig in HANDLED_SIGNALS}
+        # Keyed by int: the captured signals come back as plain numbers.
+        original_handlers: dict[int, Callable[[int, FrameType | None], Any] | int | None] = {
+            sig: signal.signal(sig, self.handle_exit) for sig in HANDLED_SIGNALS
+        }
         try:
             yield
         finally:

@@ -1,0 +1,1 @@
+"""ASGI middleware the server wraps around an app, as in `uvicorn.middleware`."""
