@@ -1,7 +1,22 @@
 """Type stubs for the Rust extension `ferrocorn._ferrocorn`."""
 
 from collections.abc import Awaitable, Callable, Coroutine
-from typing import Any, TypedDict
+from typing import Any, TypedDict, final, type_check_only
+
+from typing_extensions import Self
+
+__all__ = [
+    "Core",
+    "TlsConfig",
+    "TlsConfigError",
+    "HttpProtocol",
+    "WebSocketProtocol",
+    "Ready",
+    "Done",
+    "ClientDisconnected",
+    "__version__",
+    "HTTP_SPEC_VERSION",
+]
 
 __version__: str
 HTTP_SPEC_VERSION: str
@@ -12,24 +27,27 @@ class ClientDisconnected(OSError):
 class TlsConfigError(ValueError):
     """The --ssl-* options cannot be used: a file, key, password or cipher is wrong."""
 
+@final
 class TlsConfig:
     """The --ssl-* options checked and turned into a rustls configuration (raises TlsConfigError)."""
 
-    def __init__(
-        self,
+    def __new__(
+        cls,
         *,
         certfile: str,
         keyfile: str | None = None,
         password: str | None = None,
         ca_certs: str | None = None,
         cert_reqs: int = 0,
-        ciphers: str = "TLSv1",
+        ciphers: str = ...,  # "TLSv1": a default the extension's signature does not spell out
         version: int = 17,
         http2: bool = True,
-    ) -> None: ...
+    ) -> Self: ...
     @property
     def warnings(self) -> list[str]: ...
 
+# The TypedDicts exist for type checkers only: the core takes plain dicts.
+@type_check_only
 class Http2Settings(TypedDict):
     max_concurrent_streams: int
     initial_stream_window_size: int
@@ -39,6 +57,7 @@ class Http2Settings(TypedDict):
     keep_alive_interval: float | None
     keep_alive_timeout: float
 
+@type_check_only
 class WebSocketSettings(TypedDict):
     """The `--ws-*` options, as `Core(websocket=...)` takes them."""
 
@@ -48,6 +67,7 @@ class WebSocketSettings(TypedDict):
     ping_timeout: float | None
     per_message_deflate: bool
 
+@final
 class Core:
     """The Rust side of one server: sockets, HTTP, and the hand-off to the event loop."""
 
@@ -88,6 +108,7 @@ class Core:
     @property
     def total_requests(self) -> int: ...
 
+@final
 class HttpProtocol:
     """The ASGI `receive`/`send` pair of one HTTP request."""
 
@@ -98,6 +119,7 @@ class HttpProtocol:
     @property
     def client_gone(self) -> bool: ...
 
+@final
 class WebSocketProtocol:
     """The ASGI `receive`/`send` pair of one WebSocket."""
 
@@ -108,10 +130,12 @@ class WebSocketProtocol:
     @property
     def client_gone(self) -> bool: ...
 
+@final
 class Ready:
     def __await__(self) -> Ready: ...
     def __next__(self) -> Any: ...
 
+@final
 class Done:
     def __await__(self) -> Done: ...
     def __next__(self) -> None: ...
