@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import pytest
 
-from tests.helpers import LIVE_SERVERS, ServerProcess
+from tests.support.server import LIVE_SERVERS, ServerProcess
 
 DEFAULT_TIMEOUT = 60  # seconds per test unless the test has its own @pytest.mark.timeout
 

@@ -4,7 +4,8 @@ import uuid
 
 import pytest
 
-from tests.helpers import build_request, probe_result
+from tests.support.probes import probe_result
+from tests.support.raw import build_request
 
 
 def _assert_alive(server):

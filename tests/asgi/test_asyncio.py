@@ -3,7 +3,7 @@
 import concurrent.futures
 import uuid
 
-from tests.helpers import probe_result
+from tests.support.probes import probe_result
 
 
 def test_current_task_is_a_real_task(router_server):

@@ -6,7 +6,8 @@ import uuid
 
 import pytest
 
-from tests.helpers import build_request, probe_result
+from tests.support.probes import probe_result
+from tests.support.raw import build_request
 
 ERROR_LINE = re.compile(r"^(ERROR|CRITICAL):|Traceback \(most recent call last\)|Exception in ASGI application")
 
@@ -68,7 +69,7 @@ def test_disconnect_mid_response_send_raises_oserror(router_server, reraise):
         conn.send(build_request("GET", f"/probe/stream-until-error?id={pid}&reraise={reraise}"))
         got = 0
         while got < 256 * 1024:
-            data = conn.sock.recv(65536)
+            data = conn.recv(65536)
             assert data, "server closed the stream early"
             got += len(data)
     result = probe_result(router_server, pid, timeout=20)

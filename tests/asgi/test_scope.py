@@ -2,7 +2,8 @@
 
 import pytest
 
-from tests.helpers import ServerProcess, decode_json
+from tests.support.probes import decode_json
+from tests.support.server import ServerProcess
 
 EXPECTED_KEYS = {
     "type", "asgi", "http_version", "server", "client", "scheme", "method", "root_path", "path",

@@ -7,7 +7,7 @@ import uuid
 
 import pytest
 
-from tests.helpers import build_request
+from tests.support.raw import build_request
 
 MiB = 1024 * 1024
 TOTAL_MIB = 100

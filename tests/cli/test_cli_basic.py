@@ -8,7 +8,7 @@ import sys
 
 import pytest
 
-from tests.helpers import REPO_ROOT, SERVER_NAME, free_port
+from tests.support.server import REPO_ROOT, SERVER_NAME, free_port
 
 ROUTER = "tests.apps.router:app"
 

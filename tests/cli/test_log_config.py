@@ -6,7 +6,7 @@ import re
 
 import httpx
 
-from tests.helpers import REPO_ROOT
+from tests.support.server import REPO_ROOT
 
 UVICORN_STYLE_CONFIG = {
     "version": 1,

@@ -10,7 +10,7 @@ import time
 
 import httpx
 
-from tests.helpers import REPO_ROOT, ServerProcess
+from tests.support.server import REPO_ROOT, ServerProcess
 
 
 def test_uds_serves_sets_mode_and_removes_the_file(tmp_path, start_server):

@@ -6,7 +6,7 @@ import uuid
 
 import pytest
 
-from tests.helpers import ServerProcess
+from tests.support.server import ServerProcess
 
 
 @pytest.fixture(scope="module")

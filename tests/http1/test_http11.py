@@ -3,14 +3,13 @@
 
 import email.utils
 import re
-import select
-import socket
 import time
 import uuid
 
 import pytest
 
-from tests.helpers import build_request, chunked, decode_json, probe_result
+from tests.support.probes import decode_json, probe_result
+from tests.support.raw import build_request, chunked
 
 # ------------------------------------------------------------------------------------------ keep-alive
 
@@ -509,24 +508,16 @@ def test_content_length_and_transfer_encoding_close_after_response(router_server
 def test_oversized_headers_get_431(router_server):
     big = (b"GET / HTTP/1.1\r\nHost: x\r\n"
            + b"".join(b"X-Big-%d: %s\r\n" % (i, b"v" * 8000) for i in range(128)) + b"\r\n")
-    data = b""
-    with socket.create_connection(("127.0.0.1", router_server.port), timeout=10) as s:
+    with router_server.raw(timeout=10) as s:
         # send 1 MiB of headers in pieces; stop as soon as the server answers (it stops reading)
         for off in range(0, len(big), 16384):
             try:
-                s.sendall(big[off:off + 16384])
+                s.send(big[off:off + 16384])
             except (BrokenPipeError, ConnectionResetError):
                 break
-            if select.select([s], [], [], 0)[0]:
+            if s.readable():
                 break
-        try:
-            while True:
-                chunk = s.recv(65536)
-                if not chunk:
-                    break
-                data += chunk
-        except ConnectionResetError:
-            pass
+        data = s.read_until_eof()  # a reset ends it too
     assert re.match(rb"HTTP/1\.[01] 431 ", data), data[:200]
     _assert_alive(router_server)
 

@@ -1,8 +1,8 @@
 """HTTP/2, black box: h2c with prior knowledge on the HTTP/1.1 port, bodies and flow control, RFC 9113 §8
 malformed requests, the classic floods, the ``--http2-*`` limits, idle timeouts and graceful shutdown.
 
-Frame-level cases use the small ``H2Conn`` client below (``hyperframe`` frames, ``hpack`` header blocks), which
-can send anything; well-behaved traffic uses ``httpx`` with ``h2``. See
+Frame-level cases use the small ``H2Conn`` client of ``tests/support/h2.py`` (``hyperframe`` frames, ``hpack``
+header blocks), which can send anything; well-behaved traffic uses ``httpx`` with ``h2``. See
 /work/shared/reference/conformance-tools.md §1.3 (the H2-xx table) and §5.3 (floods).
 """
 
@@ -14,7 +14,6 @@ import json
 import re
 import shutil
 import signal
-import socket
 import subprocess
 import threading
 import time
@@ -22,12 +21,11 @@ import uuid
 
 import httpx
 import pytest
-from hpack import Decoder, Encoder
+from hpack import Encoder
 from hpack.hpack import encode_integer
 from hyperframe.frame import (
     ContinuationFrame,
     DataFrame,
-    Frame,
     GoAwayFrame,
     HeadersFrame,
     PingFrame,
@@ -36,10 +34,12 @@ from hyperframe.frame import (
     WindowUpdateFrame,
 )
 
-from tests.helpers import ServerProcess, decode_json, probe_result
+from tests.support.h2 import PREFACE, FrameReader, H2Conn, send_batched
+from tests.support.probes import decode_json, probe_result
+from tests.support.raw import RawConn
+from tests.support.server import ServerProcess
 
 ROUTER = "tests.apps.router:app"
-PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
 MAX_STREAM_ID = 2**31 - 1
 
 # error codes (RFC 9113 §7)
@@ -49,225 +49,6 @@ REFUSED_STREAM, ENHANCE_YOUR_CALM = 0x7, 0xB
 S_MAX_CONCURRENT_STREAMS, S_INITIAL_WINDOW_SIZE, S_MAX_FRAME_SIZE, S_MAX_HEADER_LIST_SIZE = 0x3, 0x4, 0x5, 0x6
 
 CHUNK_64K = bytes(range(256)) * 256  # the router's /download pattern
-
-
-# ============================================================================ a frame-level h2 client
-
-class H2Conn:
-    """One h2c connection (prior knowledge) driven frame by frame. SETTINGS are ACKed automatically; PINGs
-    too unless ``ack_pings`` is False. Every received frame is kept in ``frames``."""
-
-    def __init__(self, port: int, settings: dict | None = None, timeout: float = 10.0, ack_pings: bool = True,
-                 rcvbuf: int | None = None, send_preface: bool = True):
-        self.sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        if rcvbuf:
-            self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
-        self.sock.settimeout(timeout)
-        self.sock.connect(("127.0.0.1", port))
-        self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        self.ack_pings = ack_pings
-        self.buf = b""
-        self.eof = False
-        self.enc = Encoder()
-        self.dec = Decoder()
-        self.frames: list = []
-        if send_preface:
-            self.send_raw(PREFACE + SettingsFrame(0, settings=settings or {}).serialize())
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        self.close()
-
-    def close(self):
-        try:
-            self.sock.close()
-        except OSError:
-            pass
-
-    # ---------------------------------------------------------------- sending
-    def send_raw(self, data: bytes):
-        self.sock.sendall(data)
-
-    def send(self, *frames):
-        self.send_raw(b"".join(f.serialize() for f in frames))
-
-    def _send_quietly(self, frame):
-        try:
-            self.send(frame)
-        except OSError:
-            pass
-
-    def block(self, headers) -> bytes:
-        return self.enc.encode(headers)
-
-    def request(self, sid: int, path: str | bytes, method: bytes = b"GET", end_stream: bool = True,
-                extra=(), authority: bytes = b"127.0.0.1") -> HeadersFrame:
-        path = path.encode() if isinstance(path, str) else path
-        hdrs = [(b":method", method), (b":scheme", b"http"), (b":path", path), (b":authority", authority), *extra]
-        flags = ["END_HEADERS"] + (["END_STREAM"] if end_stream else [])
-        return HeadersFrame(sid, self.block(hdrs), flags=flags)
-
-    # ---------------------------------------------------------------- receiving
-    def _fill(self, timeout: float) -> bool | None:
-        self.sock.settimeout(max(timeout, 0.001))
-        try:
-            data = self.sock.recv(1 << 20)
-        except (ConnectionResetError, BrokenPipeError):
-            data = b""
-        except TimeoutError:
-            return None
-        if not data:
-            self.eof = True
-            return False
-        self.buf += data
-        return True
-
-    def next_frame(self, timeout: float = 5.0):
-        """The next frame, None on EOF; raises TimeoutError if nothing complete arrives within ``timeout``."""
-        deadline = time.monotonic() + timeout
-        while True:
-            if len(self.buf) >= 9:
-                frame, length = Frame.parse_frame_header(memoryview(self.buf[:9]))
-                if len(self.buf) >= 9 + length:
-                    frame.parse_body(memoryview(self.buf[9:9 + length]))
-                    self.buf = self.buf[9 + length:]
-                    self._on_frame(frame)
-                    return frame
-            if self.eof:
-                return None
-            remaining = deadline - time.monotonic()
-            if remaining <= 0 or self._fill(remaining) is None:
-                raise TimeoutError(f"no complete frame within {timeout}s")
-
-    def _on_frame(self, frame):
-        if isinstance(frame, HeadersFrame):
-            # the server never splits its small header blocks; decode in order to keep the HPACK table right
-            frame.decoded = [(k.decode() if isinstance(k, bytes) else k, v.decode() if isinstance(v, bytes) else v)
-                             for k, v in self.dec.decode(frame.data)]
-        elif isinstance(frame, SettingsFrame) and "ACK" not in frame.flags:
-            self._send_quietly(SettingsFrame(0, flags=["ACK"]))
-        elif isinstance(frame, PingFrame) and "ACK" not in frame.flags and self.ack_pings:
-            self._send_quietly(PingFrame(0, flags=["ACK"], opaque_data=frame.opaque_data))
-        self.frames.append(frame)
-
-    def server_settings(self, timeout: float = 5.0) -> tuple[dict, int | None]:
-        """The server's first SETTINGS and the connection WINDOW_UPDATE that follows it (None if none
-        arrives within 0.5 s after the SETTINGS ACK)."""
-        settings = None
-        window = None
-        deadline = time.monotonic() + timeout
-        while settings is None or window is None:
-            try:
-                f = self.next_frame(max(0.01, deadline - time.monotonic()) if settings is None else 0.5)
-            except TimeoutError:
-                break
-            if f is None:
-                break
-            if isinstance(f, SettingsFrame) and "ACK" not in f.flags and settings is None:
-                settings = dict(f.settings)
-            elif isinstance(f, WindowUpdateFrame) and f.stream_id == 0 and window is None:
-                window = f.window_increment
-        assert settings is not None, f"no SETTINGS from the server: {self.frames}"
-        return settings, window
-
-    def collect(self, stop, timeout: float) -> list:
-        """Frames until ``stop(frame)`` is true (that frame included), EOF (None appended) or ``timeout``
-        (TimeoutError)."""
-        out = []
-        deadline = time.monotonic() + timeout
-        while True:
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                raise TimeoutError(f"stop condition not met within {timeout}s; got {out}")
-            f = self.next_frame(remaining)
-            out.append(f)
-            if f is None or stop(f):
-                return out
-
-    def until_eof(self, timeout: float) -> list:
-        return self.collect(lambda f: False, timeout)
-
-    def response(self, sid: int, timeout: float = 10.0) -> dict:
-        """Read until stream ``sid`` ends (END_STREAM, RST_STREAM), a GOAWAY excludes it, or EOF."""
-        res = {"status": None, "headers": [], "body": b"", "rst": None, "goaway": None, "eof": False, "ended": False}
-
-        def stop(f):
-            if f is None:
-                return True
-            if isinstance(f, GoAwayFrame):
-                res["goaway"] = (f.last_stream_id, f.error_code)
-                return f.last_stream_id < sid or f.error_code != NO_ERROR
-            if f.stream_id != sid:
-                return False
-            if isinstance(f, HeadersFrame):
-                if res["status"] is None:
-                    res["headers"] = f.decoded
-                    res["status"] = int(dict(f.decoded)[":status"])
-                    if res["status"] < 200:  # interim
-                        res["status"] = None
-            elif isinstance(f, DataFrame):
-                res["body"] += f.data
-                if f.data:
-                    self._send_quietly(WindowUpdateFrame(0, window_increment=len(f.data)))
-                    if "END_STREAM" not in f.flags:
-                        self._send_quietly(WindowUpdateFrame(sid, window_increment=len(f.data)))
-            elif isinstance(f, RstStreamFrame):
-                res["rst"] = f.error_code
-                return True
-            if "END_STREAM" in getattr(f, "flags", ()):
-                res["ended"] = True
-                return True
-            return False
-
-        frames = self.collect(stop, timeout)
-        res["eof"] = frames[-1] is None
-        return res
-
-
-class FrameReader(threading.Thread):
-    """Reads an H2Conn in the background (so a flood's GOAWAY is not lost in a reset), until EOF."""
-
-    def __init__(self, conn: H2Conn):
-        super().__init__(daemon=True)
-        self.conn = conn
-        self.done = threading.Event()
-        self.count = 0
-
-    def run(self):
-        try:
-            while True:
-                try:
-                    f = self.conn.next_frame(60)
-                except TimeoutError:
-                    continue
-                except OSError:
-                    break
-                if f is None:
-                    break
-                self.count += 1
-        finally:
-            self.done.set()
-
-    def goaways(self) -> list:
-        return [(f.last_stream_id, f.error_code) for f in list(self.conn.frames) if isinstance(f, GoAwayFrame)]
-
-    def of_type(self, cls) -> list:
-        return [f for f in list(self.conn.frames) if isinstance(f, cls)]
-
-
-def send_batched(conn: H2Conn, frames: list, batch: int = 500) -> tuple[int, str | None]:
-    """Send ``frames`` in batches; stop at the first socket error (the server closed the connection)."""
-    sent = 0
-    for i in range(0, len(frames), batch):
-        part = frames[i:i + batch]
-        try:
-            conn.send_raw(b"".join(f.serialize() for f in part))
-        except OSError as e:
-            return sent, f"{type(e).__name__}: {e}"
-        sent += len(part)
-    return sent, None
 
 
 # ============================================================================ helpers
@@ -889,14 +670,11 @@ def test_idle_h2c_connection_closed_even_if_client_ignores_ping(idle1_server):
 @pytest.mark.parametrize("payload", [b"", b"PRI * HTTP/2.0\r\n", b"PRI * HTTP/2.0\r\n\r\nSM"],
                          ids=["silent", "half-preface", "preface-minus-2"])
 def test_unfinished_preface_is_closed_after_keep_alive_timeout(idle1_server, payload):
-    with socket.create_connection(("127.0.0.1", idle1_server.port), timeout=10) as s:
+    with RawConn("127.0.0.1", idle1_server.port, timeout=10) as s:
         if payload:
-            s.sendall(payload)
+            s.send(payload)
         t0 = time.monotonic()
-        try:
-            data = s.recv(65536)
-        except ConnectionResetError:
-            data = b""
+        data = s.recv(65536)  # b"" at EOF or on a reset
         elapsed = time.monotonic() - t0
     assert data == b"" or not data.startswith(b"\x00"), f"unexpected HTTP/2 frames: {data[:50]!r}"
     assert 0.5 < elapsed < 4, f"closed after {elapsed:.1f}s with --timeout-keep-alive 1"
@@ -1015,17 +793,9 @@ def test_shutdown_not_blocked_by_client_ignoring_ping(start_server):
 
 def test_http_h11_rejects_the_h2c_preface(start_server):
     srv = start_server(ROUTER, "--http", "h11")
-    with socket.create_connection(("127.0.0.1", srv.port), timeout=10) as s:
-        s.sendall(PREFACE + SettingsFrame(0).serialize())
-        data = b""
-        try:
-            while True:
-                chunk = s.recv(65536)
-                if not chunk:
-                    break
-                data += chunk
-        except (ConnectionResetError, TimeoutError):
-            pass
+    with RawConn("127.0.0.1", srv.port, timeout=10) as s:
+        s.send(PREFACE + SettingsFrame(0).serialize())
+        data = s.read_until_eof(stop_on_timeout=True)  # a reset counts as EOF
     assert data == b"" or data.startswith(b"HTTP/1.1 4"), f"unexpected answer: {data[:80]!r}"
     assert not data.startswith(b"\x00"), "HTTP/2 frames with --http h11"
     with h2_client(srv, timeout=10) as c, pytest.raises(httpx.HTTPError):

@@ -14,7 +14,7 @@ from pathlib import Path
 import httpx
 import psutil
 
-from tests.helpers import REPO_ROOT, ServerProcess
+from tests.support.server import REPO_ROOT, ServerProcess
 
 APP_SOURCE = """\
 async def app(scope, receive, send):

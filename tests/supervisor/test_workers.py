@@ -16,7 +16,7 @@ import httpx
 import psutil
 import pytest
 
-from tests.helpers import REPO_ROOT, ServerProcess
+from tests.support.server import REPO_ROOT, ServerProcess
 
 APP = "tests.apps.workers_app:app"
 
@@ -199,8 +199,8 @@ def test_a_recycled_worker_serves_a_request_sent_after_its_drain_began(start_ser
     while len(worker_pids(srv)) < 2 or len(answered) < 2:
         assert time.monotonic() < deadline, f"workers never served\n{srv.log_tail()}"
         request()
-    with socket.create_connection((srv.host, srv.port), timeout=10) as conn:
-        port = conn.getsockname()[1]
+    with srv.raw(timeout=10) as conn:
+        port = conn.local_port
         owner = None
         while owner is None:
             assert time.monotonic() < deadline, f"no worker accepted the connection\n{srv.log_tail()}"
@@ -213,10 +213,8 @@ def test_a_recycled_worker_serves_a_request_sent_after_its_drain_began(start_ser
             request()
         # within 0.1 s the owner drains (its tick); its grace for a request not begun yet is 1 s
         time.sleep(0.4)
-        conn.sendall(b"GET /pid HTTP/1.1\r\nHost: x\r\n\r\n")
-        response = b""
-        while chunk := conn.recv(4096):
-            response += chunk
+        conn.send(b"GET /pid HTTP/1.1\r\nHost: x\r\n\r\n")
+        response = conn.read_until_eof()
     head, _, body = response.partition(b"\r\n\r\n")
     assert head.startswith(b"HTTP/1.1 200"), response
     assert b"connection: close" in head.lower()
@@ -227,8 +225,8 @@ def test_a_recycled_worker_serves_a_request_sent_after_its_drain_began(start_ser
 def test_a_hung_worker_fails_the_healthcheck_and_is_replaced(start_server):
     srv = start_server(APP, "--workers", "2", "--timeout-worker-healthcheck", "1")
     pids = wait_for_workers(srv, 2)
-    with socket.create_connection((srv.host, srv.port)) as hanging:
-        hanging.sendall(b"GET /hang HTTP/1.1\r\nHost: x\r\n\r\n")
+    with srv.raw(timeout=None) as hanging:
+        hanging.send(b"GET /hang HTTP/1.1\r\nHost: x\r\n\r\n")
         warning = srv.wait_for_line(
             re.compile(
                 r"^WARNING: +Child process \[\d+\] did not answer the healthcheck within 1 seconds, killing it\.$"

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import shutil
-import socket
 import ssl
 import subprocess
 import time
@@ -18,7 +17,8 @@ import pytest
 import trustme
 from cryptography.hazmat.primitives import serialization
 
-from tests.helpers import ServerProcess, decode_json
+from tests.support.probes import decode_json
+from tests.support.server import ServerProcess
 
 ROUTER = "tests.apps.router:app"
 
@@ -145,11 +145,10 @@ def test_alpn_offers_h2_and_http11(tls_server, pki):
         assert c.get(f"{tls_server.url}/").http_version == "HTTP/1.1"
     # A client that offers no ALPN at all gets HTTP/1.1.
     context = ssl.create_default_context(cafile=pki["ca.pem"])
-    with socket.create_connection(("127.0.0.1", tls_server.port), timeout=10) as raw:
-        with context.wrap_socket(raw, server_hostname="localhost") as tls:
-            assert tls.selected_alpn_protocol() is None
-            tls.sendall(b"GET / HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
-            assert tls.recv(12) == b"HTTP/1.1 200"
+    with tls_server.raw(timeout=10, tls=context, server_hostname="localhost") as tls:
+        assert tls.sock.selected_alpn_protocol() is None
+        tls.send(b"GET / HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
+        assert tls.recv(12) == b"HTTP/1.1 200"
 
 
 def test_curl_http2_over_tls(tls_server, pki):
@@ -181,13 +180,9 @@ def test_large_bodies_over_tls(tls_server, pki):
 
 
 def test_plain_http_to_the_tls_port_is_refused_cleanly(tls_server, pki):
-    with socket.create_connection(("127.0.0.1", tls_server.port), timeout=10) as raw:
-        raw.sendall(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
-        raw.settimeout(10)
-        try:
-            data = raw.recv(100)
-        except ConnectionResetError:
-            data = b""
+    with tls_server.raw(timeout=10) as raw:
+        raw.send(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+        data = raw.recv(100)  # b"" at EOF or on a reset
         assert not data.startswith(b"HTTP/1.1 200")
     with client(pki) as c:
         assert c.get(f"{tls_server.url}/").status_code == 200
@@ -330,14 +325,10 @@ def test_startup_errors_are_one_line_and_exit_3(start_server, pki, args, message
 def test_handshake_timeout_closes_silent_and_trickling_clients(start_server, pki):
     srv = start_server(ROUTER, *tls_args(pki), "--timeout-tls-handshake", "1")
     for opening in (b"", b"\x16\x03\x01\x00"):  # nothing, or the start of a ClientHello
-        with socket.create_connection(("127.0.0.1", srv.port), timeout=10) as raw:
-            raw.sendall(opening)
+        with srv.raw(timeout=10) as raw:
+            raw.send(opening)
             started = time.monotonic()
-            raw.settimeout(10)
-            try:
-                assert raw.recv(100) == b""
-            except ConnectionResetError:
-                pass
+            assert raw.recv(100) == b""  # EOF, or a reset
             assert time.monotonic() - started < 5
     with client(pki) as c:
         assert c.get(f"{srv.url}/").status_code == 200

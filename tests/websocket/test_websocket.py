@@ -15,7 +15,7 @@ import trustme
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 from websockets.sync.client import ClientConnection, connect
 
-from tests.helpers import ServerProcess
+from tests.support.server import ServerProcess
 
 APP = "tests.apps.ws_apps:app"
 

@@ -13,7 +13,7 @@ import collections
 
 import pytest
 
-from tests.helpers import ServerProcess
+from tests.support.server import ServerProcess
 
 kosoku = pytest.importorskip("kosoku")
 

@@ -6,8 +6,6 @@ from __future__ import annotations
 import base64
 import hashlib
 import os
-import socket
-import struct
 import threading
 import time
 import uuid
@@ -15,7 +13,8 @@ from typing import Any
 
 import pytest
 
-from tests.helpers import ServerProcess
+from tests.support.raw import RawWebSocket, ws_close_payload
+from tests.support.server import ServerProcess
 
 APP = "tests.apps.ws_apps:app"
 KEY = base64.b64encode(b"0123456789abcdef").decode()
@@ -46,90 +45,6 @@ def upgrade_request(path: str = "/echo", headers: list[tuple[str, bytes]] | None
     return b"\r\n".join(lines) + b"\r\n\r\n"
 
 
-class RawWebSocket:
-    """A minimal client: sends masked frames, reads unmasked ones."""
-
-    def __init__(self, srv: ServerProcess, request: bytes, timeout: float = 5.0) -> None:
-        self.sock = socket.create_connection((srv.host, srv.port), timeout=timeout)
-        self.sock.sendall(request)
-        self.buffer = b""
-        while b"\r\n\r\n" not in self.buffer:
-            chunk = self.sock.recv(65536)
-            if not chunk:
-                break
-            self.buffer += chunk
-        head, _, self.buffer = self.buffer.partition(b"\r\n\r\n")
-        lines = head.decode("latin-1").split("\r\n")
-        self.status = int(lines[0].split()[1]) if lines and len(lines[0].split()) > 1 else 0
-        self.headers = {
-            name.strip().lower(): value.strip() for name, _, value in (line.partition(":") for line in lines[1:])
-        }
-
-    def send_frame(self, opcode: int, payload: bytes, fin: bool = True, mask: bool = True, rsv: int = 0) -> None:
-        first = (0x80 if fin else 0) | rsv | opcode
-        length = len(payload)
-        mask_bit = 0x80 if mask else 0
-        if length < 126:
-            header = struct.pack("!BB", first, mask_bit | length)
-        elif length < 65536:
-            header = struct.pack("!BBH", first, mask_bit | 126, length)
-        else:
-            header = struct.pack("!BBQ", first, mask_bit | 127, length)
-        if mask:
-            key = os.urandom(4)
-            payload = bytes(b ^ key[i % 4] for i, b in enumerate(payload)) if length < 4096 else _mask(payload, key)
-            header += key
-        self.sock.sendall(header + payload)
-
-    def _read(self, n: int) -> bytes:
-        while len(self.buffer) < n:
-            chunk = self.sock.recv(65536)
-            if not chunk:
-                raise EOFError
-            self.buffer += chunk
-        data, self.buffer = self.buffer[:n], self.buffer[n:]
-        return data
-
-    def read_frame(self) -> tuple[int, bytes]:
-        first, second = self._read(2)
-        length = second & 0x7F
-        if length == 126:
-            (length,) = struct.unpack("!H", self._read(2))
-        elif length == 127:
-            (length,) = struct.unpack("!Q", self._read(8))
-        return first & 0x0F, self._read(length)
-
-    def expect_close(self) -> int:
-        """Read until a close frame; return its code (1005 when empty)."""
-        while True:
-            opcode, payload = self.read_frame()
-            if opcode == 8:
-                return struct.unpack("!H", payload[:2])[0] if payload else 1005
-
-    def at_eof(self, timeout: float = 5.0) -> bool:
-        self.sock.settimeout(timeout)
-        try:
-            while True:
-                if not self.sock.recv(65536):
-                    return True
-        except ConnectionResetError:
-            return True
-        except TimeoutError:
-            return False
-
-    def close(self) -> None:
-        self.sock.close()
-
-
-def _mask(payload: bytes, key: bytes) -> bytes:
-    repeated = (key * (len(payload) // 4 + 1))[: len(payload)]
-    return (int.from_bytes(payload, "big") ^ int.from_bytes(repeated, "big")).to_bytes(len(payload), "big")
-
-
-def close_payload(code: int, reason: bytes = b"") -> bytes:
-    return struct.pack("!H", code) + reason
-
-
 def test_raw_handshake_and_echo(ws_server):
     ws = RawWebSocket(ws_server, upgrade_request())
     assert ws.status == 101
@@ -140,7 +55,7 @@ def test_raw_handshake_and_echo(ws_server):
     assert ws.read_frame() == (1, b"hi")
     ws.send_frame(9, b"ping!")
     assert ws.read_frame() == (10, b"ping!")
-    ws.send_frame(8, close_payload(1000))
+    ws.send_frame(8, ws_close_payload(1000))
     assert ws.expect_close() == 1000
     assert ws.at_eof()
     ws.close()
@@ -205,8 +120,8 @@ def test_upgrade_with_post_is_refused(ws_server):
         ({"opcode": 1, "payload": b"x", "rsv": 0x20}, 1002),
         ({"opcode": 9, "payload": b"x" * 126}, 1002),
         ({"opcode": 0, "payload": b"orphan continuation"}, 1002),
-        ({"opcode": 8, "payload": close_payload(999)}, 1002),
-        ({"opcode": 8, "payload": close_payload(1000, b"\xff")}, 1007),
+        ({"opcode": 8, "payload": ws_close_payload(999)}, 1002),
+        ({"opcode": 8, "payload": ws_close_payload(1000, b"\xff")}, 1007),
     ],
 )
 def test_protocol_errors_close_with_the_right_code(ws_server, frame, code):
