@@ -1,7 +1,8 @@
 """Fixtures for the Ferrocorn black-box suite.
 
 The server under test is always a subprocess: ``python3 -m ferrocorn tests.apps.X:app --host 127.0.0.1 --port 0``
-run from the repository root. Run the suite from the repository root: ``python3 -m pytest tests -q``.
+run from the repository root. Run the suite from the repository root: ``python3 -m pytest tests -q``. The
+per-test timeout (60 s) and ``--strict-markers`` are in ``[tool.pytest.ini_options]`` of pyproject.toml.
 """
 
 from __future__ import annotations
@@ -9,16 +10,6 @@ from __future__ import annotations
 import pytest
 
 from tests.support.server import LIVE_SERVERS, ServerProcess
-
-DEFAULT_TIMEOUT = 60  # seconds per test unless the test has its own @pytest.mark.timeout
-
-
-def pytest_collection_modifyitems(config, items):
-    # A global per-test timeout without touching the repo's pytest configuration.
-    for item in items:
-        if item.get_closest_marker("timeout") is None:
-            item.add_marker(pytest.mark.timeout(DEFAULT_TIMEOUT))
-
 
 @pytest.hookimpl(hookwrapper=True)
 def pytest_runtest_makereport(item, call):
