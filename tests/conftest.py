@@ -11,6 +11,7 @@ import pytest
 
 from tests.support.server import LIVE_SERVERS, ServerProcess
 
+
 @pytest.hookimpl(hookwrapper=True)
 def pytest_runtest_makereport(item, call):
     outcome = yield

@@ -16,8 +16,13 @@ def mark(text: str) -> None:
 
 async def _respond_json(send, obj, status=200):
     body = json.dumps(obj).encode()
-    await send({"type": "http.response.start", "status": status,
-                "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]})
+    await send(
+        {
+            "type": "http.response.start",
+            "status": status,
+            "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())],
+        }
+    )
     await send({"type": "http.response.body", "body": body})
 
 
@@ -53,14 +58,18 @@ async def state_app(scope, receive, send):
         await asyncio.sleep(1.0)
         mark("REQUEST-END")
     state = scope.get("state")
-    await _respond_json(send, {
-        "state": {k: v for k, v in state.items()} if isinstance(state, dict) else repr(state),
-        "started_before_request": STARTED["done"],
-        "lifespan_scope": LIFESPAN_SCOPE,
-    })
+    await _respond_json(
+        send,
+        {
+            "state": {k: v for k, v in state.items()} if isinstance(state, dict) else repr(state),
+            "started_before_request": STARTED["done"],
+            "lifespan_scope": LIFESPAN_SCOPE,
+        },
+    )
 
 
 # --------------------------------------------------------------------------- startup failures
+
 
 async def startup_failed_app(scope, receive, send):
     if scope["type"] == "lifespan":
@@ -88,6 +97,7 @@ async def unsupported_app(scope, receive, send):
 
 # --------------------------------------------------------------------------- shutdown failure
 
+
 async def shutdown_failed_app(scope, receive, send):
     if scope["type"] == "lifespan":
         while True:
@@ -101,6 +111,7 @@ async def shutdown_failed_app(scope, receive, send):
 
 
 # --------------------------------------------------------------------------- lifespan coroutine ends early
+
 
 async def returns_after_startup_app(scope, receive, send):
     """Completes startup and returns at once, never waiting for lifespan.shutdown."""

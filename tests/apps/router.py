@@ -36,6 +36,7 @@ CHUNK_64K = bytes(range(256)) * 256
 
 # ----------------------------------------------------------------------------- helpers
 
+
 def jsonable(o):
     if isinstance(o, (bytes, bytearray)):
         return {"__bytes__": bytes(o).decode("latin-1")}
@@ -108,13 +109,14 @@ def route_path(scope) -> str:
     path = scope["path"]
     root = scope.get("root_path", "")
     if root and path.startswith(root):
-        rest = path[len(root):]
+        rest = path[len(root) :]
         if rest == "" or rest.startswith("/"):
             return rest or "/"
     return path
 
 
 # ----------------------------------------------------------------------------- lifespan
+
 
 async def lifespan(scope, receive, send):
     while True:
@@ -135,6 +137,7 @@ async def lifespan(scope, receive, send):
 
 
 # ----------------------------------------------------------------------------- endpoints
+
 
 async def ep_scope(scope, receive, send, q):
     out = {
@@ -179,8 +182,13 @@ async def ep_upload(scope, receive, send, q):
             p["received"] = n
         if not msg.get("more_body", False):
             break
-    result = {"length": n, "sha256": h.hexdigest(), "messages": messages, "biggest_message": biggest,
-              "message_types": sorted(types)}
+    result = {
+        "length": n,
+        "sha256": h.hexdigest(),
+        "messages": messages,
+        "biggest_message": biggest,
+        "message_types": sorted(types),
+    }
     if p is not None:
         p.update(result, done=True)
     await respond_json(send, result)
@@ -235,12 +243,16 @@ async def ep_status(scope, receive, send, q):
 
 
 async def ep_headers(scope, receive, send, q):
-    await respond(send, b"h", headers=[
-        (b"set-cookie", b"a=1"),
-        (b"set-cookie", b"b=2"),
-        (b"x-custom", b"custom-value"),
-        (b"x-latin1", b"caf\xe9"),
-    ])
+    await respond(
+        send,
+        b"h",
+        headers=[
+            (b"set-cookie", b"a=1"),
+            (b"set-cookie", b"b=2"),
+            (b"x-custom", b"custom-value"),
+            (b"x-latin1", b"caf\xe9"),
+        ],
+    )
 
 
 async def ep_slow(scope, receive, send, q):
@@ -323,15 +335,19 @@ async def ep_extensions_check(scope, receive, send, q):
 
 
 async def ep_lifespan_info(scope, receive, send, q):
-    await respond_json(send, {
-        "startup": LIFESPAN["startup"],
-        "scope": LIFESPAN["scope"],
-        "state_type": LIFESPAN.get("state_type"),
-        "same_loop": asyncio.get_running_loop() is LIFESPAN["loop"],
-    })
+    await respond_json(
+        send,
+        {
+            "startup": LIFESPAN["startup"],
+            "scope": LIFESPAN["scope"],
+            "state_type": LIFESPAN.get("state_type"),
+            "same_loop": asyncio.get_running_loop() is LIFESPAN["loop"],
+        },
+    )
 
 
 # --- asyncio ---------------------------------------------------------------------------------
+
 
 async def ep_asyncio_task(scope, receive, send, q):
     t = asyncio.current_task()
@@ -423,6 +439,7 @@ async def ep_asyncio_executor(scope, receive, send, q):
 
 # --- disconnect probes -------------------------------------------------------------------------
 
+
 async def ep_probe_receive_disconnect(scope, receive, send, q):
     """Receive until http.disconnect (the client sends a partial body and then closes)."""
     p = probe(q)
@@ -430,8 +447,9 @@ async def ep_probe_receive_disconnect(scope, receive, send, q):
     try:
         while True:
             msg = await asyncio.wait_for(receive(), 20)
-            p["messages"].append({"type": msg["type"], "len": len(msg.get("body", b"")),
-                                  "more_body": msg.get("more_body", False)})
+            p["messages"].append(
+                {"type": msg["type"], "len": len(msg.get("body", b"")), "more_body": msg.get("more_body", False)}
+            )
             if msg["type"] == "http.disconnect":
                 break
     except asyncio.TimeoutError:
@@ -565,6 +583,7 @@ async def ep_continue_wait(scope, receive, send, q):
 
 # --- application errors -------------------------------------------------------------------------
 
+
 async def ep_error_before_start(scope, receive, send, q):
     raise RuntimeError("boom-before-start")
 
@@ -600,20 +619,51 @@ MISUSE = {
     "status-99": [{"type": "http.response.start", "status": 99, "headers": []}],
     "status-str": [{"type": "http.response.start", "status": "200", "headers": []}],
     "status-missing": [{"type": "http.response.start", "headers": []}],
-    "header-name-crlf": [{"type": "http.response.start", "status": 200,
-                          "headers": [(b"x-bad\r\nx-injected", b"1"), (b"content-length", b"3")]}],
-    "header-name-lf": [{"type": "http.response.start", "status": 200,
-                        "headers": [(b"x-bad\nx-injected", b"1"), (b"content-length", b"3")]}],
-    "header-name-nul": [{"type": "http.response.start", "status": 200,
-                         "headers": [(b"x-bad\x00", b"1"), (b"content-length", b"3")]}],
-    "header-value-crlf": [{"type": "http.response.start", "status": 200,
-                           "headers": [(b"x-bad", b"ok\r\nx-injected: 1"), (b"content-length", b"3")]}],
-    "header-value-lf": [{"type": "http.response.start", "status": 200,
-                         "headers": [(b"x-bad", b"ok\nx-injected: 1"), (b"content-length", b"3")]}],
-    "header-value-cr": [{"type": "http.response.start", "status": 200,
-                         "headers": [(b"x-bad", b"ok\rx-injected: 1"), (b"content-length", b"3")]}],
-    "header-value-nul": [{"type": "http.response.start", "status": 200,
-                          "headers": [(b"x-bad", b"ok\x00x-injected"), (b"content-length", b"3")]}],
+    "header-name-crlf": [
+        {
+            "type": "http.response.start",
+            "status": 200,
+            "headers": [(b"x-bad\r\nx-injected", b"1"), (b"content-length", b"3")],
+        }
+    ],
+    "header-name-lf": [
+        {
+            "type": "http.response.start",
+            "status": 200,
+            "headers": [(b"x-bad\nx-injected", b"1"), (b"content-length", b"3")],
+        }
+    ],
+    "header-name-nul": [
+        {"type": "http.response.start", "status": 200, "headers": [(b"x-bad\x00", b"1"), (b"content-length", b"3")]}
+    ],
+    "header-value-crlf": [
+        {
+            "type": "http.response.start",
+            "status": 200,
+            "headers": [(b"x-bad", b"ok\r\nx-injected: 1"), (b"content-length", b"3")],
+        }
+    ],
+    "header-value-lf": [
+        {
+            "type": "http.response.start",
+            "status": 200,
+            "headers": [(b"x-bad", b"ok\nx-injected: 1"), (b"content-length", b"3")],
+        }
+    ],
+    "header-value-cr": [
+        {
+            "type": "http.response.start",
+            "status": 200,
+            "headers": [(b"x-bad", b"ok\rx-injected: 1"), (b"content-length", b"3")],
+        }
+    ],
+    "header-value-nul": [
+        {
+            "type": "http.response.start",
+            "status": 200,
+            "headers": [(b"x-bad", b"ok\x00x-injected"), (b"content-length", b"3")],
+        }
+    ],
     "unknown-type": [{"type": "http.response.bogus", "body": b"?"}],
     "body-not-bytes": "special",
     "body-longer-than-content-length": "special",

@@ -27,8 +27,7 @@ async def homepage(request: Request):
 
 async def user(request: Request):
     user_id = request.path_params["user_id"]
-    return JSONResponse({"user_id": user_id, "type": type(user_id).__name__,
-                         "query": dict(request.query_params)})
+    return JSONResponse({"user_id": user_id, "type": type(user_id).__name__, "query": dict(request.query_params)})
 
 
 async def echo_json(request: Request):

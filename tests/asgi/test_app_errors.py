@@ -82,9 +82,19 @@ ACCEPTABLE = {"RuntimeError", "ValueError", "TypeError"}
 
 # case -> what a correct server puts on the wire
 BEFORE_START_CASES = [
-    "body-before-start", "status-1000", "status-99", "status-str", "status-missing",
-    "header-name-crlf", "header-name-lf", "header-name-nul",
-    "header-value-crlf", "header-value-lf", "header-value-cr", "header-value-nul", "unknown-type",
+    "body-before-start",
+    "status-1000",
+    "status-99",
+    "status-str",
+    "status-missing",
+    "header-name-crlf",
+    "header-name-lf",
+    "header-name-nul",
+    "header-value-crlf",
+    "header-value-lf",
+    "header-value-cr",
+    "header-value-nul",
+    "unknown-type",
 ]
 
 

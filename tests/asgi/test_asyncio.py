@@ -28,8 +28,10 @@ def test_requests_run_concurrently(router_server):
     n = 8
     key = uuid.uuid4().hex
     with concurrent.futures.ThreadPoolExecutor(n) as pool:
-        futs = [pool.submit(router_server.get, "/asyncio/barrier", params={"key": key, "n": n, "timeout": 10})
-                for _ in range(n)]
+        futs = [
+            pool.submit(router_server.get, "/asyncio/barrier", params={"key": key, "n": n, "timeout": 10})
+            for _ in range(n)
+        ]
         results = [f.result() for f in futs]
     assert [r.status_code for r in results] == [200] * n, [r.text for r in results]
 
@@ -37,8 +39,10 @@ def test_requests_run_concurrently(router_server):
 def test_contextvars_isolated_between_concurrent_requests(router_server):
     n = 10
     with concurrent.futures.ThreadPoolExecutor(n) as pool:
-        futs = [pool.submit(router_server.get, "/asyncio/contextvar", params={"value": f"v{i}", "delay": 0.1})
-                for i in range(n)]
+        futs = [
+            pool.submit(router_server.get, "/asyncio/contextvar", params={"value": f"v{i}", "delay": 0.1})
+            for i in range(n)
+        ]
         results = [f.result().json() for f in futs]
     for i, res in enumerate(results):
         assert res == {"initial": "unset", "after": f"v{i}"}

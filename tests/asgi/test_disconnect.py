@@ -29,8 +29,15 @@ def _no_errors_logged_since(server, mark, grace=0.5):
 def test_disconnect_mid_request_body(router_server):
     pid = _new_id("mid-req")
     with router_server.raw() as conn:
-        conn.send(build_request("POST", f"/probe/receive-disconnect?id={pid}",
-                                headers=[("Content-Length", "100000")], content_length=False) + b"x" * 1000)
+        conn.send(
+            build_request(
+                "POST",
+                f"/probe/receive-disconnect?id={pid}",
+                headers=[("Content-Length", "100000")],
+                content_length=False,
+            )
+            + b"x" * 1000
+        )
         # wait until the app has the first part of the body, then go away
         # the body is streamed: the first part reaches the app before the rest is sent
         probe_result(router_server, pid, key="messages")

@@ -6,8 +6,20 @@ from tests.support.probes import decode_json
 from tests.support.server import ServerProcess
 
 EXPECTED_KEYS = {
-    "type", "asgi", "http_version", "server", "client", "scheme", "method", "root_path", "path",
-    "raw_path", "query_string", "headers", "state", "extensions",
+    "type",
+    "asgi",
+    "http_version",
+    "server",
+    "client",
+    "scheme",
+    "method",
+    "root_path",
+    "path",
+    "raw_path",
+    "query_string",
+    "headers",
+    "state",
+    "extensions",
 }
 
 
@@ -56,9 +68,17 @@ def test_client_and_server_ports_are_ints(router_server):
 
 
 def test_headers_are_lowercase_bytes_pairs_with_duplicates(router_server):
-    data = raw_scope(router_server, "/scope", headers=[
-        ("X-First", "1"), ("X-Dup", "a"), ("Accept", "*/*"), ("X-Dup", "b"), ("X-Last", "Mixed Case Value"),
-    ])
+    data = raw_scope(
+        router_server,
+        "/scope",
+        headers=[
+            ("X-First", "1"),
+            ("X-Dup", "a"),
+            ("Accept", "*/*"),
+            ("X-Dup", "b"),
+            ("X-Last", "Mixed Case Value"),
+        ],
+    )
     headers = data["scope"]["headers"]
     assert data["header_types"] == ["bytes,bytes"]
     for name, _ in headers:
@@ -80,9 +100,16 @@ def test_header_value_bytes_preserved(router_server):
 
 
 def test_header_edge_cases(router_server):
-    data = raw_scope(router_server, "/scope", headers=[
-        ("X-Empty", ""), ("X-Case", "one"), ("x-CASE", "two"), ("X-Padded", "   padded value\t "),
-    ])
+    data = raw_scope(
+        router_server,
+        "/scope",
+        headers=[
+            ("X-Empty", ""),
+            ("X-Case", "one"),
+            ("x-CASE", "two"),
+            ("X-Padded", "   padded value\t "),
+        ],
+    )
     headers = data["scope"]["headers"]
     assert (b"x-empty", b"") in headers
     assert [v for k, v in headers if k == b"x-case"] == [b"one", b"two"]
@@ -103,17 +130,20 @@ def test_method(router_server, method):
     assert data["scope"]["method"] == method
 
 
-@pytest.mark.parametrize("target,path,raw_path", [
-    ("/scope/caf%C3%A9", "/scope/café", b"/scope/caf%C3%A9"),
-    ("/scope/a%20b", "/scope/a b", b"/scope/a%20b"),
-    ("/scope/%E2%82%AC/%F0%9F%98%80", "/scope/€/😀", b"/scope/%E2%82%AC/%F0%9F%98%80"),
-    ("/scope/a%2Fb", "/scope/a/b", b"/scope/a%2Fb"),
-    ("/scope/a+b%2B", "/scope/a+b+", b"/scope/a+b%2B"),
-    ("/scope/%25", "/scope/%", b"/scope/%25"),
-    ("/scope//double//", "/scope//double//", b"/scope//double//"),
-    ("/scope/a;b=c,d", "/scope/a;b=c,d", b"/scope/a;b=c,d"),
-    ("/scope/%7Euser/%3Fnot-a-query", "/scope/~user/?not-a-query", b"/scope/%7Euser/%3Fnot-a-query"),
-])
+@pytest.mark.parametrize(
+    "target,path,raw_path",
+    [
+        ("/scope/caf%C3%A9", "/scope/café", b"/scope/caf%C3%A9"),
+        ("/scope/a%20b", "/scope/a b", b"/scope/a%20b"),
+        ("/scope/%E2%82%AC/%F0%9F%98%80", "/scope/€/😀", b"/scope/%E2%82%AC/%F0%9F%98%80"),
+        ("/scope/a%2Fb", "/scope/a/b", b"/scope/a%2Fb"),
+        ("/scope/a+b%2B", "/scope/a+b+", b"/scope/a+b%2B"),
+        ("/scope/%25", "/scope/%", b"/scope/%25"),
+        ("/scope//double//", "/scope//double//", b"/scope//double//"),
+        ("/scope/a;b=c,d", "/scope/a;b=c,d", b"/scope/a;b=c,d"),
+        ("/scope/%7Euser/%3Fnot-a-query", "/scope/~user/?not-a-query", b"/scope/%7Euser/%3Fnot-a-query"),
+    ],
+)
 def test_path_percent_decoding(router_server, target, path, raw_path):
     scope = raw_scope(router_server, target)["scope"]
     assert scope["path"] == path
@@ -127,13 +157,16 @@ def test_path_invalid_utf8_percent_escape_is_replaced(router_server):
     assert scope["raw_path"] == b"/scope/%FF"
 
 
-@pytest.mark.parametrize("target,query", [
-    ("/scope?a=%20b&c=d+e&flag", b"a=%20b&c=d+e&flag"),
-    ("/scope?x=caf%C3%A9&x=2", b"x=caf%C3%A9&x=2"),
-    ("/scope?", b""),
-    ("/scope", b""),
-    ("/scope?q=a?b/c", b"q=a?b/c"),
-])
+@pytest.mark.parametrize(
+    "target,query",
+    [
+        ("/scope?a=%20b&c=d+e&flag", b"a=%20b&c=d+e&flag"),
+        ("/scope?x=caf%C3%A9&x=2", b"x=caf%C3%A9&x=2"),
+        ("/scope?", b""),
+        ("/scope", b""),
+        ("/scope?q=a?b/c", b"q=a?b/c"),
+    ],
+)
 def test_query_string_is_raw(router_server, target, query):
     scope = raw_scope(router_server, target)["scope"]
     assert scope["query_string"] == query

@@ -12,8 +12,8 @@ from tests.support.raw import build_request
 MiB = 1024 * 1024
 TOTAL_MIB = 100
 RSS_BUDGET = 60 * MiB
-CHUNK_64K = bytes(range(256)) * 256          # the router app's download pattern
-CLIENT_CHUNK = bytes(range(256)) * 4096      # 1 MiB, yielded again and again: the client holds 1 MiB only
+CHUNK_64K = bytes(range(256)) * 256  # the router app's download pattern
+CLIENT_CHUNK = bytes(range(256)) * 4096  # 1 MiB, yielded again and again: the client holds 1 MiB only
 
 
 class RssSampler:
@@ -112,8 +112,11 @@ def test_upload_100mib_content_length_streams_with_flat_rss(router_server):
     warm_up(router_server)
     with RssSampler(router_server) as rss:
         with router_server.raw(timeout=60) as conn:
-            conn.send(build_request("POST", "/upload", headers=[("Content-Length", str(TOTAL_MIB * MiB))],
-                                    content_length=False))
+            conn.send(
+                build_request(
+                    "POST", "/upload", headers=[("Content-Length", str(TOTAL_MIB * MiB))], content_length=False
+                )
+            )
             for _ in range(TOTAL_MIB):
                 conn.send(CLIENT_CHUNK)
             r = conn.read_response()
@@ -133,6 +136,7 @@ def test_download_100mib_with_backpressure_and_flat_rss(router_server):
     h = hashlib.sha256()
     received = 0
     with router_server.client(timeout=60) as probe_client, RssSampler(router_server) as rss:
+
         def app_sent():
             r = probe_client.get("/probe/result", params={"id": pid})
             return r.json().get("sent", 0) if r.status_code == 200 else 0

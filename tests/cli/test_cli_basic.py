@@ -29,15 +29,19 @@ def test_missing_module_exits_3_without_traceback(start_server):
 def test_missing_attribute_exits_3(start_server):
     srv, rc = _exit_code(start_server, "tests.apps.router:no_such_app")
     assert rc == 3
-    assert ('ERROR:    Error loading ASGI app. Attribute "no_such_app" not found in module "tests.apps.router".'
-            in srv.stderr_lines)
+    assert (
+        'ERROR:    Error loading ASGI app. Attribute "no_such_app" not found in module "tests.apps.router".'
+        in srv.stderr_lines
+    )
 
 
 def test_import_string_without_colon_exits_3(start_server):
     srv, rc = _exit_code(start_server, "tests.apps.router")
     assert rc == 3
-    assert ('ERROR:    Error loading ASGI app. Import string "tests.apps.router" must be in format '
-            '"<module>:<attribute>".' in srv.stderr_lines)
+    assert (
+        'ERROR:    Error loading ASGI app. Import string "tests.apps.router" must be in format '
+        '"<module>:<attribute>".' in srv.stderr_lines
+    )
 
 
 def test_nested_missing_module_exits_3_with_its_name(start_server):
@@ -95,8 +99,7 @@ def test_access_log_line_format(start_server):
         local = conn.local_port
     assert r.status == 200 and r2.status == 404
     srv.wait_for_line(f'INFO:     127.0.0.1:{local} - "GET /fixed?size=1 HTTP/1.1" 200 OK', stream="stdout")
-    srv.wait_for_line(f'INFO:     127.0.0.1:{local} - "POST /status?code=404 HTTP/1.1" 404 Not Found',
-                      stream="stdout")
+    srv.wait_for_line(f'INFO:     127.0.0.1:{local} - "POST /status?code=404 HTTP/1.1" 404 Not Found', stream="stdout")
     # access lines go to stdout, not stderr
     assert not any('"GET /fixed?size=1 HTTP/1.1"' in line for line in srv.stderr_lines)
 
@@ -147,8 +150,11 @@ def test_error_log_format_for_app_exception(start_server):
 
 def test_programmatic_serve(run_process):
     port = free_port()
-    proc = run_process([sys.executable, os.path.join(REPO_ROOT, "tests", "apps", "serve_script.py"), str(port)],
-                       port=port, name="serve_script")
+    proc = run_process(
+        [sys.executable, os.path.join(REPO_ROOT, "tests", "apps", "serve_script.py"), str(port)],
+        port=port,
+        name="serve_script",
+    )
     proc.wait_ready(timeout=20)
     r = proc.get("/scope/served")
     assert r.status_code == 200

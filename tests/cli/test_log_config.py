@@ -35,8 +35,9 @@ def test_uvicorn_json_log_config_applies_unchanged(tmp_path, start_server):
     path.write_text(json.dumps(UVICORN_STYLE_CONFIG))
     srv = start_server("tests.apps.sockets_app:app", "--log-config", str(path))
     assert httpx.get(f"{srv.url}/logged?x=1").status_code == 200
-    srv.wait_for_line(re.compile(r'^CUSTOM-ACCESS 127\.0\.0\.1:\d+ "GET /logged\?x=1 HTTP/1\.1" 200 OK$'),
-                      stream="stdout")
+    srv.wait_for_line(
+        re.compile(r'^CUSTOM-ACCESS 127\.0\.0\.1:\d+ "GET /logged\?x=1 HTTP/1\.1" 200 OK$'), stream="stdout"
+    )
     assert srv.has_line(re.compile(r"^CUSTOM-ERROR INFO Started server process \[\d+\]$"))
     assert srv.has_line(re.compile(r"^CUSTOM-ERROR INFO Ferrocorn running on http://127\.0\.0\.1:\d+"))
     assert not srv.has_line(re.compile(r"^INFO: "))  # the built-in format is not used
@@ -64,5 +65,6 @@ def test_uvicorn_formatter_classes_resolve_without_uvicorn_installed(tmp_path, s
     env = {"PYTHONPATH": os.pathsep.join([str(shadow.parent), REPO_ROOT])}
     srv = start_server("tests.apps.sockets_app:app", "--log-config", str(path), env=env)
     assert httpx.get(f"{srv.url}/no-uvicorn").status_code == 200
-    srv.wait_for_line(re.compile(r'^CUSTOM-ACCESS 127\.0\.0\.1:\d+ "GET /no-uvicorn HTTP/1\.1" 200 OK$'),
-                      stream="stdout")
+    srv.wait_for_line(
+        re.compile(r'^CUSTOM-ACCESS 127\.0\.0\.1:\d+ "GET /no-uvicorn HTTP/1\.1" 200 OK$'), stream="stdout"
+    )

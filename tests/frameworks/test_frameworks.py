@@ -43,6 +43,7 @@ def _background_runs_every_time(server, method, path, log_path, n=20):
 
 # ---------------------------------------------------------------------------------------------- FastAPI
 
+
 def test_fastapi_root(fastapi_server):
     r = fastapi_server.get("/")
     assert r.status_code == 200
@@ -135,6 +136,7 @@ def test_fastapi_root_path(start_server):
 
 # ---------------------------------------------------------------------------------------------- Starlette
 
+
 def test_starlette_homepage_and_middleware(starlette_server):
     r = starlette_server.get("/")
     assert r.text == "hello starlette"
@@ -180,14 +182,12 @@ def test_starlette_lifespan_state(starlette_server):
 
 def test_starlette_mount_and_url_for(starlette_server):
     r = starlette_server.get("/sub/")
-    assert r.json() == {"mounted": True, "path": "/sub/",
-                        "url_for": f"http://127.0.0.1:{starlette_server.port}/sub/"}
+    assert r.json() == {"mounted": True, "path": "/sub/", "url_for": f"http://127.0.0.1:{starlette_server.port}/sub/"}
 
 
 def test_starlette_multiple_set_cookie(starlette_server):
     r = starlette_server.get("/cookies")
-    assert r.headers.get_list("set-cookie") == [
-        "a=1; Path=/; SameSite=lax", "b=2; Path=/; SameSite=lax"]
+    assert r.headers.get_list("set-cookie") == ["a=1; Path=/; SameSite=lax", "b=2; Path=/; SameSite=lax"]
 
 
 def test_starlette_head_and_405(starlette_server):

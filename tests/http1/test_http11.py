@@ -13,6 +13,7 @@ from tests.support.raw import build_request, chunked
 
 # ------------------------------------------------------------------------------------------ keep-alive
 
+
 def test_keep_alive_reuses_connection(router_server):
     with router_server.raw() as conn:
         r1 = conn.request("GET", "/scope/one")
@@ -60,6 +61,7 @@ def test_pipelining_slow_first_request_keeps_order(router_server):
 
 
 # ------------------------------------------------------------------------------------------ request bodies
+
 
 def test_content_length_request_body(router_server):
     body = bytes(range(256)) * 1000
@@ -120,8 +122,9 @@ def _second_response_or_close(conn, expected_body):
 def test_unread_request_body_then_pipelined_request(router_server, framing):
     body = b"GET /scope/smuggled HTTP/1.1\r\nHost: x\r\n\r\n" * 3  # looks like requests if misparsed
     if framing == "chunked":
-        first = build_request("POST", "/fixed?size=2", headers=[("Transfer-Encoding", "chunked")],
-                              content_length=False) + chunked(body)
+        first = build_request(
+            "POST", "/fixed?size=2", headers=[("Transfer-Encoding", "chunked")], content_length=False
+        ) + chunked(body)
     else:
         first = build_request("POST", "/fixed?size=2", body=body)
     with router_server.raw() as conn:
@@ -188,6 +191,7 @@ def test_keep_alive_timeout_closes_idle_connection(start_server):
 
 
 # ------------------------------------------------------------------------------------------ responses
+
 
 def test_chunked_response(router_server):
     with router_server.raw() as conn:
@@ -260,8 +264,10 @@ def test_connection_close_with_a_pipelined_request_behind_it(router_server):
     """RFC 9112 9.6: the server sends the response to the request carrying "close", then closes, and does not
     process the request pipelined behind it."""
     with router_server.raw() as conn:
-        conn.send(build_request("GET", "/fixed?size=3", headers=[("Connection", "close")])
-                  + build_request("GET", "/scope/after-close"))
+        conn.send(
+            build_request("GET", "/fixed?size=3", headers=[("Connection", "close")])
+            + build_request("GET", "/scope/after-close")
+        )
         r = conn.read_response()
         assert r.status == 200 and r.body == b"xxx"
         rest = conn.read_until_eof()
@@ -318,6 +324,7 @@ def test_latin1_response_header_value(router_server):
 
 # ------------------------------------------------------------------------------------------ HTTP/1.0
 
+
 def test_http10_without_keep_alive_closes(router_server):
     with router_server.raw() as conn:
         conn.send(build_request("GET", "/fixed?size=5", version="1.0"))
@@ -362,11 +369,15 @@ def test_http10_keep_alive(router_server):
 
 # ------------------------------------------------------------------------------------------ 100-continue
 
+
 def test_100_continue_sent_only_when_app_receives(router_server):
     pid = f"continue-{uuid.uuid4().hex}"
     with router_server.raw() as conn:
-        conn.send(build_request("POST", f"/continue/wait?id={pid}",
-                                headers=[("Expect", "100-continue"), ("Content-Length", "11")]))
+        conn.send(
+            build_request(
+                "POST", f"/continue/wait?id={pid}", headers=[("Expect", "100-continue"), ("Content-Length", "11")]
+            )
+        )
         probe_result(router_server, pid, key="started")
         # the app is running but has not called receive(): no 100 Continue may have been sent
         early = conn.recv_some(timeout=0.3)
@@ -382,14 +393,14 @@ def test_100_continue_sent_only_when_app_receives(router_server):
 
 def test_no_100_continue_when_app_does_not_read_body(router_server):
     with router_server.raw() as conn:
-        conn.send(build_request("POST", "/fixed?size=2", headers=[("Expect", "100-continue"),
-                                                                   ("Content-Length", "5")]))
+        conn.send(build_request("POST", "/fixed?size=2", headers=[("Expect", "100-continue"), ("Content-Length", "5")]))
         r = conn.read_response(skip_interim=False)
     assert r.status == 200, "the final response must come without a 100 Continue"
     assert r.body == b"xx"
 
 
 # ------------------------------------------------------------------------------------------ default headers
+
 
 def _assert_http_date(value):
     dt = email.utils.parsedate_to_datetime(value)
@@ -477,8 +488,10 @@ def test_malformed_after_valid_request_on_same_connection(router_server):
 
 def test_invalid_chunk_size_is_not_a_success(router_server):
     with router_server.raw() as conn:
-        conn.send(build_request("POST", "/echo", headers=[("Transfer-Encoding", "chunked")], content_length=False)
-                  + b"zz\r\nhello\r\n0\r\n\r\n")
+        conn.send(
+            build_request("POST", "/echo", headers=[("Transfer-Encoding", "chunked")], content_length=False)
+            + b"zz\r\nhello\r\n0\r\n\r\n"
+        )
         head = conn.read_head()
         # either a 400 before the app responded, or the connection is simply closed; never a success
         if head is not None:
@@ -491,8 +504,11 @@ def test_content_length_and_transfer_encoding_close_after_response(router_server
     # RFC 9112 6.1: reject, or process by Transfer-Encoding and close the connection afterwards.
     # The bytes after the chunked body must never be served as a second (smuggled) request.
     smuggled = build_request("GET", "/scope/smuggled")
-    payload = (b"POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 4\r\nTransfer-Encoding: chunked\r\n\r\n"
-               + chunked(b"abc") + smuggled)
+    payload = (
+        b"POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 4\r\nTransfer-Encoding: chunked\r\n\r\n"
+        + chunked(b"abc")
+        + smuggled
+    )
     with router_server.raw() as conn:
         conn.send(payload)
         r = conn.read_response()
@@ -506,13 +522,16 @@ def test_content_length_and_transfer_encoding_close_after_response(router_server
 
 
 def test_oversized_headers_get_431(router_server):
-    big = (b"GET / HTTP/1.1\r\nHost: x\r\n"
-           + b"".join(b"X-Big-%d: %s\r\n" % (i, b"v" * 8000) for i in range(128)) + b"\r\n")
+    big = (
+        b"GET / HTTP/1.1\r\nHost: x\r\n"
+        + b"".join(b"X-Big-%d: %s\r\n" % (i, b"v" * 8000) for i in range(128))
+        + b"\r\n"
+    )
     with router_server.raw(timeout=10) as s:
         # send 1 MiB of headers in pieces; stop as soon as the server answers (it stops reading)
         for off in range(0, len(big), 16384):
             try:
-                s.send(big[off:off + 16384])
+                s.send(big[off : off + 16384])
             except (BrokenPipeError, ConnectionResetError):
                 break
             if s.readable():

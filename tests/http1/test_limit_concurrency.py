@@ -9,8 +9,10 @@ import httpx
 def test_requests_past_the_limit_get_503(start_server):
     srv = start_server("tests.apps.router:app", "--limit-concurrency", "2")
     with concurrent.futures.ThreadPoolExecutor(2) as pool:
-        slow = [pool.submit(httpx.get, f"{srv.url}/slow", params={"delay": 2, "tag": f"held-{i}"}, timeout=20)
-                for i in range(2)]
+        slow = [
+            pool.submit(httpx.get, f"{srv.url}/slow", params={"delay": 2, "tag": f"held-{i}"}, timeout=20)
+            for i in range(2)
+        ]
         for i in range(2):
             srv.wait_for_line(f"SLOW-STARTED held-{i}")
         refused = httpx.get(f"{srv.url}/", timeout=10)

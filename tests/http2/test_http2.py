@@ -53,6 +53,7 @@ CHUNK_64K = bytes(range(256)) * 256  # the router's /download pattern
 
 # ============================================================================ helpers
 
+
 def h2_client(srv: ServerProcess, **kw) -> httpx.Client:
     kw.setdefault("timeout", 20.0)
     return httpx.Client(base_url=srv.url, http1=False, http2=True, trust_env=False, **kw)
@@ -88,8 +89,9 @@ def download_pattern(size: int) -> bytes:
 @pytest.fixture(scope="module")
 def small_server():
     """Five concurrent streams and a 64 KiB - 1 stream window."""
-    srv = ServerProcess.ferrocorn(ROUTER, "--http2-max-concurrent-streams", "5",
-                                  "--http2-initial-stream-window-size", "65535")
+    srv = ServerProcess.ferrocorn(
+        ROUTER, "--http2-max-concurrent-streams", "5", "--http2-initial-stream-window-size", "65535"
+    )
     yield srv
     srv.close()
 
@@ -103,6 +105,7 @@ def idle1_server():
 
 
 # ============================================================================ 1. basics
+
 
 def test_h2c_get_and_access_log(router_server):
     marker = uuid.uuid4().hex[:10]
@@ -149,11 +152,11 @@ def test_many_concurrent_streams_on_one_connection(router_server):
     tag = uuid.uuid4().hex[:6]
 
     async def main():
-        async with httpx.AsyncClient(base_url=router_server.url, http1=False, http2=True, trust_env=False,
-                                     timeout=30) as c:
+        async with httpx.AsyncClient(
+            base_url=router_server.url, http1=False, http2=True, trust_env=False, timeout=30
+        ) as c:
             t0 = time.monotonic()
-            rs = await asyncio.gather(*[c.get("/slow", params={"delay": delay, "tag": f"{tag}-{i}"})
-                                        for i in range(n)])
+            rs = await asyncio.gather(*[c.get("/slow", params={"delay": delay, "tag": f"{tag}-{i}"}) for i in range(n)])
             return rs, time.monotonic() - t0
 
     responses, elapsed = asyncio.run(main())
@@ -173,8 +176,9 @@ def test_slow_stream_does_not_hold_up_others_on_its_connection(router_server):
     """Streams run inside their connection's task: one waiting on the app must not delay the rest."""
 
     async def main():
-        async with httpx.AsyncClient(base_url=router_server.url, http1=False, http2=True, trust_env=False,
-                                     timeout=30) as c:
+        async with httpx.AsyncClient(
+            base_url=router_server.url, http1=False, http2=True, trust_env=False, timeout=30
+        ) as c:
             slow = asyncio.ensure_future(c.get("/slow", params={"delay": 3}))
             await asyncio.sleep(0.2)
             t0 = time.monotonic()
@@ -204,9 +208,19 @@ def test_curl_http2_prior_knowledge(router_server):
     if not curl:
         pytest.skip("curl not installed")
     out = subprocess.run(
-        [curl, "-sS", "--http2-prior-knowledge", "-o", "-", "-w", "\n%{http_version} %{http_code}",
-         f"{router_server.url}/fixed?size=9"],
-        capture_output=True, timeout=20, text=True,
+        [
+            curl,
+            "-sS",
+            "--http2-prior-knowledge",
+            "-o",
+            "-",
+            "-w",
+            "\n%{http_version} %{http_code}",
+            f"{router_server.url}/fixed?size=9",
+        ],
+        capture_output=True,
+        timeout=20,
+        text=True,
     )
     assert out.returncode == 0, out.stderr
     assert out.stdout == "x" * 9 + "\n2 200"
@@ -216,14 +230,19 @@ def test_h2load_smoke(router_server):
     h2load = shutil.which("h2load")
     if not h2load:
         pytest.skip("h2load not installed")
-    out = subprocess.run([h2load, "-n", "400", "-c", "4", "-m", "10", f"{router_server.url}/fixed?size=10"],
-                         capture_output=True, timeout=60, text=True)
+    out = subprocess.run(
+        [h2load, "-n", "400", "-c", "4", "-m", "10", f"{router_server.url}/fixed?size=10"],
+        capture_output=True,
+        timeout=60,
+        text=True,
+    )
     assert out.returncode == 0, out.stdout + out.stderr
     assert "400 succeeded, 0 failed, 0 errored" in out.stdout, out.stdout
     assert "Application protocol: h2c" in out.stdout
 
 
 # ============================================================================ 2. bodies and flow control
+
 
 def test_upload_5mib_intact(router_server):
     body = hashlib.sha256(b"seed").digest() * (5 * 1024 * 1024 // 32)
@@ -287,8 +306,10 @@ def test_client_overrunning_the_stream_window_is_reset(small_server):
     pid = uuid.uuid4().hex[:8]
     with H2Conn(small_server.port) as conn:
         conn.server_settings()
-        conn.send(conn.request(1, f"/upload?id={pid}&wait={pid}", method=b"POST", end_stream=False),
-                  *[DataFrame(1, b"x" * 16384) for _ in range(5)])  # 81920 > 65535
+        conn.send(
+            conn.request(1, f"/upload?id={pid}&wait={pid}", method=b"POST", end_stream=False),
+            *[DataFrame(1, b"x" * 16384) for _ in range(5)],  # 81920 > 65535
+        )
         res = conn.response(1, timeout=10)
     assert res["status"] is None, res
     assert res["rst"] == FLOW_CONTROL_ERROR or (res["goaway"] and res["goaway"][1] == FLOW_CONTROL_ERROR), res
@@ -335,6 +356,7 @@ def test_data_frame_over_max_frame_size_is_a_connection_error(router_server):
 
 # ============================================================================ 3. RFC 9113 §8 malformed requests
 
+
 def _base(path, method=b"GET"):
     return [(b":method", method), (b":scheme", b"http"), (b":path", path), (b":authority", b"127.0.0.1")]
 
@@ -347,17 +369,45 @@ MALFORMED = {
     "H2-04-nul-in-value": (lambda p: (_base(p) + [(b"x-bad", b"a\x00b")], None), "8.2.1"),
     "H2-05-uppercase-name": (lambda p: (_base(p) + [(b"X-Upper", b"v")], None), "8.2.1"),
     "H2-06-connection-header": (lambda p: (_base(p) + [(b"connection", b"keep-alive")], None), "8.2.2"),
-    "H2-07-transfer-encoding": (lambda p: (_base(p, b"POST") + [(b"transfer-encoding", b"chunked")], b"abc"),
-                                "8.2.2"),
+    "H2-07-transfer-encoding": (lambda p: (_base(p, b"POST") + [(b"transfer-encoding", b"chunked")], b"abc"), "8.2.2"),
     "H2-08-te-gzip": (lambda p: (_base(p) + [(b"te", b"gzip")], None), "8.2.2"),
-    "H2-09-missing-path": (lambda p: ([(b":method", b"GET"), (b":scheme", b"http"),
-                                       (b":authority", b"127.0.0.1"), (b"x-case", p)], None), "8.3.1"),
-    "H2-10-empty-path": (lambda p: ([(b":method", b"GET"), (b":scheme", b"http"), (b":path", b""),
-                                     (b":authority", b"127.0.0.1"), (b"x-case", p)], None), "8.3.1"),
-    "H2-11-pseudo-after-regular": (lambda p: ([(b":method", b"GET"), (b":scheme", b"http"), (b"x-a", b"1"),
-                                               (b":path", p), (b":authority", b"127.0.0.1")], None), "8.3"),
-    "H2-12-duplicate-method": (lambda p: ([(b":method", b"GET"), (b":method", b"POST"), (b":scheme", b"http"),
-                                           (b":path", p), (b":authority", b"127.0.0.1")], None), "8.3.1"),
+    "H2-09-missing-path": (
+        lambda p: ([(b":method", b"GET"), (b":scheme", b"http"), (b":authority", b"127.0.0.1"), (b"x-case", p)], None),
+        "8.3.1",
+    ),
+    "H2-10-empty-path": (
+        lambda p: (
+            [
+                (b":method", b"GET"),
+                (b":scheme", b"http"),
+                (b":path", b""),
+                (b":authority", b"127.0.0.1"),
+                (b"x-case", p),
+            ],
+            None,
+        ),
+        "8.3.1",
+    ),
+    "H2-11-pseudo-after-regular": (
+        lambda p: (
+            [(b":method", b"GET"), (b":scheme", b"http"), (b"x-a", b"1"), (b":path", p), (b":authority", b"127.0.0.1")],
+            None,
+        ),
+        "8.3",
+    ),
+    "H2-12-duplicate-method": (
+        lambda p: (
+            [
+                (b":method", b"GET"),
+                (b":method", b"POST"),
+                (b":scheme", b"http"),
+                (b":path", p),
+                (b":authority", b"127.0.0.1"),
+            ],
+            None,
+        ),
+        "8.3.1",
+    ),
     "H2-13-unknown-pseudo": (lambda p: (_base(p) + [(b":foo", b"bar")], None), "8.3"),
     "H2-14-space-in-name": (lambda p: (_base(p) + [(b"x bad", b"v")], None), "8.2.1"),
     "H2-15-colon-in-name": (lambda p: (_base(p) + [(b"x:bad", b"v")], None), "8.2.1"),
@@ -365,6 +415,7 @@ MALFORMED = {
     "H2-17-host-differs-from-authority": (lambda p: (_base(p) + [(b"host", b"other.example")], None), "8.3.1"),
     "H2-18-leading-space-in-value": (lambda p: (_base(p) + [(b"x-bad", b" lead")], None), "8.2.1"),
 }
+
 
 @pytest.mark.parametrize("case", list(MALFORMED))
 def test_malformed_request_is_rejected(router_server, case):
@@ -418,6 +469,7 @@ def test_header_list_over_the_limit_gets_431_or_reset(router_server):
 
 
 # ============================================================================ 4. floods
+
 
 def test_rapid_reset_flood(router_server):
     """CVE-2023-44487: 5000 HEADERS+RST_STREAM pairs → GOAWAY(ENHANCE_YOUR_CALM) or close, server alive."""
@@ -501,8 +553,10 @@ def test_settings_flood(router_server):
         while acks() < sent + 1 and not reader.done.is_set() and time.monotonic() < deadline:
             time.sleep(0.05)
         rss1 = router_server.rss()
-        print(f"SETTINGS flood: {sent} sent, {acks()} ACKs, GOAWAY {reader.goaways()}, "
-              f"RSS {rss0 >> 20} → {rss1 >> 20} MiB")
+        print(
+            f"SETTINGS flood: {sent} sent, {acks()} ACKs, GOAWAY {reader.goaways()}, "
+            f"RSS {rss0 >> 20} → {rss1 >> 20} MiB"
+        )
         assert acks() >= sent + 1 or reader.done.is_set(), "the server neither ACKed every SETTINGS nor closed"
         assert rss1 - rss0 < 50 * 1024 * 1024
         assert_fresh_client_served(router_server)
@@ -544,8 +598,10 @@ def test_hpack_bomb(router_server):
         # literal with incremental indexing, new name: it becomes dynamic-table entry 62
         block += b"\x40" + bytes(encode_integer(6, 7)) + b"x-bomb" + bytes(encode_integer(4000, 7)) + b"v" * 4000
         block += bytes([0x80 | 62]) * 4000
-        frames = [HeadersFrame(1, block[:16000], flags=["END_STREAM"]),
-                  ContinuationFrame(1, block[16000:], flags=["END_HEADERS"])]
+        frames = [
+            HeadersFrame(1, block[:16000], flags=["END_STREAM"]),
+            ContinuationFrame(1, block[16000:], flags=["END_HEADERS"]),
+        ]
         send_batched(conn, frames)
         deadline = time.monotonic() + 10
         while time.monotonic() < deadline and not reader.done.is_set():
@@ -565,6 +621,7 @@ def test_hpack_bomb(router_server):
 
 # ============================================================================ 5. limits and settings
 
+
 def test_default_settings(router_server):
     with H2Conn(router_server.port) as conn:
         settings, window = conn.server_settings()
@@ -576,11 +633,19 @@ def test_default_settings(router_server):
 
 
 def test_settings_reflect_options(start_server):
-    srv = start_server(ROUTER, "--http2-max-concurrent-streams", "7",
-                       "--http2-initial-stream-window-size", "100000",
-                       "--http2-initial-connection-window-size", "3000000",
-                       "--http2-max-frame-size", "32768",
-                       "--http2-max-header-list-size", "20000")
+    srv = start_server(
+        ROUTER,
+        "--http2-max-concurrent-streams",
+        "7",
+        "--http2-initial-stream-window-size",
+        "100000",
+        "--http2-initial-connection-window-size",
+        "3000000",
+        "--http2-max-frame-size",
+        "32768",
+        "--http2-max-header-list-size",
+        "20000",
+    )
     with H2Conn(srv.port) as conn:
         settings, window = conn.server_settings()
     assert settings[S_MAX_CONCURRENT_STREAMS] == 7
@@ -638,6 +703,7 @@ def test_keep_alive_interval_sends_ping(start_server):
 
 # ============================================================================ 6. timeouts
 
+
 def test_idle_h2c_connection_gets_goaway_and_is_closed(idle1_server):
     with H2Conn(idle1_server.port) as conn:
         conn.send(conn.request(1, "/fixed?size=1"))
@@ -667,8 +733,11 @@ def test_idle_h2c_connection_closed_even_if_client_ignores_ping(idle1_server):
         bare.close()
 
 
-@pytest.mark.parametrize("payload", [b"", b"PRI * HTTP/2.0\r\n", b"PRI * HTTP/2.0\r\n\r\nSM"],
-                         ids=["silent", "half-preface", "preface-minus-2"])
+@pytest.mark.parametrize(
+    "payload",
+    [b"", b"PRI * HTTP/2.0\r\n", b"PRI * HTTP/2.0\r\n\r\nSM"],
+    ids=["silent", "half-preface", "preface-minus-2"],
+)
 def test_unfinished_preface_is_closed_after_keep_alive_timeout(idle1_server, payload):
     with RawConn("127.0.0.1", idle1_server.port, timeout=10) as s:
         if payload:
@@ -689,6 +758,7 @@ def test_open_stream_is_not_idle(idle1_server):
 
 
 # ============================================================================ 7. graceful shutdown
+
 
 def test_graceful_shutdown_finishes_inflight_stream_and_refuses_new(start_server):
     srv = start_server(ROUTER)
@@ -781,8 +851,9 @@ def test_shutdown_not_blocked_by_client_ignoring_ping(start_server):
         try:
             rc = srv.proc.wait(6)
         except subprocess.TimeoutExpired:
-            raise AssertionError("server still running 6 s after SIGINT (idle h2 connection, PING unanswered)") \
-                from None
+            raise AssertionError(
+                "server still running 6 s after SIGINT (idle h2 connection, PING unanswered)"
+            ) from None
         assert rc == 0
     finally:
         conn.close()
@@ -790,6 +861,7 @@ def test_shutdown_not_blocked_by_client_ignoring_ping(start_server):
 
 
 # ============================================================================ 8. --http h11
+
 
 def test_http_h11_rejects_the_h2c_preface(start_server):
     srv = start_server(ROUTER, "--http", "h11")

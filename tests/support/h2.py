@@ -58,12 +58,20 @@ NO_ERROR = 0x0
 
 # ============================================================================ a frame-level h2 client
 
+
 class H2Conn(RawSocket):
     """One h2c connection (prior knowledge) driven frame by frame. SETTINGS are ACKed automatically; PINGs
     too unless ``ack_pings`` is False. Every received frame is kept in ``frames``."""
 
-    def __init__(self, port: int, settings: dict | None = None, timeout: float = 10.0, ack_pings: bool = True,
-                 rcvbuf: int | None = None, send_preface: bool = True):
+    def __init__(
+        self,
+        port: int,
+        settings: dict | None = None,
+        timeout: float = 10.0,
+        ack_pings: bool = True,
+        rcvbuf: int | None = None,
+        send_preface: bool = True,
+    ):
         super().__init__("127.0.0.1", port, timeout=timeout, rcvbuf=rcvbuf)
         self.ack_pings = ack_pings
         self.enc = Encoder()
@@ -88,8 +96,15 @@ class H2Conn(RawSocket):
     def block(self, headers) -> bytes:
         return self.enc.encode(headers)
 
-    def request(self, sid: int, path: str | bytes, method: bytes = b"GET", end_stream: bool = True,
-                extra=(), authority: bytes = b"127.0.0.1") -> HeadersFrame:
+    def request(
+        self,
+        sid: int,
+        path: str | bytes,
+        method: bytes = b"GET",
+        end_stream: bool = True,
+        extra=(),
+        authority: bytes = b"127.0.0.1",
+    ) -> HeadersFrame:
         path = path.encode() if isinstance(path, str) else path
         hdrs = [(b":method", method), (b":scheme", b"http"), (b":path", path), (b":authority", authority), *extra]
         flags = ["END_HEADERS"] + (["END_STREAM"] if end_stream else [])
@@ -103,8 +118,8 @@ class H2Conn(RawSocket):
             if len(self.buf) >= 9:
                 frame, length = Frame.parse_frame_header(memoryview(self.buf[:9]))
                 if len(self.buf) >= 9 + length:
-                    frame.parse_body(memoryview(self.buf[9:9 + length]))
-                    self.buf = self.buf[9 + length:]
+                    frame.parse_body(memoryview(self.buf[9 : 9 + length]))
+                    self.buf = self.buf[9 + length :]
                     self._on_frame(frame)
                     return frame
             if self.eof:
@@ -116,8 +131,10 @@ class H2Conn(RawSocket):
     def _on_frame(self, frame):
         if isinstance(frame, HeadersFrame):
             # the server never splits its small header blocks; decode in order to keep the HPACK table right
-            frame.decoded = [(k.decode() if isinstance(k, bytes) else k, v.decode() if isinstance(v, bytes) else v)
-                             for k, v in self.dec.decode(frame.data)]
+            frame.decoded = [
+                (k.decode() if isinstance(k, bytes) else k, v.decode() if isinstance(v, bytes) else v)
+                for k, v in self.dec.decode(frame.data)
+            ]
         elif isinstance(frame, SettingsFrame) and "ACK" not in frame.flags:
             self._send_quietly(SettingsFrame(0, flags=["ACK"]))
         elif isinstance(frame, PingFrame) and "ACK" not in frame.flags and self.ack_pings:
@@ -233,7 +250,7 @@ def send_batched(conn: H2Conn, frames: list, batch: int = 500) -> tuple[int, str
     """Send ``frames`` in batches; stop at the first socket error (the server closed the connection)."""
     sent = 0
     for i in range(0, len(frames), batch):
-        part = frames[i:i + batch]
+        part = frames[i : i + batch]
         try:
             conn.send_raw(b"".join(f.serialize() for f in part))
         except OSError as e:
@@ -243,6 +260,7 @@ def send_batched(conn: H2Conn, frames: list, batch: int = 500) -> tuple[int, str
 
 
 # ============================================================================ WebSockets over HTTP/2 (RFC 8441)
+
 
 class Stream:
     def __init__(self) -> None:
@@ -358,8 +376,9 @@ class H2WebSocketClient(RawSocket):
         return self.streams[sid].data
 
     # ------------------------------------------------------------------ WebSocket frames
-    def send_frame(self, sid: int, opcode: int, payload: bytes, fin: bool = True, rsv1: bool = False,
-                   end_stream: bool = False) -> None:
+    def send_frame(
+        self, sid: int, opcode: int, payload: bytes, fin: bool = True, rsv1: bool = False, end_stream: bool = False
+    ) -> None:
         frame = ws_frame(opcode, payload, fin=fin, rsv=WS_RSV1 if rsv1 else 0)
         # Respect the server's flow-control window.
         while frame:

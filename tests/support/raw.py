@@ -201,6 +201,7 @@ class RawSocket:
 
 # ============================================================================ HTTP/1.x
 
+
 class IncompleteResponse(Exception):
     def __init__(self, msg, partial: RawResponse):
         super().__init__(msg)
@@ -250,8 +251,9 @@ class RawConn(RawSocket):
         m = _STATUS_RE.match(line)
         if not m:
             raise AssertionError(f"malformed status line: {line!r}")
-        resp = RawResponse(http_version=m.group(1).decode(), status=int(m.group(2)),
-                           reason=(m.group(3) or b"").decode("latin-1"))
+        resp = RawResponse(
+            http_version=m.group(1).decode(), status=int(m.group(2)), reason=(m.group(3) or b"").decode("latin-1")
+        )
         raw = [line]
         while True:
             h = self.read_line()
@@ -271,8 +273,9 @@ class RawConn(RawSocket):
         resp.raw_head = b"\r\n".join(raw) + b"\r\n"
         return resp
 
-    def read_response(self, method: str = "GET", allow_incomplete: bool = False,
-                      skip_interim: bool = True) -> RawResponse:
+    def read_response(
+        self, method: str = "GET", allow_incomplete: bool = False, skip_interim: bool = True
+    ) -> RawResponse:
         """Read one complete response. 1xx interim responses are skipped unless ``skip_interim`` is False.
         A response whose body is cut short raises IncompleteResponse (or is returned with complete=False
         when ``allow_incomplete``)."""
@@ -337,15 +340,28 @@ class RawConn(RawSocket):
             raise IncompleteResponse(f"incomplete response body ({len(resp.body)} bytes)", resp)
         return resp
 
-    def request(self, method: str, target: str, headers: Iterable = (), body: bytes = b"",
-                version: str = "1.1", host: str | None = "testserver") -> RawResponse:
+    def request(
+        self,
+        method: str,
+        target: str,
+        headers: Iterable = (),
+        body: bytes = b"",
+        version: str = "1.1",
+        host: str | None = "testserver",
+    ) -> RawResponse:
         self.send(build_request(method, target, headers, body, version, host))
         return self.read_response(method)
 
 
-
-def build_request(method: str, target: str, headers: Iterable = (), body: bytes = b"", version: str = "1.1",
-                  host: str | None = "testserver", content_length: bool | None = None) -> bytes:
+def build_request(
+    method: str,
+    target: str,
+    headers: Iterable = (),
+    body: bytes = b"",
+    version: str = "1.1",
+    host: str | None = "testserver",
+    content_length: bool | None = None,
+) -> bytes:
     lines = [f"{method} {target} HTTP/{version}".encode()]
     if host is not None:
         lines.append(b"Host: " + host.encode())

@@ -24,9 +24,7 @@ REPO_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__fi
 # anything else (the default) runs ``python3 -m ferrocorn``.
 SERVER_MODULE = "uvicorn" if os.environ.get("FERROCORN_TEST_SERVER") == "uvicorn" else "ferrocorn"
 SERVER_NAME = "Uvicorn" if SERVER_MODULE == "uvicorn" else "Ferrocorn"
-RUNNING_RE = re.compile(
-    SERVER_NAME + r" running on (https?)://([^\s:]+|\[[^\]]+\]):(\d+) \(Press CTRL\+C to quit\)"
-)
+RUNNING_RE = re.compile(SERVER_NAME + r" running on (https?)://([^\s:]+|\[[^\]]+\]):(\d+) \(Press CTRL\+C to quit\)")
 
 # Every ServerProcess that is alive; conftest prints their logs when a test fails.
 LIVE_SERVERS: list[ServerProcess] = []
@@ -115,8 +113,15 @@ class ServerProcess:
 
     # ------------------------------------------------------------------ construction helpers
     @classmethod
-    def ferrocorn(cls, app: str, *args: str, port: int | None = None, env: dict | None = None,
-                  wait: bool = True, timeout: float = 20.0) -> ServerProcess:
+    def ferrocorn(
+        cls,
+        app: str,
+        *args: str,
+        port: int | None = None,
+        env: dict | None = None,
+        wait: bool = True,
+        timeout: float = 20.0,
+    ) -> ServerProcess:
         port_arg = str(port) if port is not None else "0"
         cmd = [sys.executable, "-m", SERVER_MODULE, app, "--host", "127.0.0.1", "--port", port_arg, *args]
         srv = cls(cmd, port=port, env=env, name=f"ferrocorn[{app}]")
@@ -146,8 +151,10 @@ class ServerProcess:
     def log_tail(self, n: int = 80) -> str:
         return (
             f"--- {self.name} pid={self.pid} port={self.port} rc={self.proc.poll()} ---\n"
-            + "[stderr]\n" + "\n".join(self.stderr_lines[-n:])
-            + "\n[stdout]\n" + "\n".join(self.stdout_lines[-n:])
+            + "[stderr]\n"
+            + "\n".join(self.stderr_lines[-n:])
+            + "\n[stdout]\n"
+            + "\n".join(self.stdout_lines[-n:])
         )
 
     def wait_for_line(self, pattern, timeout: float = 10.0, stream: str = "stderr", start: int = 0):
@@ -163,8 +170,9 @@ class ServerProcess:
                     idx += 1
                     if line is None:
                         raise AssertionError(
-                            f"{stream} of {self.name} closed before a line matched {pattern!r}\n{self.log_tail()}")
-                    if (pattern.search(line) if hasattr(pattern, "search") else pattern in line):
+                            f"{stream} of {self.name} closed before a line matched {pattern!r}\n{self.log_tail()}"
+                        )
+                    if pattern.search(line) if hasattr(pattern, "search") else pattern in line:
                         return line
                 remaining = deadline - time.monotonic()
                 if remaining <= 0:
@@ -197,8 +205,9 @@ class ServerProcess:
                         idx += 1
                         if line is None:
                             self._wait_exit(5)
-                            raise ServerStartError(f"server exited before it was ready (rc={self.proc.poll()})\n"
-                                                   + self.log_tail())
+                            raise ServerStartError(
+                                f"server exited before it was ready (rc={self.proc.poll()})\n" + self.log_tail()
+                            )
                         m = RUNNING_RE.search(line)
                         if m:
                             self.scheme = m.group(1)

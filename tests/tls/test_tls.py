@@ -156,9 +156,21 @@ def test_curl_http2_over_tls(tls_server, pki):
     if not curl:
         pytest.skip("curl not installed")
     result = subprocess.run(
-        [curl, "-sS", "--http2", "--cacert", pki["ca.pem"], "-o", "-", "-w", "\n%{http_version} %{http_code}",
-         f"{tls_server.url}/"],
-        capture_output=True, timeout=20, check=True,
+        [
+            curl,
+            "-sS",
+            "--http2",
+            "--cacert",
+            pki["ca.pem"],
+            "-o",
+            "-",
+            "-w",
+            "\n%{http_version} %{http_code}",
+            f"{tls_server.url}/",
+        ],
+        capture_output=True,
+        timeout=20,
+        check=True,
     )
     body, _, status_line = result.stdout.rpartition(b"\n")
     assert (status_line, body) == (b"2 200", b"ok"), result

@@ -187,8 +187,14 @@ def test_invalid_utf8_and_protocol_errors(h2c_server):
 def test_malformed_extended_connect_is_refused(h2c_server):
     with H2WebSocketClient(h2c_server) as client:
         sid = client.open_stream(
-            [(b":method", b"CONNECT"), (b":protocol", b"websocket"), (b":scheme", b"http"), (b":path", b"/echo"),
-             (b":authority", client.authority)],  # no sec-websocket-version
+            [
+                (b":method", b"CONNECT"),
+                (b":protocol", b"websocket"),
+                (b":scheme", b"http"),
+                (b":path", b"/echo"),
+                (b":authority", client.authority),
+                # no sec-websocket-version
+            ],
             end_stream=False,
         )
         client.pump_until(lambda: client.streams[sid].headers is not None)
