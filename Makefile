@@ -24,10 +24,10 @@ lint: ## check formatting, lints, types and the extension's stub; changes nothin
 	$(PYTHON) -m mypy python/ferrocorn
 	@$(MAKE) --no-print-directory stubtest
 
-# The working tree's python/ferrocorn/_ferrocorn.pyi (found through MYPYPATH) against the
-# extension installed in $(PYTHON)'s environment: reinstall after changing the Rust side.
+# The working tree's python/ferrocorn/_ferrocorn.pyi (pyproject's mypy_path points there) against
+# the extension installed in $(PYTHON)'s environment: reinstall after changing the Rust side.
 stubtest: ## (part of lint) the extension's type stub against the installed extension
-	MYPYPATH=python $(PYTHON) -m mypy.stubtest ferrocorn._ferrocorn $(STUBTEST_FLAGS)
+	$(PYTHON) -m mypy.stubtest ferrocorn._ferrocorn --mypy-config-file pyproject.toml $(STUBTEST_FLAGS)
 
 test: ## Rust unit tests, then the black-box Python suite (needs an installed ferrocorn)
 	cargo test --locked
