@@ -1,7 +1,23 @@
-//! Error types of the core. Nothing on the request path panics: failures are values.
+//! Every error type of the core, and the Python exceptions they become. Nothing on the request
+//! path panics: failures are values.
 
-use pyo3::exceptions::{PyOSError, PyRuntimeError};
+use pyo3::create_exception;
+use pyo3::exceptions::{PyOSError, PyRuntimeError, PyValueError};
 use pyo3::PyErr;
+
+create_exception!(
+    ferrocorn._ferrocorn,
+    ClientDisconnected,
+    PyOSError,
+    "Raised by send() once the client has gone (ASGI spec 2.4)."
+);
+
+create_exception!(
+    ferrocorn._ferrocorn,
+    TlsConfigError,
+    PyValueError,
+    "The --ssl-* options cannot be used: a file, key, password or cipher is wrong."
+);
 
 /// Failures of the server itself (binding, the runtime), reported to Python as `OSError` or
 /// `RuntimeError` so the Python side can log one line and exit with code 3.
@@ -32,14 +48,51 @@ impl From<CoreError> for PyErr {
     }
 }
 
+/// A setting Python passed that the core cannot use; raised as `ValueError` at startup.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct SettingError(pub String);
+
+impl From<SettingError> for PyErr {
+    fn from(err: SettingError) -> PyErr {
+        PyValueError::new_err(err.0)
+    }
+}
+
+/// The peer of an exchange or a WebSocket is gone: nothing more can be sent. Raised inside the
+/// app as [`ClientDisconnected`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum Disconnected {
+    #[error("client disconnected")]
+    Client,
+    /// `send()` on a WebSocket the app has closed.
+    #[error("connection closed")]
+    Closed,
+}
+
+impl From<Disconnected> for PyErr {
+    fn from(err: Disconnected) -> PyErr {
+        ClientDisconnected::new_err(err.to_string())
+    }
+}
+
 /// The app failed after the response started: the body must not end as if it were complete.
 #[derive(Debug, thiserror::Error)]
 #[error("the application aborted the response body")]
 pub struct BodyAborted;
 
-/// A message the app sent that breaks the ASGI protocol; raised inside the app as `RuntimeError`.
+/// A message the app sent that breaks the ASGI `http` or `websocket` protocol; raised inside the
+/// app as `RuntimeError`, with uvicorn's wording.
 #[derive(Debug, thiserror::Error)]
 pub enum ProtocolError {
+    #[error("ASGI message has no 'type'.")]
+    MissingType,
+    #[error("Invalid HTTP header name {0:?}.")]
+    InvalidHeaderName(String),
+    #[error("Invalid HTTP header value for {0:?}.")]
+    InvalidHeaderValue(String),
+
+    // The `http` protocol.
     #[error("Expected ASGI message 'http.response.start', but got '{0}'.")]
     ExpectedStart(String),
     #[error("Expected ASGI message 'http.response.body', but got '{0}'.")]
@@ -48,16 +101,28 @@ pub enum ProtocolError {
     AfterComplete(String),
     #[error("Invalid HTTP status code {0}.")]
     InvalidStatus(i64),
-    #[error("Invalid HTTP header name {0:?}.")]
-    InvalidHeaderName(String),
-    #[error("Invalid HTTP header value for {0:?}.")]
-    InvalidHeaderValue(String),
     #[error("Response content longer than Content-Length")]
     TooLong,
     #[error("Response content shorter than Content-Length")]
     TooShort,
     #[error("Invalid Content-Length header value.")]
     InvalidContentLength,
+
+    // The `websocket` protocol.
+    #[error("Expected ASGI message 'websocket.accept', 'websocket.close' or 'websocket.http.response.start' but got '{0}'.")]
+    ExpectedHandshake(String),
+    #[error("Expected ASGI message 'websocket.http.response.body' but got '{0}'.")]
+    ExpectedResponseBody(String),
+    #[error("Expected ASGI message 'websocket.send' or 'websocket.close', but got '{0}'.")]
+    ExpectedSendOrClose(String),
+    #[error("Invalid HTTP status code '{0}' in response.")]
+    InvalidDenialStatus(i64),
+    #[error("Invalid subprotocol {0:?}.")]
+    InvalidSubprotocol(String),
+    #[error("Invalid WebSocket close code {0}.")]
+    InvalidCloseCode(i64),
+    #[error("A 'websocket.send' message needs 'bytes' or 'text'.")]
+    EmptySend,
 }
 
 impl From<ProtocolError> for PyErr {

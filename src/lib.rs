@@ -1,65 +1,48 @@
-//! The Rust core of Ferrocorn: sockets, HTTP parsing and the bridge to asyncio.
+//! The Rust core of Ferrocorn: sockets, HTTP parsing and the bridge to asyncio. This file is
+//! the Python module only; `docs/architecture.md` has the layer map, lowest first:
 //!
-//! Module map: `listener` (sockets) → `server` (accept loop, shutdown phases) → `conn` (TLS
-//! handshake via `tls`, protocol choice, driving a connection) → `http1` / `http2` (hyper glue;
-//! one request service) → `exchange` (one request's buffers) → `bridge` (hand-off to the loop)
-//! → `core` (the Python handle) → `protocol` (ASGI receive/send) and `scope` (the scope dict).
+//! `errors`, `phase`, `flow` → `bridge` → `tls`, `net` → `settings` → `exchange`, `websocket`
+//! → `jobs` → `shared` → `conn` → `http` → `server` → `asgi` → `core`.
 
-use pyo3::create_exception;
-use pyo3::exceptions::PyOSError;
-use pyo3::prelude::*;
-
-mod awaitable;
+mod asgi;
 mod bridge;
 mod conn;
 mod core;
 mod errors;
 mod exchange;
-mod http1;
-mod http2;
-mod listener;
-mod protocol;
-mod proxy;
-mod rewind;
-mod scope;
+mod flow;
+mod http;
+mod jobs;
+mod net;
+mod phase;
 mod server;
-mod stream_tasks;
+mod settings;
+mod shared;
 mod tls;
 mod websocket;
 
+use pyo3::prelude::*;
+
 /// mimalloc instead of the system allocator: requests are allocated on one thread and freed on
-/// the other, which glibc's per-thread arenas handle poorly (measured: see docs/architecture.md).
+/// the other, which glibc's per-thread arenas handle poorly (measured: see docs/performance.md).
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
-create_exception!(
-    ferrocorn._ferrocorn,
-    ClientDisconnected,
-    PyOSError,
-    "Raised by send() once the client has gone (ASGI spec 2.4)."
-);
-
-create_exception!(
-    ferrocorn._ferrocorn,
-    TlsConfigError,
-    pyo3::exceptions::PyValueError,
-    "The --ssl-* options cannot be used: a file, key, password or cipher is wrong."
-);
-
 #[pymodule]
 fn _ferrocorn(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    let py = m.py();
     m.add_class::<core::Core>()?;
-    m.add_class::<core::TlsConfig>()?;
-    m.add("TlsConfigError", m.py().get_type::<TlsConfigError>())?;
-    m.add_class::<protocol::HttpProtocol>()?;
-    m.add_class::<websocket::protocol::WebSocketProtocol>()?;
-    m.add_class::<awaitable::Ready>()?;
-    m.add_class::<awaitable::Done>()?;
+    m.add_class::<settings::TlsConfig>()?;
+    m.add_class::<asgi::http::HttpProtocol>()?;
+    m.add_class::<asgi::websocket::WebSocketProtocol>()?;
+    m.add_class::<asgi::awaitable::Ready>()?;
+    m.add_class::<asgi::awaitable::Done>()?;
+    m.add("TlsConfigError", py.get_type::<errors::TlsConfigError>())?;
     m.add(
         "ClientDisconnected",
-        m.py().get_type::<ClientDisconnected>(),
+        py.get_type::<errors::ClientDisconnected>(),
     )?;
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;
-    m.add("HTTP_SPEC_VERSION", scope::HTTP_SPEC_VERSION)?;
+    m.add("HTTP_SPEC_VERSION", asgi::scope::HTTP_SPEC_VERSION)?;
     Ok(())
 }

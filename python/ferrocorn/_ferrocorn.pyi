@@ -67,32 +67,38 @@ class WebSocketSettings(TypedDict):
     ping_timeout: float | None
     per_message_deflate: bool
 
+@type_check_only
+class ServerSettings(TypedDict):
+    """Everything `Core` runs with, checked once in Rust (a bad value raises ValueError)."""
+
+    root_path: str
+    default_headers: list[tuple[bytes, bytes]]
+    keep_alive_timeout: float
+    max_header_size: int | None
+    date_header: bool
+    asgi_version: str
+    reset_contextvars: bool
+    limit_concurrency: int | None
+    forwarded_allow_ips: list[str] | None
+    tls: TlsConfig | None
+    tls_handshake_timeout: float
+    http2: Http2Settings | None
+    websocket: WebSocketSettings | None
+
 @final
 class Core:
     """The Rust side of one server: sockets, HTTP, and the hand-off to the event loop."""
 
-    def __init__(
-        self,
+    def __new__(
+        cls,
         *,
         loop_: Any,
         runner: Callable[[dict[str, Any], HttpProtocol | WebSocketProtocol], Coroutine[Any, Any, None]],
         log: Callable[[int, str], None],
+        settings: ServerSettings,
         access_log: Callable[[dict[str, Any], int], None] | None = None,
-        root_path: str = "",
         state: dict[str, Any] | None = None,
-        default_headers: list[tuple[bytes, bytes]] = ...,
-        keep_alive_timeout: float = 5.0,
-        max_header_size: int | None = None,
-        date_header: bool = True,
-        asgi_version: str = "3.0",
-        reset_contextvars: bool = False,
-        limit_concurrency: int | None = None,
-        forwarded_allow_ips: list[str] | None = None,
-        tls: TlsConfig | None = None,
-        tls_handshake_timeout: float = 10.0,
-        http2: Http2Settings | None = None,
-        websocket: WebSocketSettings | None = None,
-    ) -> None: ...
+    ) -> Self: ...
     def listen(self, fd: int, unix_path: str | None = None) -> None: ...
     def start(self) -> None: ...
     def fileno(self) -> int: ...

@@ -32,7 +32,7 @@ const CERT_REQUIRED: i32 = 2;
 
 /// The `--ssl-*` options, as the Python side passes them.
 #[derive(Clone, Debug, Default)]
-pub struct TlsOptions {
+pub struct TlsSettings {
     pub certfile: String,
     pub keyfile: Option<String>,
     pub password: Option<String>,
@@ -92,40 +92,40 @@ pub struct TlsSetup {
 }
 
 impl TlsSetup {
-    pub fn new(options: &TlsOptions) -> Result<Self, TlsError> {
-        let cert_text = read(&options.certfile)?;
+    pub fn new(settings: &TlsSettings) -> Result<Self, TlsError> {
+        let cert_text = read(&settings.certfile)?;
         let cert_blocks =
-            pem::parse(&cert_text).map_err(|e| TlsError::Pem(options.certfile.clone(), e))?;
+            pem::parse(&cert_text).map_err(|e| TlsError::Pem(settings.certfile.clone(), e))?;
         let chain: Vec<CertificateDer<'static>> = cert_blocks
             .iter()
             .filter(|block| block.label == "CERTIFICATE")
             .map(|block| CertificateDer::from(block.der.clone()))
             .collect();
         let Some(leaf) = chain.first() else {
-            return Err(TlsError::NoCertificate(options.certfile.clone()));
+            return Err(TlsError::NoCertificate(settings.certfile.clone()));
         };
         let server_cert_pem: Arc<str> = pem::encode("CERTIFICATE", leaf).into();
 
         // As Python's load_cert_chain: the key is in --ssl-keyfile, or else in the certfile.
-        let key_path = options.keyfile.as_deref().unwrap_or(&options.certfile);
-        let key_blocks = if options.keyfile.is_some() {
+        let key_path = settings.keyfile.as_deref().unwrap_or(&settings.certfile);
+        let key_blocks = if settings.keyfile.is_some() {
             let text = read(key_path)?;
             pem::parse(&text).map_err(|e| TlsError::Pem(key_path.to_owned(), e))?
         } else {
             cert_blocks
         };
-        let key = keys::private_key(&key_blocks, options.password.as_deref(), key_path)?
+        let key = keys::private_key(&key_blocks, settings.password.as_deref(), key_path)?
             .ok_or_else(|| TlsError::NoKey(key_path.to_owned()))?;
 
-        let versions: &[&rustls::SupportedProtocolVersion] = match options.version {
+        let versions: &[&rustls::SupportedProtocolVersion] = match settings.version {
             PROTOCOL_TLS | PROTOCOL_TLS_CLIENT | PROTOCOL_TLS_SERVER => {
                 &[&rustls::version::TLS13, &rustls::version::TLS12]
             }
             PROTOCOL_TLSV1_2 => &[&rustls::version::TLS12],
-            PROTOCOL_TLSV1 | PROTOCOL_TLSV1_1 => return Err(TlsError::Version(options.version)),
+            PROTOCOL_TLSV1 | PROTOCOL_TLSV1_1 => return Err(TlsError::Version(settings.version)),
             other => return Err(TlsError::Version(other)),
         };
-        let selection = ciphers::select(&options.ciphers)?;
+        let selection = ciphers::select(&settings.ciphers)?;
         let mut warnings: Vec<String> = selection
             .skipped
             .iter()
@@ -135,8 +135,8 @@ impl TlsSetup {
             .suites
             .iter()
             .any(|suite| matches!(suite, rustls::SupportedCipherSuite::Tls12(_)));
-        if options.version == PROTOCOL_TLSV1_2 && !has_tls12_suite {
-            return Err(TlsError::NoCipher(options.ciphers.clone()));
+        if settings.version == PROTOCOL_TLSV1_2 && !has_tls12_suite {
+            return Err(TlsError::NoCipher(settings.ciphers.clone()));
         }
         if !has_tls12_suite {
             warnings.push(
@@ -152,15 +152,15 @@ impl TlsSetup {
         let builder = ServerConfig::builder_with_provider(provider.clone())
             .with_protocol_versions(versions)
             .map_err(TlsError::Rustls)?;
-        let builder = match (options.cert_reqs, &options.ca_certs) {
+        let builder = match (settings.cert_reqs, &settings.ca_certs) {
             (CERT_NONE, _) => builder.with_no_client_auth(),
             (CERT_OPTIONAL | CERT_REQUIRED, None) => {
-                return Err(TlsError::CertReqsWithoutCa(options.cert_reqs))
+                return Err(TlsError::CertReqsWithoutCa(settings.cert_reqs))
             }
             (CERT_OPTIONAL | CERT_REQUIRED, Some(path)) => {
                 let roots = Arc::new(ca_roots(path)?);
                 let verifier = WebPkiClientVerifier::builder_with_provider(roots, provider);
-                let verifier = if options.cert_reqs == CERT_OPTIONAL {
+                let verifier = if settings.cert_reqs == CERT_OPTIONAL {
                     verifier.allow_unauthenticated()
                 } else {
                     verifier
@@ -176,11 +176,11 @@ impl TlsSetup {
             .with_single_cert(chain, key)
             .map_err(|err| match err {
                 rustls::Error::InconsistentKeys(_) => {
-                    TlsError::KeyMismatch(options.certfile.clone())
+                    TlsError::KeyMismatch(settings.certfile.clone())
                 }
                 other => TlsError::Rustls(other),
             })?;
-        config.alpn_protocols = if options.http2 {
+        config.alpn_protocols = if settings.http2 {
             vec![b"h2".to_vec(), b"http/1.1".to_vec()]
         } else {
             vec![b"http/1.1".to_vec()]

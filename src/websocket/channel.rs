@@ -10,11 +10,12 @@ use std::sync::Arc;
 use std::task::Waker;
 
 use bytes::Bytes;
-use parking_lot::{Mutex, MutexGuard};
-use tokio::sync::oneshot;
+use parking_lot::Mutex;
 
-use crate::bridge::{Bridge, Event};
-use crate::exchange::{wake_id, ResponseBody, WaitKind, HIGH_WATER, LOW_WATER};
+use crate::bridge::{SendRoom, WaitKind, Waiting, WakeSink};
+use crate::errors::Disconnected;
+use crate::exchange::{Responder, ResponseBody};
+use crate::flow::{HIGH_WATER, LOW_WATER};
 
 /// A whole message from the client. Text has been checked to be UTF-8.
 pub enum Inbound {
@@ -38,109 +39,109 @@ impl Outbound {
     }
 }
 
-/// The client is gone (or the close handshake is over): nothing more can be sent.
-#[derive(Debug)]
-pub struct Gone;
+/// What `receive()` can give the app next.
+pub enum ChannelEvent {
+    Message(Inbound),
+    /// No more messages: the `websocket.disconnect` code and reason.
+    Ended(u16, String),
+    /// Nothing yet: the app is parked until a wake-up.
+    Pending,
+}
 
-pub struct ChannelState {
+struct ChannelState {
     /// Hands the handshake answer (101/200, 403, a denial response) to hyper's service.
-    responder: Option<oneshot::Sender<http::Response<ResponseBody>>>,
-    pub inbound: VecDeque<Inbound>,
+    responder: Option<Responder>,
+    inbound: VecDeque<Inbound>,
     /// Once set, no more messages arrive: the `websocket.disconnect` code and reason.
-    pub ended: Option<(u16, String)>,
-    pub recv_waiting: bool,
+    ended: Option<(u16, String)>,
+    waiting: Waiting,
     /// The session, waiting for the app to make room in `inbound`.
     reader_waker: Option<Waker>,
     out: VecDeque<Outbound>,
     out_buffered: usize,
     /// The session, waiting for something to send.
     writer_waker: Option<Waker>,
-    pub send_waiting: bool,
     /// The connection is over for sending: `send()` raises.
-    pub gone: bool,
+    gone: bool,
 }
 
 pub struct Channel {
-    pub id: u64,
+    id: u64,
     state: Mutex<ChannelState>,
-    bridge: Arc<Bridge>,
+    wakes: Arc<dyn WakeSink>,
     max_queue: usize,
 }
 
 impl Channel {
-    pub fn new(
-        id: u64,
-        bridge: Arc<Bridge>,
-        max_queue: usize,
-        responder: oneshot::Sender<http::Response<ResponseBody>>,
-    ) -> Self {
+    pub fn new(id: u64, wakes: Arc<dyn WakeSink>, max_queue: usize, responder: Responder) -> Self {
         Self {
             id,
             state: Mutex::new(ChannelState {
                 responder: Some(responder),
                 inbound: VecDeque::new(),
                 ended: None,
-                recv_waiting: false,
+                waiting: Waiting::default(),
                 reader_waker: None,
                 out: VecDeque::new(),
                 out_buffered: 0,
                 writer_waker: None,
-                send_waiting: false,
                 gone: false,
             }),
-            bridge,
+            wakes,
             max_queue: max_queue.max(1),
         }
     }
 
-    pub fn lock(&self) -> MutexGuard<'_, ChannelState> {
-        self.state.lock()
+    pub fn id(&self) -> u64 {
+        self.id
     }
 
     fn wake_python(&self, state: &mut ChannelState, kind: WaitKind) {
-        let waiting = match kind {
-            WaitKind::Receive => &mut state.recv_waiting,
-            WaitKind::Send => &mut state.send_waiting,
-        };
-        if std::mem::take(waiting) {
-            self.bridge.push(Event::Wake(wake_id(self.id, kind)));
-        }
+        state.waiting.wake(kind, self.id, &*self.wakes);
     }
 
     // --- Python side ------------------------------------------------------------------------
 
     /// Hand the handshake answer to hyper. `Err` when the client is already gone.
-    pub fn respond(&self, response: http::Response<ResponseBody>) -> Result<(), Gone> {
+    pub fn respond(&self, response: http::Response<ResponseBody>) -> Result<(), Disconnected> {
         let responder = self.state.lock().responder.take();
         match responder {
-            Some(tx) => tx.send(response).map_err(|_| Gone),
-            None => Err(Gone),
+            Some(tx) => tx.send(response).map_err(|_| Disconnected::Client),
+            None => Err(Disconnected::Client),
         }
     }
 
-    /// Take the next message; lets the session read again when the queue has room.
-    pub fn pop_inbound(&self, state: &mut ChannelState) -> Option<Inbound> {
-        let message = state.inbound.pop_front()?;
-        if state.inbound.len() < self.max_queue {
-            if let Some(waker) = state.reader_waker.take() {
-                waker.wake();
+    /// The next message (letting the session read again when the queue has room), or how the
+    /// connection ended; parks the app when there is neither.
+    pub fn receive(&self) -> ChannelEvent {
+        let mut state = self.state.lock();
+        if let Some(message) = state.inbound.pop_front() {
+            if state.inbound.len() < self.max_queue {
+                if let Some(waker) = state.reader_waker.take() {
+                    waker.wake();
+                }
             }
+            return ChannelEvent::Message(message);
         }
-        Some(message)
+        if let Some((code, reason)) = &state.ended {
+            return ChannelEvent::Ended(*code, reason.clone());
+        }
+        state.waiting.park(WaitKind::Receive);
+        ChannelEvent::Pending
     }
 
     /// Queue a message for the client. `Ok(true)`: the caller must wait for the socket.
-    pub fn push_out(&self, message: Outbound) -> Result<bool, Gone> {
+    pub fn push_out(&self, message: Outbound) -> Result<bool, Disconnected> {
         let mut state = self.state.lock();
         if state.gone {
-            return Err(Gone);
+            return Err(Disconnected::Client);
         }
         let closing = matches!(message, Outbound::Close(..));
         state.out_buffered += message.size();
         state.out.push_back(message);
         let must_wait = !closing && state.out_buffered >= HIGH_WATER;
         if must_wait {
-            state.send_waiting = true;
+            state.waiting.park(WaitKind::Send);
         }
         if closing {
             // Messages arriving after the app's close are not delivered (as uvicorn does).
@@ -155,8 +156,23 @@ impl Channel {
         Ok(must_wait)
     }
 
-    pub fn out_has_room(&self, state: &ChannelState) -> bool {
-        state.out_buffered < HIGH_WATER
+    /// Whether a `send()` told to wait may go on; parks it again if not.
+    pub fn send_room(&self) -> SendRoom {
+        let mut state = self.state.lock();
+        if state.gone {
+            SendRoom::Gone
+        } else if state.out_buffered < HIGH_WATER {
+            SendRoom::Available
+        } else {
+            state.waiting.park(WaitKind::Send);
+            SendRoom::Parked
+        }
+    }
+
+    /// Whether the client went away (rather than closing, or the app closing).
+    pub fn client_gone(&self) -> bool {
+        let state = self.state.lock();
+        state.gone && state.ended.as_ref().is_some_and(|(code, _)| *code == 1006)
     }
 
     /// The app has closed (sent `websocket.close`, a denial, or ended): receive() now reports

@@ -23,17 +23,14 @@ use super::deflate::{Deflate, DeflateParams};
 use super::frame::{
     close_payload, encode_frame, encode_header, parse_close, parse_header, unmask, OpCode,
 };
-use super::WsSettings;
-use crate::server::Phase;
+use crate::flow::ZERO_COPY_MIN;
+use crate::phase::Phase;
+use crate::settings::WebSocketSettings;
 
 /// Free room kept in the read buffer before each read.
 const READ_CHUNK: usize = 64 * 1024;
 /// The most room reserved ahead for the next frame, from the size of the last large one.
 const READ_AHEAD_MAX: usize = 256 * 1024;
-/// Payloads at least this large move between the socket and the channel without a copy: an
-/// incoming frame is split off the read buffer, an outgoing one is written from the app's
-/// bytes (header and payload in one vectored write). Smaller ones are copied, which is cheaper.
-const ZERO_COPY_MIN: usize = 16 * 1024;
 /// Buffers in one vectored write.
 const MAX_IOVECS: usize = 64;
 /// Encoded bytes buffered for the socket before the app's queue is left alone.
@@ -91,7 +88,7 @@ fn wait_for_phase(
 pub struct Session<S> {
     io: S,
     channel: Arc<Channel>,
-    settings: Arc<WsSettings>,
+    settings: Arc<WebSocketSettings>,
     /// Read buffer: the bytes received and not yet handled.
     rbuf: BytesMut,
     /// Free room wanted in `rbuf` before a read: enough for a frame as large as the last one,
@@ -125,7 +122,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
     pub fn new(
         io: S,
         channel: Arc<Channel>,
-        settings: Arc<WsSettings>,
+        settings: Arc<WebSocketSettings>,
         deflate: Option<&DeflateParams>,
         phase: tokio::sync::watch::Receiver<Phase>,
     ) -> Self {
@@ -266,7 +263,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
 
     fn send_ping(&mut self) {
         self.pings_sent = self.pings_sent.wrapping_add(1);
-        let payload = (self.pings_sent ^ (self.channel.id as u32).rotate_left(16)).to_be_bytes();
+        let payload = (self.pings_sent ^ (self.channel.id() as u32).rotate_left(16)).to_be_bytes();
         if !self.close_sent {
             encode_frame(self.wbuf.tail(), OpCode::Ping, false, &payload);
         }

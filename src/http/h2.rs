@@ -1,11 +1,11 @@
-//! HTTP/2 glue: hyper's h2 connection with hardened settings, the HTTP/1.1 module's service,
-//! and an idle timeout (hyper has none for HTTP/2).
+//! HTTP/2 glue: hyper's h2 connection with hardened settings, serving the shared request
+//! service, with the RFC 9113 §8 checks h2 leaves to the server and an idle timeout (hyper has
+//! none for HTTP/2).
 //!
 //! The flood defences are h2's (rapid reset, CONTINUATION, empty DATA, SETTINGS and PING
 //! floods); they are set explicitly here so that a dependency update cannot quietly relax them.
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use http::header::HOST;
 use http::Request;
@@ -15,24 +15,13 @@ use hyper::service::service_fn;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::io::{AsyncRead, AsyncWrite};
 
-use crate::conn::{self, ConnActivity, Protocol, StreamHold, TrackedBody};
-use crate::exchange::ConnInfo;
-use crate::http1::handle_request;
-use crate::server::Shared;
-use crate::stream_tasks::{Joined, StreamExecutor};
-use crate::websocket::upgrade as websocket;
-
-/// The HTTP/2 knobs users tune; the CLI's defaults live in `config.py`.
-#[derive(Clone, Debug)]
-pub struct Http2Settings {
-    pub max_concurrent_streams: u32,
-    pub initial_stream_window_size: u32,
-    pub initial_connection_window_size: u32,
-    pub max_frame_size: u32,
-    pub max_header_list_size: u32,
-    pub keep_alive_interval: Option<Duration>,
-    pub keep_alive_timeout: Duration,
-}
+use super::service::handle_request;
+use super::stream_executor::{Joined, StreamExecutor};
+use super::upgrade::is_websocket_request;
+use crate::conn::{drive, ConnActivity, Protocol, StreamHold, TrackedBody};
+use crate::net::ConnInfo;
+use crate::settings::Http2Settings;
+use crate::shared::Shared;
 
 /// Streams a client may reset before the server has accepted them (CVE-2023-44487, rapid reset).
 const MAX_PENDING_ACCEPT_RESET_STREAMS: usize = 20;
@@ -41,7 +30,7 @@ const MAX_LOCAL_ERROR_RESET_STREAMS: usize = 1024;
 /// Response bytes buffered per stream for a slow reader.
 const MAX_SEND_BUF_SIZE: usize = 400 * 1024;
 
-/// `extended_connect`: advertise RFC 8441's extended CONNECT (WebSockets are on).
+/// A connection's builder. `extended_connect`: advertise RFC 8441's extended CONNECT (WebSockets are on).
 pub fn builder(
     h2: &Http2Settings,
     date_header: bool,
@@ -90,7 +79,7 @@ where
     let service_activity = activity.clone();
     let service = service_fn(move |mut request: Request<Incoming>| {
         let guard = service_activity.begin();
-        if websocket::is_websocket_request(&request) {
+        if is_websocket_request(&request) {
             // The response ends with the 200, but the stream carries the WebSocket after it:
             // it stays counted as open (no idle timeout, GOAWAY deferred) until the session ends.
             let hold = StreamHold::new(service_activity.begin());
@@ -116,7 +105,7 @@ where
     let protocol = Protocol::Http2 {
         idle_limit: shared.keep_alive_timeout,
     };
-    conn::drive(
+    drive(
         shared,
         connection,
         |joined| joined.connection().graceful_shutdown(),

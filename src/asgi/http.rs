@@ -1,59 +1,29 @@
-//! The ASGI `receive` and `send` of one HTTP request, as seen by the app.
+//! `HttpProtocol`: the ASGI `receive` and `send` of one HTTP request, as seen by the app.
 //!
 //! Everything here runs on the asyncio thread with the GIL held. It talks to the tokio side
-//! only through the request's [`Exchange`] (a mutex-guarded buffer) and the runtime handle.
+//! only through the request's [`Exchange`] and the runtime handle. Calls that can answer at
+//! once return a ready awaitable; the others park the app on an `asyncio.Future` that a
+//! wake-up through the bridge completes.
 
-use std::collections::HashMap;
 use std::sync::Arc;
 
 use bytes::Bytes;
 use http::header::{CONTENT_LENGTH, TRANSFER_ENCODING};
-use http::{HeaderName, HeaderValue, Response, StatusCode};
+use http::{HeaderMap, Response, StatusCode};
 use hyper::body::Incoming;
-use parking_lot::Mutex;
 use pyo3::intern;
 use pyo3::prelude::*;
-use pyo3::pybacked::PyBackedBytes;
-use pyo3::types::{PyBytes, PyDict, PyString, PyTuple};
+use pyo3::types::{PyBytes, PyDict, PyString};
 
-use crate::awaitable::{Done, Ready};
-use crate::errors::ProtocolError;
+use super::awaitable::Ready;
+use super::context::PyContext;
+use super::messages::{append_headers, bytes_from_py, flag};
+use super::waiters::{is_done, on_wake, set_result, Parked, Wakeable};
+use crate::bridge::{SendRoom, WaitKind};
+use crate::errors::{Disconnected, ProtocolError};
 use crate::exchange::{
-    plain_response, pump_request_body, Exchange, RequestBody, ResponseBody, StreamBody, WaitKind,
+    plain_response, pump_request_body, BodyEvent, Exchange, RequestBody, ResponseBody,
 };
-use crate::scope::ScopeCache;
-use crate::ClientDisconnected;
-
-/// What every protocol of one server shares on the Python side.
-pub struct PyContext {
-    pub create_future: Py<PyAny>,
-    pub create_task: Py<PyAny>,
-    /// `runner(scope, protocol)` returns the coroutine that runs the app for one request.
-    pub runner: Py<PyAny>,
-    /// `contextvars.Context`, when every request must start from an empty context.
-    pub fresh_context: Option<Py<PyAny>>,
-    /// `log(level, message)`.
-    pub log: Py<PyAny>,
-    /// `access_log(scope, status)`, when access logging is on.
-    pub access_log: Option<Py<PyAny>>,
-    pub scope_cache: ScopeCache,
-    pub done: Py<Done>,
-    pub default_headers: Vec<(HeaderName, HeaderValue)>,
-    pub runtime: tokio::runtime::Handle,
-    /// Requests whose app is running, by request id.
-    pub active: Mutex<HashMap<u64, Active>>,
-}
-
-pub struct Active {
-    pub protocol: AppProtocol,
-    pub task: Py<PyAny>,
-}
-
-/// The protocol object of a running app: an HTTP request or a WebSocket.
-pub enum AppProtocol {
-    Http(Py<HttpProtocol>),
-    WebSocket(Py<crate::websocket::protocol::WebSocketProtocol>),
-}
 
 enum ResponseState {
     /// Nothing sent yet.
@@ -83,8 +53,7 @@ pub struct HttpProtocol {
     is_head: bool,
     /// Kept only when access logging needs it.
     scope: Option<Py<PyDict>>,
-    recv_future: Option<Py<PyAny>>,
-    send_future: Option<Py<PyAny>>,
+    parked: Parked,
 }
 
 impl HttpProtocol {
@@ -107,98 +76,12 @@ impl HttpProtocol {
             response: ResponseState::Idle,
             is_head,
             scope,
-            recv_future: None,
-            send_future: None,
+            parked: Parked::default(),
         }
     }
 
-    /// A message for `receive()` if one is ready; otherwise arms the wake-up and returns None.
-    fn poll_receive(&mut self, py: Python<'_>) -> PyResult<Option<Py<PyAny>>> {
-        if matches!(self.response, ResponseState::Complete) {
-            return disconnect_message(py).map(Some);
-        }
-        if !self.has_body && !self.body_delivered {
-            self.body_delivered = true;
-            return request_message(py, b"", false).map(Some);
-        }
-        if let Some(body) = self.body.take() {
-            // First receive(): only now is the body read (and 100 Continue sent).
-            self.ctx
-                .runtime
-                .spawn(pump_request_body(self.exchange.clone(), body));
-        }
-        let mut state = self.exchange.lock();
-        if let Some(chunk) = state.chunks.pop_front() {
-            state.buffered -= chunk.len();
-            let more = !(state.chunks.is_empty() && state.body_done && !state.body_failed);
-            drop(state);
-            self.exchange.body_consumed();
-            if !more {
-                self.body_delivered = true;
-            }
-            return request_message(py, &chunk, more).map(Some);
-        }
-        if state.disconnected {
-            drop(state);
-            return disconnect_message(py).map(Some);
-        }
-        if state.body_done && !self.body_delivered {
-            drop(state);
-            self.body_delivered = true;
-            return request_message(py, b"", false).map(Some);
-        }
-        // Either more body is on its way, or the body is done and the next event the app can
-        // get is the disconnect: both arrive as a wake-up.
-        state.recv_waiting = true;
-        Ok(None)
-    }
-
-    /// Called by the core when the tokio side woke one of this request's waiters.
     pub fn on_wake(&mut self, py: Python<'_>, kind: WaitKind) -> PyResult<()> {
-        match kind {
-            WaitKind::Receive => {
-                let Some(future) = self.recv_future.take() else {
-                    return Ok(());
-                };
-                if is_done(py, &future)? {
-                    return Ok(()); // cancelled: the data stays queued for the next receive()
-                }
-                match self.poll_receive(py)? {
-                    Some(message) => set_result(py, &future, message)?,
-                    None => self.recv_future = Some(future),
-                }
-            }
-            WaitKind::Send => {
-                let Some(future) = self.send_future.take() else {
-                    return Ok(());
-                };
-                if is_done(py, &future)? {
-                    return Ok(());
-                }
-                let mut state = self.exchange.lock();
-                if state.disconnected {
-                    drop(state);
-                    let error = ClientDisconnected::new_err("client disconnected");
-                    future.call_method1(py, intern!(py, "set_exception"), (error,))?;
-                } else if self.exchange.out_room_locked(&state) {
-                    drop(state);
-                    set_result(py, &future, py.None())?;
-                } else {
-                    state.send_waiting = true;
-                    drop(state);
-                    self.send_future = Some(future);
-                }
-            }
-        }
-        Ok(())
-    }
-
-    fn new_future(&self, py: Python<'_>) -> PyResult<Py<PyAny>> {
-        self.ctx.create_future.call0(py)
-    }
-
-    fn done(&self, py: Python<'_>) -> Py<PyAny> {
-        self.ctx.done.clone_ref(py).into_any()
+        on_wake(self, py, kind)
     }
 
     fn start(&mut self, py: Python<'_>, message: &Bound<'_, PyDict>) -> PyResult<()> {
@@ -212,35 +95,13 @@ impl HttpProtocol {
             .ok_or(ProtocolError::InvalidStatus(status))?;
         let (mut head, ()) = Response::new(()).into_parts();
         head.status = status;
-        let mut content_length = None;
         if let Some(headers) = message.get_item(intern!(py, "headers"))? {
-            for pair in headers.try_iter()? {
-                let pair = pair?;
-                let (name, value) = match pair.cast::<PyTuple>() {
-                    Ok(tuple) if tuple.len() == 2 => (tuple.get_item(0)?, tuple.get_item(1)?),
-                    _ => (pair.get_item(0)?, pair.get_item(1)?),
-                };
-                let name = bytes_of(&name)?;
-                let value = bytes_of(&value)?;
-                let name = HeaderName::from_bytes(name).map_err(|_| {
-                    ProtocolError::InvalidHeaderName(String::from_utf8_lossy(name).into_owned())
-                })?;
-                let value = HeaderValue::from_bytes(value)
-                    .map_err(|_| ProtocolError::InvalidHeaderValue(name.as_str().to_owned()))?;
-                if name == TRANSFER_ENCODING {
-                    continue; // the server decides the framing (ASGI spec)
-                }
-                if name == CONTENT_LENGTH {
-                    let length = std::str::from_utf8(value.as_bytes())
-                        .ok()
-                        .and_then(|text| text.trim().parse::<u64>().ok())
-                        .ok_or(ProtocolError::InvalidContentLength)?;
-                    content_length = Some(length);
-                }
-                head.headers.append(name, value);
-            }
+            append_headers(&mut head.headers, &headers)?;
+            // The server decides the framing (ASGI spec).
+            head.headers.remove(TRANSFER_ENCODING);
         }
-        self.add_default_headers(&mut head.headers);
+        let mut content_length = declared_length(&head.headers)?;
+        self.ctx.add_default_headers(&mut head.headers);
         if let (Some(access_log), Some(scope)) = (&self.ctx.access_log, &self.scope) {
             access_log.call1(py, (scope.clone_ref(py), status.as_u16()))?;
         }
@@ -256,13 +117,10 @@ impl HttpProtocol {
 
     fn send_body(&mut self, py: Python<'_>, message: &Bound<'_, PyDict>) -> PyResult<Py<PyAny>> {
         let body = match message.get_item(intern!(py, "body"))? {
-            Some(body) => body_bytes(body)?,
+            Some(body) => bytes_from_py(body)?,
             None => Bytes::new(),
         };
-        let more = match message.get_item(intern!(py, "more_body"))? {
-            Some(flag) => flag.is_truthy()?,
-            None => false,
-        };
+        let more = flag(message, intern!(py, "more_body"))?;
         // Checked before any state change, so that a violation leaves the response to be
         // aborted by the failure path.
         let declared = match &self.response {
@@ -276,19 +134,11 @@ impl HttpProtocol {
                 if !more {
                     let response = Response::from_parts(head, ResponseBody::Full(Some(body)));
                     self.response_complete(py)?;
-                    return match self.exchange.respond(response) {
-                        Ok(()) => Ok(self.done(py)),
-                        Err(()) => Err(ClientDisconnected::new_err("client disconnected")),
-                    };
+                    self.exchange.respond(response)?;
+                    return Ok(self.ctx.done(py));
                 }
-                let stream = ResponseBody::Stream(StreamBody(self.exchange.clone()));
-                if self
-                    .exchange
-                    .respond(Response::from_parts(head, stream))
-                    .is_err()
-                {
-                    return Err(ClientDisconnected::new_err("client disconnected"));
-                }
+                let stream = ResponseBody::stream(self.exchange.clone());
+                self.exchange.respond(Response::from_parts(head, stream))?;
                 self.response = ResponseState::Streaming { remaining };
                 self.push(py, body, remaining != Some(0))
             }
@@ -304,27 +154,23 @@ impl HttpProtocol {
             }
             other => {
                 self.response = other;
-                unreachable_state()
+                Err(ProtocolError::AfterComplete("http.response.body".to_owned()).into())
             }
         }
     }
 
     fn push(&mut self, py: Python<'_>, body: Bytes, more: bool) -> PyResult<Py<PyAny>> {
-        match self.exchange.push_out(body, more) {
-            Err(()) => Err(ClientDisconnected::new_err("client disconnected")),
-            Ok(false) => Ok(self.done(py)),
-            Ok(true) => {
-                let future = self.new_future(py)?;
-                self.send_future = Some(future.clone_ref(py));
-                Ok(future)
-            }
+        if self.exchange.push_out(body, more)? {
+            self.parked.park(py, &self.ctx, WaitKind::Send)
+        } else {
+            Ok(self.ctx.done(py))
         }
     }
 
     /// The response is complete: a pending `receive()` now gets `http.disconnect`.
     fn response_complete(&mut self, py: Python<'_>) -> PyResult<()> {
         self.response = ResponseState::Complete;
-        if let Some(future) = self.recv_future.take() {
+        if let Some(future) = self.parked.take_receive() {
             if !is_done(py, &future)? {
                 set_result(py, &future, disconnect_message(py)?)?;
             }
@@ -336,18 +182,9 @@ impl HttpProtocol {
     fn respond_error(&mut self, status: StatusCode) {
         let text = status.canonical_reason().unwrap_or("Error");
         let mut response = plain_response(status, text);
-        self.add_default_headers(response.headers_mut());
+        self.ctx.add_default_headers(response.headers_mut());
         self.response = ResponseState::Complete;
         let _ = self.exchange.respond(response);
-    }
-
-    /// `server` and the `--header` defaults, unless the app set a header of the same name.
-    fn add_default_headers(&self, headers: &mut http::HeaderMap) {
-        for (name, value) in &self.ctx.default_headers {
-            if !headers.contains_key(name) {
-                headers.insert(name.clone(), value.clone());
-            }
-        }
     }
 
     /// End a response that cannot be completed: the client must see a broken body (the
@@ -355,7 +192,7 @@ impl HttpProtocol {
     fn abort_response(&mut self) {
         match std::mem::replace(&mut self.response, ResponseState::Complete) {
             ResponseState::Started { head, .. } => {
-                let stream = ResponseBody::Stream(StreamBody(self.exchange.clone()));
+                let stream = ResponseBody::stream(self.exchange.clone());
                 self.exchange.abort_out();
                 let _ = self.exchange.respond(Response::from_parts(head, stream));
             }
@@ -366,7 +203,48 @@ impl HttpProtocol {
 
     fn release(&mut self) {
         self.exchange.finish_app();
-        self.ctx.active.lock().remove(&self.exchange.id);
+        self.ctx.release(self.exchange.id());
+    }
+}
+
+impl Wakeable for HttpProtocol {
+    fn parked(&mut self) -> &mut Parked {
+        &mut self.parked
+    }
+
+    /// A message for `receive()` if one is ready; otherwise the app is parked.
+    fn poll_receive(&mut self, py: Python<'_>) -> PyResult<Option<Py<PyAny>>> {
+        if matches!(self.response, ResponseState::Complete) {
+            return disconnect_message(py).map(Some);
+        }
+        if !self.has_body && !self.body_delivered {
+            self.body_delivered = true;
+            return request_message(py, b"", false).map(Some);
+        }
+        if let Some(body) = self.body.take() {
+            // First receive(): only now is the body read (and 100 Continue sent).
+            self.ctx
+                .runtime
+                .spawn(pump_request_body(self.exchange.clone(), body));
+        }
+        match self.exchange.receive(self.body_delivered) {
+            BodyEvent::Chunk { data, more } => {
+                if !more {
+                    self.body_delivered = true;
+                }
+                request_message(py, &data, more).map(Some)
+            }
+            BodyEvent::Disconnected => disconnect_message(py).map(Some),
+            BodyEvent::End => {
+                self.body_delivered = true;
+                request_message(py, b"", false).map(Some)
+            }
+            BodyEvent::Pending => Ok(None),
+        }
+    }
+
+    fn send_room(&self) -> SendRoom {
+        self.exchange.send_room()
     }
 }
 
@@ -374,12 +252,10 @@ impl HttpProtocol {
 impl HttpProtocol {
     /// ASGI `receive()`.
     fn receive(&mut self, py: Python<'_>) -> PyResult<Py<PyAny>> {
-        if let Some(message) = self.poll_receive(py)? {
-            return Ok(Py::new(py, Ready::new(message))?.into_any());
+        match self.poll_receive(py)? {
+            Some(message) => Ok(Py::new(py, Ready::new(message))?.into_any()),
+            None => self.parked.park(py, &self.ctx, WaitKind::Receive),
         }
-        let future = self.new_future(py)?;
-        self.recv_future = Some(future.clone_ref(py));
-        Ok(future)
     }
 
     /// ASGI `send(message)`.
@@ -393,7 +269,7 @@ impl HttpProtocol {
         match (&self.response, kind) {
             (ResponseState::Idle, "http.response.start") => {
                 self.start(py, message)?;
-                Ok(self.done(py))
+                Ok(self.ctx.done(py))
             }
             (ResponseState::Idle, other) => {
                 Err(ProtocolError::ExpectedStart(other.to_owned()).into())
@@ -406,8 +282,8 @@ impl HttpProtocol {
                 Err(ProtocolError::ExpectedBody(other.to_owned()).into())
             }
             (ResponseState::Complete, other) => {
-                if self.exchange.lock().disconnected {
-                    return Err(ClientDisconnected::new_err("client disconnected"));
+                if self.exchange.is_disconnected() {
+                    return Err(Disconnected::Client.into());
                 }
                 Err(ProtocolError::AfterComplete(other.to_owned()).into())
             }
@@ -420,20 +296,18 @@ impl HttpProtocol {
         match self.response {
             ResponseState::Complete => None,
             ResponseState::Idle => {
-                let state = self.exchange.lock();
-                let (body_failed, gone) = (state.body_failed, state.disconnected);
-                drop(state);
-                if body_failed {
+                if self.exchange.body_failed() {
                     // The request body was malformed or cut off: the app saw http.disconnect.
                     self.respond_error(StatusCode::BAD_REQUEST);
                     None
                 } else {
+                    let gone = self.exchange.is_disconnected();
                     self.respond_error(StatusCode::INTERNAL_SERVER_ERROR);
                     (!gone).then_some("ASGI callable returned without starting response.")
                 }
             }
             ResponseState::Started { .. } | ResponseState::Streaming { .. } => {
-                let gone = self.exchange.lock().disconnected;
+                let gone = self.exchange.is_disconnected();
                 self.abort_response();
                 (!gone).then_some("ASGI callable returned without completing response.")
             }
@@ -445,7 +319,7 @@ impl HttpProtocol {
     fn app_failed(&mut self) {
         self.release();
         match self.response {
-            ResponseState::Idle if self.exchange.lock().body_failed => {
+            ResponseState::Idle if self.exchange.body_failed() => {
                 self.respond_error(StatusCode::BAD_REQUEST)
             }
             ResponseState::Idle => self.respond_error(StatusCode::INTERNAL_SERVER_ERROR),
@@ -456,12 +330,21 @@ impl HttpProtocol {
     /// Whether the client is known to be gone (so a failure need not be logged).
     #[getter]
     fn client_gone(&self) -> bool {
-        self.exchange.lock().disconnected
+        self.exchange.is_disconnected()
     }
 }
 
-fn unreachable_state() -> PyResult<Py<PyAny>> {
-    Err(ProtocolError::AfterComplete("http.response.body".to_owned()).into())
+/// The Content-Length the app declared (the last one, each checked), if any.
+fn declared_length(headers: &HeaderMap) -> Result<Option<u64>, ProtocolError> {
+    let mut length = None;
+    for value in headers.get_all(CONTENT_LENGTH) {
+        let parsed = std::str::from_utf8(value.as_bytes())
+            .ok()
+            .and_then(|text| text.trim().parse::<u64>().ok())
+            .ok_or(ProtocolError::InvalidContentLength)?;
+        length = Some(parsed);
+    }
+    Ok(length)
 }
 
 /// Enforce a declared Content-Length; returns the bytes still owed.
@@ -478,32 +361,6 @@ fn check_length(declared: Option<u64>, len: usize, more: bool) -> PyResult<Optio
         return Err(ProtocolError::TooShort.into());
     }
     Ok(Some(left))
-}
-
-/// Bodies at least this large are handed to hyper without a copy: the `Bytes` keeps the Python
-/// object alive. Smaller ones are copied, which costs less than releasing the object later.
-const ZERO_COPY_MIN: usize = 16 * 1024;
-
-fn body_bytes(body: Bound<'_, PyAny>) -> PyResult<Bytes> {
-    let bytes = body.cast_into::<PyBytes>()?;
-    if bytes.as_bytes().len() < ZERO_COPY_MIN {
-        return Ok(Bytes::copy_from_slice(bytes.as_bytes()));
-    }
-    // Dropped on the I/O thread once written; PyO3 defers the decref to the next GIL holder.
-    Ok(Bytes::from_owner(PyBackedBytes::from(bytes)))
-}
-
-fn bytes_of<'a>(value: &'a Bound<'_, PyAny>) -> PyResult<&'a [u8]> {
-    Ok(value.cast::<PyBytes>()?.as_bytes())
-}
-
-fn is_done(py: Python<'_>, future: &Py<PyAny>) -> PyResult<bool> {
-    future.call_method0(py, intern!(py, "done"))?.is_truthy(py)
-}
-
-fn set_result(py: Python<'_>, future: &Py<PyAny>, value: Py<PyAny>) -> PyResult<()> {
-    future.call_method1(py, intern!(py, "set_result"), (value,))?;
-    Ok(())
 }
 
 fn request_message(py: Python<'_>, body: &[u8], more: bool) -> PyResult<Py<PyAny>> {

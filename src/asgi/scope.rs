@@ -1,4 +1,5 @@
-//! Building the ASGI `http` scope, to equal what uvicorn builds for the same request.
+//! Building the ASGI `http` and `websocket` scopes, to equal what uvicorn builds for the same
+//! request.
 //!
 //! Keys are interned once, constant sub-objects are cached and copied, and the only
 //! per-request allocations are the objects the app can mutate or that carry request data.
@@ -8,13 +9,12 @@ use std::net::SocketAddr;
 
 use http::{Method, Version};
 use pyo3::prelude::*;
-
-use crate::tls::TlsInfo;
 use pyo3::types::{PyBytes, PyDict, PyList, PyString, PyTuple};
 use pyo3::{intern, IntoPyObjectExt};
 
-use crate::exchange::{ConnInfo, RequestHead};
-use crate::proxy::TrustedProxies;
+use crate::jobs::{RequestHead, WebSocketHead};
+use crate::net::{ConnInfo, TrustedProxies};
+use crate::tls::TlsInfo;
 
 /// The ASGI HTTP spec version this server implements (2.4: `send()` raises after disconnect).
 pub const HTTP_SPEC_VERSION: &str = "2.4";
@@ -85,8 +85,42 @@ pub fn build_http_scope<'py>(
     build_request_scope(py, cache, &head.parts, &head.conn)
 }
 
+/// The `websocket` scope: the request scope's keys without `method`, with `scheme` ws/wss, the
+/// offered `subprotocols` and the `websocket.http.response` extension.
+pub fn build_websocket_scope<'py>(
+    py: Python<'py>,
+    cache: &ScopeCache,
+    head: &WebSocketHead,
+) -> PyResult<Bound<'py, PyDict>> {
+    let scope = build_request_scope(py, cache, &head.parts, &head.conn)?;
+    scope.set_item(intern!(py, "type"), intern!(py, "websocket"))?;
+    scope.del_item(intern!(py, "method"))?;
+    // The request scope says http/https (possibly from X-Forwarded-Proto); map to ws/wss.
+    if let Some(scheme) = scope.get_item(intern!(py, "scheme"))? {
+        let mapped = match scheme.cast::<PyString>().map(|s| s.to_cow()) {
+            Ok(Ok(text)) if text == "https" || text == "wss" => intern!(py, "wss"),
+            _ => intern!(py, "ws"),
+        };
+        scope.set_item(intern!(py, "scheme"), mapped)?;
+    }
+    scope.set_item(
+        intern!(py, "subprotocols"),
+        PyList::new(py, &head.handshake.subprotocols)?,
+    )?;
+    let extensions = match scope.get_item(intern!(py, "extensions"))? {
+        Some(existing) => existing.cast_into::<PyDict>()?,
+        None => {
+            let fresh = PyDict::new(py);
+            scope.set_item(intern!(py, "extensions"), &fresh)?;
+            fresh
+        }
+    };
+    extensions.set_item(intern!(py, "websocket.http.response"), PyDict::new(py))?;
+    Ok(scope)
+}
+
 /// The keys every request scope has (the `websocket` scope starts from this too).
-pub fn build_request_scope<'py>(
+fn build_request_scope<'py>(
     py: Python<'py>,
     cache: &ScopeCache,
     parts: &http::request::Parts,

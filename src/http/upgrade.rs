@@ -1,6 +1,6 @@
-//! The hook in the HTTP service: an upgrade request is validated here, handed to Python as an
-//! [`Event::WebSocket`], and once hyper has sent the app's 101 (or 200 over HTTP/2), the
-//! upgraded connection becomes a [`Session`].
+//! The WebSocket hook in the HTTP service: an upgrade request is validated here, handed to
+//! Python as a [`Job::WebSocket`], and once hyper has sent the app's 101 (or 200 over HTTP/2),
+//! the upgraded connection becomes a [`Session`].
 
 use std::sync::Arc;
 
@@ -10,44 +10,16 @@ use hyper::upgrade::OnUpgrade;
 use hyper_util::rt::TokioIo;
 use tokio::sync::oneshot;
 
-use super::channel::Channel;
-use super::handshake::{self, Handshake, HandshakeError};
-use super::session::Session;
-use super::WsSettings;
-use crate::bridge::Event;
 use crate::conn::StreamHold;
-use crate::exchange::{plain_response, ConnInfo, ResponseBody};
-use crate::server::Shared;
-
-/// An upgrade request on its way to the Python side.
-pub struct WsHead {
-    pub id: u64,
-    pub parts: http::request::Parts,
-    pub conn: Arc<ConnInfo>,
-    pub channel: Arc<Channel>,
-    pub handshake: Handshake,
-}
-
-/// Ends the channel if hyper drops the service future before the app answered the handshake
-/// (the client went away).
-pub struct HandshakeGuard {
-    channel: Arc<Channel>,
-    answered: bool,
-}
-
-impl HandshakeGuard {
-    pub fn answered(&mut self) {
-        self.answered = true;
-    }
-}
-
-impl Drop for HandshakeGuard {
-    fn drop(&mut self) {
-        if !self.answered {
-            self.channel.end(1006, "");
-        }
-    }
-}
+use crate::exchange::{plain_response, ResponseBody, ResponseReceiver};
+use crate::jobs::{Event, Job, WebSocketHead};
+use crate::net::ConnInfo;
+use crate::settings::WebSocketSettings;
+use crate::shared::Shared;
+use crate::websocket::channel::Channel;
+use crate::websocket::deflate::DeflateParams;
+use crate::websocket::handshake::{self, HandshakeError};
+use crate::websocket::session::Session;
 
 /// Whether `request` asks for a WebSocket (HTTP/1.1 upgrade or RFC 8441 extended CONNECT).
 pub fn is_websocket_request<B>(request: &Request<B>) -> bool {
@@ -65,10 +37,10 @@ pub fn is_websocket_request<B>(request: &Request<B>) -> bool {
 #[allow(clippy::result_large_err)]
 pub fn hand_over(
     shared: &Arc<Shared>,
-    settings: &Arc<WsSettings>,
+    settings: &Arc<WebSocketSettings>,
     conn: Arc<ConnInfo>,
     mut request: Request<Incoming>,
-) -> Result<(oneshot::Receiver<Response<ResponseBody>>, HandshakeGuard), Response<ResponseBody>> {
+) -> Result<(ResponseReceiver, Arc<Channel>), Response<ResponseBody>> {
     let validated = if request.version() == http::Version::HTTP_2 {
         handshake::validate_http2(request.headers(), settings.per_message_deflate)
     } else {
@@ -88,7 +60,7 @@ pub fn hand_over(
     let (responder, response) = oneshot::channel();
     let channel = Arc::new(Channel::new(
         id,
-        shared.bridge.clone(),
+        shared.wakes(),
         settings.max_queue,
         responder,
     ));
@@ -101,27 +73,25 @@ pub fn hand_over(
         stream_hold,
     ));
     let (parts, _body) = request.into_parts();
-    let guard = HandshakeGuard {
-        channel: channel.clone(),
-        answered: false,
-    };
-    shared.bridge.push(Event::WebSocket(Box::new(WsHead {
-        id,
-        parts,
-        conn,
-        channel,
-        handshake,
-    })));
-    Ok((response, guard))
+    shared
+        .bridge
+        .push(Event::Start(Job::WebSocket(Box::new(WebSocketHead {
+            id,
+            parts,
+            conn,
+            channel: channel.clone(),
+            handshake,
+        }))));
+    Ok((response, channel))
 }
 
 /// Waits for hyper to hand over the connection (after the app accepted), then runs the
 /// session. A refused handshake or a vanished client ends the channel instead.
 async fn run_after_upgrade(
     shared: Arc<Shared>,
-    settings: Arc<WsSettings>,
+    settings: Arc<WebSocketSettings>,
     channel: Arc<Channel>,
-    deflate: Option<super::deflate::DeflateParams>,
+    deflate: Option<DeflateParams>,
     on_upgrade: Option<OnUpgrade>,
     stream_hold: Option<StreamHold>,
 ) {

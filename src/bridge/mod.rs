@@ -1,30 +1,33 @@
-//! The hand-off from the tokio side to the asyncio side.
+//! The hand-off from the tokio side to the asyncio side, generic over what it hands off.
 //!
-//! Rust threads never take the GIL. They push [`Event`]s into one queue and write to an eventfd
+//! Rust threads never take the GIL. They push [`Event`]s into one queue and signal an eventfd
 //! that the asyncio loop watches with `loop.add_reader`; the loop then drains every queued event
 //! in one callback.
 //!
-//! The write is deferred: the I/O thread signals when it is about to park (it has nothing left
+//! The signal is deferred: the I/O thread signals when it is about to park (it has nothing left
 //! to do but wait, usually for Python), or at once when the batch is large or has waited too
 //! long. Both threads usually share one core, so waking Python in the middle of an I/O pass
 //! would only make the two threads take turns per request; deferring makes one wake-up carry
 //! the whole pass's requests.
 
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+mod eventfd;
+mod wake;
+
+use std::os::fd::RawFd;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use parking_lot::Mutex;
 
 use crate::errors::CoreError;
-use crate::exchange::RequestHead;
+use eventfd::EventFd;
+pub use wake::{split_wake_id, SendRoom, WaitKind, Waiting, WakeSink};
 
-/// Something the Python side has to act on.
-pub enum Event {
-    /// A parsed request whose ASGI app must be started.
-    Request(Box<RequestHead>),
-    /// A WebSocket handshake whose ASGI app must be started.
-    WebSocket(Box<crate::websocket::upgrade::WsHead>),
+/// Something the Python side has to act on. `J` is what starts an app (the bridge does not
+/// know what a request is).
+pub enum Event<J> {
+    /// Start an app.
+    Start(J),
     /// The Python future registered under this id can make progress.
     Wake(u64),
     /// A log record produced on the tokio side.
@@ -66,44 +69,38 @@ const MAX_BATCH: usize = 64;
 /// ...or when the oldest unsignalled event is this old.
 const MAX_DELAY: Duration = Duration::from_micros(500);
 
-struct Queue {
-    events: Vec<Event>,
+struct Queue<J> {
+    events: Vec<Event<J>>,
     /// When the first event not yet signalled was queued.
     oldest_unsignalled: Option<Instant>,
 }
 
-pub struct Bridge {
-    queue: Mutex<Queue>,
+pub struct Bridge<J> {
+    queue: Mutex<Queue<J>>,
     /// True while a wake-up is pending (the eventfd was written and not yet drained).
     armed: AtomicBool,
-    eventfd: OwnedFd,
+    eventfd: EventFd,
 }
 
-impl Bridge {
+impl<J> Bridge<J> {
     pub fn new() -> Result<Self, CoreError> {
-        // SAFETY: eventfd has no memory-safety preconditions; we check the result.
-        let fd = unsafe { libc::eventfd(0, libc::EFD_NONBLOCK | libc::EFD_CLOEXEC) };
-        if fd < 0 {
-            return Err(CoreError::Io(std::io::Error::last_os_error()));
-        }
         Ok(Self {
             queue: Mutex::new(Queue {
                 events: Vec::with_capacity(256),
                 oldest_unsignalled: None,
             }),
             armed: AtomicBool::new(false),
-            // SAFETY: fd is a fresh descriptor that nothing else owns.
-            eventfd: unsafe { OwnedFd::from_raw_fd(fd) },
+            eventfd: EventFd::new()?,
         })
     }
 
     pub fn fileno(&self) -> RawFd {
-        self.eventfd.as_raw_fd()
+        self.eventfd.fileno()
     }
 
     /// Queue an event from the I/O thread; the loop is woken by [`Bridge::flush`] before the
     /// thread parks, or now if the batch is already large or old.
-    pub fn push(&self, event: Event) {
+    pub fn push(&self, event: Event<J>) {
         if !ON_IO_THREAD.with(|flag| flag.get()) {
             self.push_now(event);
             return;
@@ -128,7 +125,7 @@ impl Bridge {
 
     /// Queue an event and wake the loop now (for pushes from threads that do not park through
     /// the runtime, and for rare events).
-    pub fn push_now(&self, event: Event) {
+    pub fn push_now(&self, event: Event<J>) {
         self.queue.lock().events.push(event);
         self.wake();
     }
@@ -146,7 +143,7 @@ impl Bridge {
 
     fn wake(&self) {
         if !self.armed.swap(true, Ordering::AcqRel) {
-            self.signal();
+            self.eventfd.signal();
         }
     }
 
@@ -154,35 +151,14 @@ impl Bridge {
         self.push_now(Event::Log(level, message));
     }
 
-    fn signal(&self) {
-        let one: u64 = 1;
-        // SAFETY: writing 8 bytes from a valid u64 to our own eventfd. EAGAIN (counter
-        // saturated) means the loop is already due to wake, so the result can be ignored.
-        unsafe {
-            libc::write(
-                self.eventfd.as_raw_fd(),
-                (&one as *const u64).cast(),
-                std::mem::size_of::<u64>(),
-            );
-        }
-    }
-
     /// Take every queued event. `spare` is an empty vector that becomes the new queue, so the
     /// steady state allocates nothing.
-    pub fn take(&self, spare: Vec<Event>) -> Vec<Event> {
+    pub fn take(&self, spare: Vec<Event<J>>) -> Vec<Event<J>> {
         // Order matters. The eventfd is drained *before* disarming: disarming first would let a
         // producer signal in between, the read would swallow that signal, and `armed` would
         // stay true with nothing pending, so no later push would ever wake the loop again.
         // After disarming, every event pushed is either in the queue taken below or signalled.
-        let mut counter: u64 = 0;
-        // SAFETY: reading 8 bytes into a valid u64 from our own non-blocking eventfd.
-        unsafe {
-            libc::read(
-                self.eventfd.as_raw_fd(),
-                (&mut counter as *mut u64).cast(),
-                std::mem::size_of::<u64>(),
-            );
-        }
+        self.eventfd.drain();
         self.armed.store(false, Ordering::Release);
         let mut queue = self.queue.lock();
         queue.oldest_unsignalled = None;
@@ -190,30 +166,25 @@ impl Bridge {
     }
 }
 
+impl<J: Send> WakeSink for Bridge<J> {
+    fn wake(&self, id: u64) {
+        self.push(Event::Wake(id));
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::{mark_io_thread, Bridge, Event};
 
-    fn pending_wakeups(bridge: &Bridge) -> u64 {
-        let mut counter: u64 = 0;
-        // SAFETY: reading 8 bytes into a valid u64 from the bridge's non-blocking eventfd.
-        let read = unsafe {
-            libc::read(
-                bridge.fileno(),
-                (&mut counter as *mut u64).cast(),
-                std::mem::size_of::<u64>(),
-            )
-        };
-        if read == 8 {
-            counter
-        } else {
-            0
-        }
+    type TestBridge = Bridge<()>;
+
+    fn pending_wakeups(bridge: &TestBridge) -> u64 {
+        bridge.eventfd.drain()
     }
 
     #[test]
     fn pushes_from_other_threads_signal_at_once() {
-        let bridge = Bridge::new().expect("eventfd"); // ok: test-only
+        let bridge = TestBridge::new().expect("eventfd"); // ok: test-only
         bridge.push(Event::Wake(1));
         bridge.push(Event::Wake(2));
         assert_eq!(pending_wakeups(&bridge), 1, "one wake-up for both events");
@@ -227,7 +198,7 @@ mod tests {
     #[test]
     fn no_wakeup_is_lost_under_contention() {
         use std::sync::Arc;
-        let bridge = Arc::new(Bridge::new().expect("eventfd")); // ok: test-only
+        let bridge = Arc::new(TestBridge::new().expect("eventfd")); // ok: test-only
         let total: u64 = 200_000;
         let producer_side = bridge.clone();
         let producer = std::thread::spawn(move || {
@@ -264,7 +235,7 @@ mod tests {
 
     #[test]
     fn io_thread_pushes_wait_for_flush() {
-        let bridge = std::sync::Arc::new(Bridge::new().expect("eventfd")); // ok: test-only
+        let bridge = std::sync::Arc::new(TestBridge::new().expect("eventfd")); // ok: test-only
         let io_side = bridge.clone();
         std::thread::spawn(move || {
             mark_io_thread();

@@ -1,5 +1,5 @@
-//! `--proxy-headers`: trust `X-Forwarded-For` / `X-Forwarded-Proto` from the peers listed in
-//! `--forwarded-allow-ips`, with uvicorn's rules.
+//! Trust in proxies (`--proxy-headers` with `--forwarded-allow-ips`): which peers may set
+//! `X-Forwarded-For` / `X-Forwarded-Proto`, with uvicorn's rules.
 
 use std::net::IpAddr;
 

@@ -1,0 +1,69 @@
+//! What every protocol object of one server shares on the Python side: the loop's callbacks,
+//! the scope cache, the default headers, and the table of running apps.
+
+use std::collections::HashMap;
+
+use http::{HeaderMap, HeaderName, HeaderValue};
+use parking_lot::Mutex;
+use pyo3::prelude::*;
+
+use super::awaitable::Done;
+use super::scope::ScopeCache;
+use crate::bridge::LogLevel;
+
+pub struct PyContext {
+    pub create_future: Py<PyAny>,
+    pub create_task: Py<PyAny>,
+    /// `runner(scope, protocol)` returns the coroutine that runs the app for one request.
+    pub runner: Py<PyAny>,
+    /// `contextvars.Context`, when every request must start from an empty context.
+    pub fresh_context: Option<Py<PyAny>>,
+    /// `log(level, message)`.
+    pub log: Py<PyAny>,
+    /// `access_log(scope, status)`, when access logging is on.
+    pub access_log: Option<Py<PyAny>>,
+    pub scope_cache: ScopeCache,
+    pub done: Py<Done>,
+    pub default_headers: Vec<(HeaderName, HeaderValue)>,
+    pub runtime: tokio::runtime::Handle,
+    /// Apps still running, by request id.
+    pub active: Mutex<HashMap<u64, Active>>,
+}
+
+/// A running app: its task (to cancel at shutdown) and its protocol object (to wake: an
+/// `HttpProtocol` or a `WebSocketProtocol`, told apart by the dispatcher).
+pub struct Active {
+    pub protocol: Py<PyAny>,
+    pub task: Py<PyAny>,
+}
+
+impl PyContext {
+    /// The awaitable for a `send()` or `receive()` that completed at once.
+    pub fn done(&self, py: Python<'_>) -> Py<PyAny> {
+        self.done.clone_ref(py).into_any()
+    }
+
+    pub fn new_future(&self, py: Python<'_>) -> PyResult<Py<PyAny>> {
+        self.create_future.call0(py)
+    }
+
+    /// `server` and the `--header` defaults, unless the app set a header of the same name.
+    pub fn add_default_headers(&self, headers: &mut HeaderMap) {
+        for (name, value) in &self.default_headers {
+            if !headers.contains_key(name) {
+                headers.insert(name.clone(), value.clone());
+            }
+        }
+    }
+
+    /// The app of request `id` has finished: it no longer gets wake-ups or cancellation.
+    pub fn release(&self, id: u64) {
+        self.active.lock().remove(&id);
+    }
+
+    /// Log `message` through the server's logger.
+    pub fn log(&self, py: Python<'_>, level: LogLevel, message: String) -> PyResult<()> {
+        self.log.call1(py, (level.as_python_level(), message))?;
+        Ok(())
+    }
+}

@@ -1,0 +1,139 @@
+//! What the shutdown and idle logic need to know about one connection: its open requests (for
+//! an idle timeout on HTTP/2, where hyper has none; and to tell an HTTP/1.1 connection between
+//! requests from a busy one), and whether bytes arrived since it last became idle (so that a
+//! drain never closes a connection whose next request is already arriving).
+
+use std::os::fd::RawFd;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::Notify;
+use tokio::time::Instant;
+
+use crate::net::{input_pending, ReadCount};
+
+pub struct ConnActivity {
+    active: AtomicUsize,
+    /// Requests begun on the connection, ever.
+    requests: AtomicU64,
+    /// Reads from the socket that returned data (counted by the transport).
+    reads: Arc<ReadCount>,
+    /// `reads` when the connection last became idle (no open request).
+    reads_at_idle: AtomicU64,
+    origin: Instant,
+    /// When `active` last fell to zero, in microseconds since `origin`.
+    idle_since_us: AtomicU64,
+    /// Notified each time `active` falls to zero.
+    became_idle: Notify,
+    /// The socket, to peek for bytes not read yet. Valid for as long as the connection (which
+    /// owns the socket) is being served: only the connection's own task peeks.
+    fd: RawFd,
+}
+
+impl ConnActivity {
+    pub fn new(fd: RawFd, reads: Arc<ReadCount>) -> Arc<Self> {
+        Arc::new(Self {
+            active: AtomicUsize::new(0),
+            requests: AtomicU64::new(0),
+            reads,
+            reads_at_idle: AtomicU64::new(0),
+            origin: Instant::now(),
+            idle_since_us: AtomicU64::new(0),
+            became_idle: Notify::new(),
+            fd,
+        })
+    }
+
+    /// A request begins; it counts as open until the guard is dropped.
+    pub fn begin(self: &Arc<Self>) -> StreamGuard {
+        self.requests.fetch_add(1, Ordering::Relaxed);
+        self.active.fetch_add(1, Ordering::AcqRel);
+        StreamGuard(self.clone())
+    }
+
+    pub fn active(&self) -> usize {
+        self.active.load(Ordering::Acquire)
+    }
+
+    pub fn requests(&self) -> u64 {
+        self.requests.load(Ordering::Relaxed)
+    }
+
+    pub fn reads(&self) -> u64 {
+        self.reads.get()
+    }
+
+    /// The connection is idle from now on (the idle clock restarts; bytes read so far are not
+    /// the start of a request).
+    pub fn mark_idle(&self) {
+        self.reads_at_idle.store(self.reads(), Ordering::Relaxed);
+        let elapsed = self.origin.elapsed().as_micros();
+        self.idle_since_us.store(
+            u64::try_from(elapsed).unwrap_or(u64::MAX),
+            Ordering::Release,
+        );
+    }
+
+    /// Whether bytes arrived since the connection last became idle: read already (hyper may hold
+    /// part of a request head) or waiting in the socket.
+    pub fn request_arriving(&self) -> bool {
+        self.reads() != self.reads_at_idle.load(Ordering::Relaxed) || self.input_pending()
+    }
+
+    /// Whether the socket holds bytes not read yet.
+    pub fn input_pending(&self) -> bool {
+        input_pending(self.fd)
+    }
+
+    /// When the connection becomes idle for `limit`; `None` while a request is open.
+    pub fn idle_deadline(&self, limit: Duration) -> Option<Instant> {
+        if self.active() > 0 {
+            return None;
+        }
+        Some(self.idle_since() + limit)
+    }
+
+    fn idle_since(&self) -> Instant {
+        self.origin + Duration::from_micros(self.idle_since_us.load(Ordering::Acquire))
+    }
+
+    /// Whether a request was open when the server began draining (`drain_began`): the task
+    /// that reacts to the drain (a WebSocket session sending 1012) may have ended it before this
+    /// connection's task sees the drain.
+    pub fn open_at(&self, drain_began: Option<Instant>) -> bool {
+        self.active() > 0 || drain_began.is_some_and(|began| self.idle_since() >= began)
+    }
+
+    /// Resolves when the last open request ends.
+    pub async fn became_idle(&self) {
+        self.became_idle.notified().await
+    }
+}
+
+/// Held for as long as a request is open (until its response body ends or is dropped).
+pub struct StreamGuard(Arc<ConnActivity>);
+
+impl Drop for StreamGuard {
+    fn drop(&mut self) {
+        if self.0.active.fetch_sub(1, Ordering::AcqRel) == 1 {
+            self.0.mark_idle();
+        }
+    }
+}
+
+/// A [`StreamGuard`] carried in a request's extensions (which must be `Clone`), for a stream
+/// that outlives its response: an RFC 8441 WebSocket. The stream counts as open until the last
+/// clone is dropped.
+#[derive(Clone)]
+pub struct StreamHold {
+    _guard: Arc<StreamGuard>,
+}
+
+impl StreamHold {
+    pub fn new(guard: StreamGuard) -> Self {
+        Self {
+            _guard: Arc::new(guard),
+        }
+    }
+}

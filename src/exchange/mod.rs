@@ -1,0 +1,262 @@
+//! One request/response exchange, shared between the tokio side (hyper's service future, the
+//! request-body pump, the response body) and the Python side (the ASGI `receive`/`send`).
+//!
+//! Both directions are byte queues with a high-water mark. Request bodies are read from the
+//! socket only while the app has less than [`HIGH_WATER`] bytes unread, and the app's `send()`
+//! only suspends while more than [`HIGH_WATER`] response bytes wait for the socket, so neither
+//! side can make the other buffer without bound. The state is private: each side moves it
+//! through the methods below, under one lock.
+
+mod request_body;
+mod response_body;
+
+use std::collections::VecDeque;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::task::{Context, Poll, Waker};
+
+use bytes::Bytes;
+use http_body::Frame;
+use parking_lot::Mutex;
+use tokio::sync::{oneshot, Notify};
+
+use crate::bridge::{SendRoom, WaitKind, Waiting, WakeSink};
+use crate::errors::{BodyAborted, Disconnected};
+use crate::flow::{HIGH_WATER, LOW_WATER};
+
+pub use request_body::{pump_request_body, RequestBody};
+pub use response_body::{plain_response, ResponseBody};
+
+/// Hands a response head (and body handle) to hyper's service future...
+pub type Responder = oneshot::Sender<http::Response<ResponseBody>>;
+/// ...which waits for it on this end.
+pub type ResponseReceiver = oneshot::Receiver<http::Response<ResponseBody>>;
+
+/// What `receive()` can give the app next.
+pub enum BodyEvent {
+    /// A chunk of the body; `more` is false for the last one.
+    Chunk { data: Bytes, more: bool },
+    /// The body ended and its last message is still to be delivered.
+    End,
+    /// The client is gone.
+    Disconnected,
+    /// Nothing yet: the app is parked until a wake-up.
+    Pending,
+}
+
+#[derive(Default)]
+struct ExchangeState {
+    responder: Option<Responder>,
+    /// The client is gone (connection closed, or the request body broke off).
+    disconnected: bool,
+    /// The app has finished; the pump should stop reading.
+    app_done: bool,
+    waiting: Waiting,
+
+    // Request body: produced by the pump, consumed by `receive()`.
+    chunks: VecDeque<Bytes>,
+    buffered: usize,
+    body_done: bool,
+    body_failed: bool,
+
+    // Response body: produced by `send()`, consumed by hyper.
+    out: VecDeque<Bytes>,
+    out_buffered: usize,
+    out_done: bool,
+    out_aborted: bool,
+    /// On abort, hyper is first given one `Pending` so that it flushes what it has (the head,
+    /// the bytes sent so far) before the error ends the connection.
+    abort_flushed: bool,
+    out_waker: Option<Waker>,
+}
+
+pub struct Exchange {
+    id: u64,
+    state: Mutex<ExchangeState>,
+    body_space: Notify,
+    wakes: Arc<dyn WakeSink>,
+    /// The server's count of live exchanges, for `--limit-concurrency`.
+    in_flight: Arc<AtomicUsize>,
+}
+
+impl Drop for Exchange {
+    fn drop(&mut self) {
+        self.in_flight.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+impl Exchange {
+    pub fn new(
+        id: u64,
+        wakes: Arc<dyn WakeSink>,
+        in_flight: Arc<AtomicUsize>,
+        responder: Responder,
+    ) -> Self {
+        in_flight.fetch_add(1, Ordering::AcqRel);
+        Self {
+            id,
+            state: Mutex::new(ExchangeState {
+                responder: Some(responder),
+                ..Default::default()
+            }),
+            body_space: Notify::new(),
+            wakes,
+            in_flight,
+        }
+    }
+
+    pub fn id(&self) -> u64 {
+        self.id
+    }
+
+    fn wake_python(&self, state: &mut ExchangeState, kind: WaitKind) {
+        state.waiting.wake(kind, self.id, &*self.wakes);
+    }
+
+    // --- tokio side -------------------------------------------------------------------------
+
+    /// The client went away: every Python waiter must learn it.
+    pub fn client_gone(&self) {
+        let mut state = self.state.lock();
+        state.disconnected = true;
+        self.wake_python(&mut state, WaitKind::Receive);
+        self.wake_python(&mut state, WaitKind::Send);
+        drop(state);
+        self.body_space.notify_one();
+    }
+
+    fn poll_out(&self, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, BodyAborted>>> {
+        let mut state = self.state.lock();
+        if let Some(chunk) = state.out.pop_front() {
+            state.out_buffered -= chunk.len();
+            if state.out_buffered < LOW_WATER {
+                self.wake_python(&mut state, WaitKind::Send);
+            }
+            return Poll::Ready(Some(Ok(Frame::data(chunk))));
+        }
+        if state.out_aborted {
+            if !state.abort_flushed {
+                state.abort_flushed = true;
+                cx.waker().wake_by_ref();
+                return Poll::Pending;
+            }
+            return Poll::Ready(Some(Err(BodyAborted)));
+        }
+        if state.out_done {
+            return Poll::Ready(None);
+        }
+        state.out_waker = Some(cx.waker().clone());
+        Poll::Pending
+    }
+
+    /// hyper dropped the response body: unless it was complete, the client is gone.
+    fn out_dropped(&self) {
+        let finished = {
+            let state = self.state.lock();
+            state.out_done && state.out.is_empty()
+        };
+        if !finished {
+            self.client_gone();
+        }
+    }
+
+    // --- Python side ------------------------------------------------------------------------
+
+    /// Hand the response head (and body handle) to hyper.
+    pub fn respond(&self, response: http::Response<ResponseBody>) -> Result<(), Disconnected> {
+        let responder = self.state.lock().responder.take();
+        match responder {
+            Some(tx) => tx.send(response).map_err(|_| Disconnected::Client),
+            None => Err(Disconnected::Client),
+        }
+    }
+
+    /// The next body event for `receive()`; parks the app when there is none.
+    /// `end_delivered`: the app already has the body's last message.
+    pub fn receive(&self, end_delivered: bool) -> BodyEvent {
+        let mut state = self.state.lock();
+        if let Some(data) = state.chunks.pop_front() {
+            state.buffered -= data.len();
+            let more = !(state.chunks.is_empty() && state.body_done && !state.body_failed);
+            drop(state);
+            // The pump may read more.
+            self.body_space.notify_one();
+            return BodyEvent::Chunk { data, more };
+        }
+        if state.disconnected {
+            return BodyEvent::Disconnected;
+        }
+        if state.body_done && !end_delivered {
+            return BodyEvent::End;
+        }
+        // Either more body is on its way, or the body is done and the next event the app can
+        // get is the disconnect: both arrive as a wake-up.
+        state.waiting.park(WaitKind::Receive);
+        BodyEvent::Pending
+    }
+
+    /// Queue response bytes from `send()`. `Ok(true)`: the caller must wait for the socket to
+    /// drain before sending more.
+    pub fn push_out(&self, chunk: Bytes, more: bool) -> Result<bool, Disconnected> {
+        let mut state = self.state.lock();
+        if state.disconnected {
+            return Err(Disconnected::Client);
+        }
+        if !chunk.is_empty() {
+            state.out_buffered += chunk.len();
+            state.out.push_back(chunk);
+        }
+        if !more {
+            state.out_done = true;
+        }
+        let must_wait = more && state.out_buffered >= HIGH_WATER;
+        if must_wait {
+            state.waiting.park(WaitKind::Send);
+        }
+        let waker = state.out_waker.take();
+        drop(state);
+        if let Some(waker) = waker {
+            waker.wake();
+        }
+        Ok(must_wait)
+    }
+
+    /// Whether a `send()` told to wait may go on; parks it again if not.
+    pub fn send_room(&self) -> SendRoom {
+        let mut state = self.state.lock();
+        if state.disconnected {
+            SendRoom::Gone
+        } else if state.out_buffered < HIGH_WATER {
+            SendRoom::Available
+        } else {
+            state.waiting.park(WaitKind::Send);
+            SendRoom::Parked
+        }
+    }
+
+    /// The app failed mid-response: the body must end as an error, never as a complete body.
+    pub fn abort_out(&self) {
+        let mut state = self.state.lock();
+        state.out_aborted = true;
+        let waker = state.out_waker.take();
+        drop(state);
+        if let Some(waker) = waker {
+            waker.wake();
+        }
+    }
+
+    /// The app has returned (or failed); stop any body reading still going on.
+    pub fn finish_app(&self) {
+        self.state.lock().app_done = true;
+        self.body_space.notify_one();
+    }
+
+    pub fn is_disconnected(&self) -> bool {
+        self.state.lock().disconnected
+    }
+
+    /// The request body was malformed or cut off (the app saw `http.disconnect`).
+    pub fn body_failed(&self) -> bool {
+        self.state.lock().body_failed
+    }
+}

@@ -1,0 +1,81 @@
+//! The body of a response as hyper sees it: whole, or fed chunk by chunk by the app's `send()`
+//! through the exchange; and the plain-text answers the server gives itself.
+
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use bytes::Bytes;
+use http_body::{Body, Frame, SizeHint};
+
+use super::Exchange;
+use crate::errors::BodyAborted;
+
+pub enum ResponseBody {
+    Full(Option<Bytes>),
+    /// Streamed from the exchange's response queue.
+    Stream(StreamBody),
+}
+
+impl ResponseBody {
+    pub fn stream(exchange: Arc<Exchange>) -> Self {
+        ResponseBody::Stream(StreamBody(exchange))
+    }
+}
+
+/// A plain-text answer from the server itself (errors it produces); the connection closes after.
+pub fn plain_response(
+    status: http::StatusCode,
+    text: &'static str,
+) -> http::Response<ResponseBody> {
+    let mut response = http::Response::new(ResponseBody::Full(Some(Bytes::from_static(
+        text.as_bytes(),
+    ))));
+    *response.status_mut() = status;
+    let headers = response.headers_mut();
+    headers.insert(
+        http::header::CONTENT_TYPE,
+        http::HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
+    headers.insert(
+        http::header::CONNECTION,
+        http::HeaderValue::from_static("close"),
+    );
+    response
+}
+
+/// A response body fed chunk by chunk by the app's `send()`.
+pub struct StreamBody(Arc<Exchange>);
+
+impl Drop for StreamBody {
+    fn drop(&mut self) {
+        self.0.out_dropped();
+    }
+}
+
+impl Body for ResponseBody {
+    type Data = Bytes;
+    type Error = BodyAborted;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BodyAborted>>> {
+        match self.get_mut() {
+            ResponseBody::Full(bytes) => Poll::Ready(bytes.take().map(|b| Ok(Frame::data(b)))),
+            ResponseBody::Stream(stream) => stream.0.poll_out(cx),
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        matches!(self, ResponseBody::Full(None))
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match self {
+            ResponseBody::Full(Some(bytes)) => SizeHint::with_exact(bytes.len() as u64),
+            ResponseBody::Full(None) => SizeHint::with_exact(0),
+            ResponseBody::Stream(_) => SizeHint::default(),
+        }
+    }
+}

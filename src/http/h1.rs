@@ -1,0 +1,66 @@
+//! HTTP/1.1 glue: hyper's h1 connection, configured for an ASGI server, serving the shared
+//! request service.
+
+use std::convert::Infallible;
+use std::sync::Arc;
+
+use hyper::server::conn::http1;
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use tokio::io::{AsyncRead, AsyncWrite};
+
+use super::service::handle_request;
+use crate::conn::{drive, ConnActivity, Protocol, TrackedBody};
+use crate::net::ConnInfo;
+use crate::settings::ServerSettings;
+use crate::shared::Shared;
+
+/// The HTTP/1.1 connection builder every connection shares (`Shared::http1`).
+pub fn builder(settings: &ServerSettings) -> http1::Builder {
+    let mut builder = http1::Builder::new();
+    builder
+        .timer(TokioTimer::new())
+        .keep_alive(true)
+        // hyper applies this to idle keep-alive connections too, so it is uvicorn's
+        // --timeout-keep-alive and also bounds slow-header (slowloris) clients.
+        .header_read_timeout(settings.keep_alive_timeout)
+        .auto_date_header(settings.date_header);
+    // Not `pipeline_flush`: with it hyper skips the flush while unparsed bytes remain, which
+    // loses the automatic 400 for a malformed request (the bad bytes are still buffered).
+    builder.max_header_size(settings.max_header_size);
+    builder
+}
+
+/// Serves HTTP/1.1 on `io` until the client leaves or the server shuts down.
+pub async fn serve<S>(shared: &Arc<Shared>, io: S, conn: Arc<ConnInfo>, activity: Arc<ConnActivity>)
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let service_shared = shared.clone();
+    let service_activity = activity.clone();
+    let service = service_fn(move |request| {
+        // Counted open until hyper is done with the response: the drain tells a connection
+        // between requests from a busy one by it.
+        let guard = service_activity.begin();
+        let response = handle_request(&service_shared, &conn, request);
+        async move {
+            let response = match response.await {
+                Ok(response) => response,
+                Err(never) => match never {},
+            };
+            Ok::<_, Infallible>(response.map(|body| TrackedBody::new(body, guard)))
+        }
+    });
+    let connection = shared
+        .http1
+        .serve_connection(TokioIo::new(io), service)
+        .with_upgrades(); // WebSockets take over the connection after a 101
+    drive(
+        shared,
+        connection,
+        |c| c.graceful_shutdown(),
+        &activity,
+        Protocol::Http1,
+    )
+    .await
+}

@@ -1,0 +1,159 @@
+//! The request service both protocols share: called by hyper as soon as a request head is
+//! parsed, it answers what the server must answer itself (a bad Host, `--limit-concurrency`)
+//! and hands everything else to Python as a job, then waits for the app's response head.
+//!
+//! The hand-off happens synchronously, in the call: hyper may drop the returned future without
+//! polling it (a client that sends a request and closes at once), and the request must still
+//! reach the app, which then sees the disconnect.
+
+use std::convert::Infallible;
+use std::future::Future;
+use std::sync::Arc;
+
+use http::{header, Request, Response, StatusCode};
+use hyper::body::{Body, Incoming};
+use tokio::sync::oneshot;
+
+use super::host::validate_host;
+use super::upgrade;
+use crate::bridge::LogLevel;
+use crate::exchange::{
+    plain_response, pump_request_body, Exchange, RequestBody, ResponseBody, ResponseReceiver,
+};
+use crate::jobs::{Event, Job, RequestHead};
+use crate::net::ConnInfo;
+use crate::shared::Shared;
+use crate::websocket::channel::Channel;
+
+pub fn handle_request(
+    shared: &Arc<Shared>,
+    conn: &Arc<ConnInfo>,
+    request: Request<Incoming>,
+) -> impl Future<Output = Result<Response<ResponseBody>, Infallible>> + Send + 'static {
+    let host = validate_host(&request);
+    // Upgrade requests (HTTP/1.1) and extended CONNECTs (HTTP/2) are WebSockets, unless
+    // `--ws none` serves them as plain HTTP.
+    let websocket = host.is_ok() && upgrade::is_websocket_request(&request);
+    if websocket && shared.websocket.is_none() {
+        shared
+            .bridge
+            .log(LogLevel::Warning, "Unsupported upgrade request.".to_owned());
+    }
+    let handoff = match (host, &shared.websocket) {
+        (Err(reason), _) => Handoff::Respond(plain_response(StatusCode::BAD_REQUEST, reason)),
+        // As uvicorn: a WebSocket handshake past the limit is refused like a request.
+        (Ok(()), _) if shared.over_concurrency_limit() => {
+            shared
+                .bridge
+                .log(LogLevel::Warning, "Exceeded concurrency limit.".to_owned());
+            Handoff::Respond(plain_response(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "Service Unavailable",
+            ))
+        }
+        (Ok(()), Some(settings)) if websocket => {
+            match upgrade::hand_over(shared, settings, conn.clone(), request) {
+                Ok((response, channel)) => {
+                    Handoff::App(response, Unanswered(Some(Abandon::WebSocket(channel))))
+                }
+                Err(refusal) => Handoff::Respond(refusal),
+            }
+        }
+        (Ok(()), _) => {
+            let (response, exchange) = hand_over(shared, conn.clone(), request);
+            Handoff::App(response, Unanswered(Some(Abandon::Request(exchange))))
+        }
+    };
+    answer(handoff)
+}
+
+/// Where the answer to a request comes from.
+enum Handoff {
+    /// The server answers itself.
+    Respond(Response<ResponseBody>),
+    /// The app answers (a response, or a WebSocket handshake's answer).
+    App(ResponseReceiver, Unanswered),
+}
+
+async fn answer(handoff: Handoff) -> Result<Response<ResponseBody>, Infallible> {
+    match handoff {
+        Handoff::Respond(response) => Ok(response),
+        Handoff::App(response, mut unanswered) => {
+            let response = response.await;
+            unanswered.answered();
+            // An error only if the Python side dropped the job without answering (it always
+            // answers, even for a failing app); the client still gets a well-formed reply.
+            Ok(response.unwrap_or_else(|_| {
+                plain_response(StatusCode::INTERNAL_SERVER_ERROR, "Internal Server Error")
+            }))
+        }
+    }
+}
+
+/// What the app's side must be told if the client leaves before the app answered.
+enum Abandon {
+    Request(Arc<Exchange>),
+    WebSocket(Arc<Channel>),
+}
+
+/// Tells the app's side that the client has gone if hyper drops the service future before the
+/// app answered: that only happens when the client has gone.
+struct Unanswered(Option<Abandon>);
+
+impl Unanswered {
+    fn answered(&mut self) {
+        self.0 = None;
+    }
+}
+
+impl Drop for Unanswered {
+    fn drop(&mut self) {
+        match self.0.take() {
+            Some(Abandon::Request(exchange)) => exchange.client_gone(),
+            Some(Abandon::WebSocket(channel)) => channel.end(1006, ""),
+            None => {}
+        }
+    }
+}
+
+fn hand_over(
+    shared: &Shared,
+    conn: Arc<ConnInfo>,
+    request: Request<Incoming>,
+) -> (ResponseReceiver, Arc<Exchange>) {
+    let id = shared.next_request_id();
+    let (responder, response) = oneshot::channel();
+    let exchange = Arc::new(Exchange::new(
+        id,
+        shared.wakes(),
+        shared.in_flight(),
+        responder,
+    ));
+    let (parts, body) = request.into_parts();
+    let body = if body.is_end_stream() {
+        RequestBody::Empty
+    } else if expects_continue(&parts) {
+        RequestBody::OnFirstReceive(body)
+    } else {
+        // Start reading now, so that the body is usually there when the app asks for it.
+        tokio::spawn(pump_request_body(exchange.clone(), body));
+        RequestBody::Pumping
+    };
+    shared
+        .bridge
+        .push(Event::Start(Job::Request(Box::new(RequestHead {
+            id,
+            parts,
+            body,
+            conn,
+            exchange: exchange.clone(),
+        }))));
+    (response, exchange)
+}
+
+fn expects_continue(parts: &http::request::Parts) -> bool {
+    parts
+        .headers
+        .get(header::EXPECT)
+        .is_some_and(|value| value.as_bytes().eq_ignore_ascii_case(b"100-continue"))
+}

@@ -1,0 +1,184 @@
+//! One accepted connection before HTTP: the TLS handshake (ALPN picks the protocol) or, in
+//! cleartext, HTTP/2 prior-knowledge detection; then the chosen protocol serves it.
+
+use std::future::Future;
+use std::io;
+use std::os::fd::AsRawFd;
+use std::sync::Arc;
+
+use bytes::{Bytes, BytesMut};
+use tokio::io::{AsyncRead, AsyncReadExt};
+use tokio::time::{timeout, Instant};
+
+use crate::bridge::LogLevel;
+use crate::conn::ConnActivity;
+use crate::http::{serve_http1, serve_http2};
+use crate::net::{Accepted, ConnInfo, ReadCount, Rewind, Socket, Transport};
+use crate::phase::{Phase, PhaseAction};
+use crate::shared::Shared;
+use crate::tls::TlsInfo;
+
+/// What an HTTP/2 client with prior knowledge sends first (RFC 9113 §3.4).
+const HTTP2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+
+pub async fn serve_connection(
+    shared: &Arc<Shared>,
+    accepted: Accepted,
+    unix_path: Option<Arc<str>>,
+) {
+    let (socket, conn) = match accepted {
+        Accepted::Tcp(stream, peer, local) => {
+            let trusted_proxy = shared
+                .proxies
+                .as_ref()
+                .is_some_and(|proxies| proxies.trusts(&peer.ip().to_string()));
+            (
+                Socket::Tcp(stream),
+                ConnInfo::tcp(peer, local, trusted_proxy),
+            )
+        }
+        Accepted::Unix(stream) => {
+            let trusted_proxy = match (&shared.proxies, &unix_path) {
+                (Some(proxies), Some(path)) => proxies.trusts(path),
+                _ => false,
+            };
+            (
+                Socket::Unix(stream),
+                ConnInfo::unix(unix_path, trusted_proxy),
+            )
+        }
+    };
+    let reads = Arc::new(ReadCount::default());
+    let activity = ConnActivity::new(socket.as_raw_fd(), reads.clone());
+    let transport = Transport::new(socket, reads);
+    match &shared.tls {
+        None => serve_cleartext(shared, transport, conn, activity).await,
+        Some(_) => serve_tls(shared, transport, conn, activity).await,
+    }
+}
+
+async fn serve_cleartext(
+    shared: &Arc<Shared>,
+    transport: Transport,
+    conn: ConnInfo,
+    activity: Arc<ConnActivity>,
+) {
+    if shared.http2.is_none() {
+        // HTTP/1.1 only: nothing to detect; hyper's header timeout bounds a silent client.
+        let io = Rewind::new(Bytes::new(), transport);
+        return serve_http1(shared, io, Arc::new(conn), activity).await;
+    }
+    // A connection that never sends a byte is closed like an idle keep-alive connection.
+    let detection = timeout(shared.keep_alive_timeout, detect_http2(transport));
+    match unless_abandoned(shared, &activity, detection).await {
+        Some(Ok(Ok((true, io)))) if shared.http2.is_some() => {
+            serve_http2(shared, io, Arc::new(conn), activity).await
+        }
+        Some(Ok(Ok((_, io)))) => serve_http1(shared, io, Arc::new(conn), activity).await,
+        Some(Ok(Err(err))) => log_closed(shared, &err),
+        Some(Err(_)) | None => {}
+    }
+}
+
+async fn serve_tls(
+    shared: &Arc<Shared>,
+    transport: Transport,
+    mut conn: ConnInfo,
+    activity: Arc<ConnActivity>,
+) {
+    let Some(tls) = &shared.tls else { return };
+    // A silent or trickling client would otherwise hold a socket and a task for free.
+    let handshake = timeout(shared.tls_handshake_timeout, tls.acceptor.accept(transport));
+    let stream = match unless_abandoned(shared, &activity, handshake).await {
+        None => return,
+        Some(Ok(Ok(stream))) => stream,
+        Some(Ok(Err(err))) => {
+            shared
+                .bridge
+                .log(LogLevel::Debug, format!("TLS handshake failed: {err}"));
+            return;
+        }
+        Some(Err(_)) => {
+            shared
+                .bridge
+                .log(LogLevel::Debug, "TLS handshake timed out".to_owned());
+            return;
+        }
+    };
+    let (_, session) = stream.get_ref();
+    let h2 = session.alpn_protocol() == Some(b"h2".as_slice());
+    conn.tls = Some(Arc::new(TlsInfo::from_session(
+        session,
+        tls.server_cert_pem.clone(),
+    )));
+    let conn = Arc::new(conn);
+    // The handshake's bytes are not a request: the connection now waits for its first one.
+    activity.mark_idle();
+    if h2 && shared.http2.is_some() {
+        serve_http2(shared, stream, conn, activity).await
+    } else {
+        serve_http1(shared, stream, conn, activity).await
+    }
+}
+
+/// Runs `step` (a handshake, protocol detection) until the connection is abandoned. Once the
+/// server drains, a connection that has not sent its request yet still gets [`Shared::drain_grace`]
+/// to send it (its client may have sent it already: it is in flight), and more for as long as bytes
+/// keep arriving (the step's own timeout bounds a trickling client); a silent one is dropped. A
+/// forced close drops it at once.
+async fn unless_abandoned<F: Future>(
+    shared: &Shared,
+    activity: &ConnActivity,
+    step: F,
+) -> Option<F::Output> {
+    tokio::pin!(step);
+    let mut phase = shared.phase();
+    tokio::select! {
+        output = &mut step => return Some(output),
+        _ = phase.wait_for(|p| *p != Phase::Running) => {}
+    }
+    let grace = shared.drain_grace();
+    let mut seen = activity.reads();
+    let timer = tokio::time::sleep(grace);
+    tokio::pin!(timer);
+    let closing = phase.wait_for(|p| p.action() == PhaseAction::Close);
+    tokio::pin!(closing);
+    loop {
+        tokio::select! {
+            output = &mut step => return Some(output),
+            _ = &mut closing => return None,
+            () = &mut timer => {
+                let reads = activity.reads();
+                if reads == seen && !activity.input_pending() {
+                    return None;
+                }
+                seen = reads;
+                timer.as_mut().reset(Instant::now() + grace);
+            }
+        }
+    }
+}
+
+/// Reads until the bytes either start the HTTP/2 preface (true) or cannot (false); everything
+/// read is replayed to the protocol chosen.
+async fn detect_http2<S: AsyncRead + Unpin>(mut stream: S) -> io::Result<(bool, Rewind<S>)> {
+    let mut buffer = BytesMut::with_capacity(4096);
+    loop {
+        if stream.read_buf(&mut buffer).await? == 0 {
+            return Err(io::ErrorKind::UnexpectedEof.into());
+        }
+        let seen = buffer.len().min(HTTP2_PREFACE.len());
+        if buffer[..seen] != HTTP2_PREFACE[..seen] {
+            return Ok((false, Rewind::new(buffer.freeze(), stream)));
+        }
+        if seen == HTTP2_PREFACE.len() {
+            return Ok((true, Rewind::new(buffer.freeze(), stream)));
+        }
+    }
+}
+
+fn log_closed(shared: &Shared, err: &io::Error) {
+    shared
+        .bridge
+        .log(LogLevel::Debug, format!("Connection closed: {err}"));
+}

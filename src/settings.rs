@@ -1,0 +1,248 @@
+//! Every setting the server runs with, read from what Python passes and checked once at
+//! startup: a value the core cannot use is one `ValueError` before any socket is served.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use http::{HeaderName, HeaderValue};
+use pyo3::exceptions::PyKeyError;
+use pyo3::prelude::*;
+use pyo3::types::PyDict;
+
+use crate::errors::{SettingError, TlsConfigError};
+use crate::net::TrustedProxies;
+use crate::tls::{TlsSettings, TlsSetup};
+
+/// Request line plus headers, in bytes, above which a request gets 431. uvicorn's h11 uses 16 KiB,
+/// which large SSO cookies exceed; nginx allows 4 x 8 KiB per line.
+/// `--h11-max-incomplete-event-size` overrides it.
+pub const DEFAULT_MAX_HEADER_SIZE: usize = 64 * 1024;
+
+/// The server's settings: `Core(settings=...)`, a dict with these keys (the `.pyi`'s
+/// `ServerSettings`).
+pub struct ServerSettings {
+    pub root_path: String,
+    /// `server`, `date` and the `--header` defaults, added to responses that lack them.
+    pub default_headers: Vec<(HeaderName, HeaderValue)>,
+    /// `--timeout-keep-alive`: the idle limit of keep-alive connections, HTTP/2 connections and
+    /// protocol detection.
+    pub keep_alive_timeout: Duration,
+    /// The most bytes of request line and headers.
+    pub max_header_size: usize,
+    pub date_header: bool,
+    pub asgi_version: String,
+    /// `--reset-contextvars`: each app task starts from an empty context.
+    pub reset_contextvars: bool,
+    /// `--limit-concurrency`: connections or in-flight requests allowed before answering 503.
+    pub limit_concurrency: Option<usize>,
+    /// `--forwarded-allow-ips` when `--proxy-headers` is on; `None` when it is off.
+    pub proxies: Option<TrustedProxies>,
+    pub tls: Option<Arc<TlsSetup>>,
+    /// A TLS client must finish its handshake within this time.
+    pub tls_handshake_timeout: Duration,
+    /// `None` serves HTTP/1.1 only.
+    pub http2: Option<Http2Settings>,
+    /// `None` with `--ws none` (upgrades are served as plain HTTP).
+    pub websocket: Option<Arc<WebSocketSettings>>,
+}
+
+impl ServerSettings {
+    pub fn from_py(dict: &Bound<'_, PyDict>) -> PyResult<Self> {
+        let max_header_size = match item::<Option<usize>>(dict, "max_header_size")? {
+            Some(size) if size < 1024 => {
+                return Err(setting_error("max_header_size must be at least 1024"))
+            }
+            Some(size) => size,
+            None => DEFAULT_MAX_HEADER_SIZE,
+        };
+        let tls = match dict.get_item("tls")? {
+            Some(tls) if !tls.is_none() => Some(tls.cast::<TlsConfig>()?.get().setup.clone()),
+            _ => None,
+        };
+        let http2 = match dict.get_item("http2")? {
+            Some(http2) if !http2.is_none() => Some(Http2Settings::from_py(http2.cast()?)?),
+            _ => None,
+        };
+        let websocket = match dict.get_item("websocket")? {
+            Some(ws) if !ws.is_none() => Some(Arc::new(WebSocketSettings::from_py(ws.cast()?)?)),
+            _ => None,
+        };
+        Ok(Self {
+            root_path: item(dict, "root_path")?,
+            default_headers: default_headers(item(dict, "default_headers")?)?,
+            keep_alive_timeout: positive_seconds(dict, "", "keep_alive_timeout")?,
+            max_header_size,
+            date_header: item(dict, "date_header")?,
+            asgi_version: item(dict, "asgi_version")?,
+            reset_contextvars: item(dict, "reset_contextvars")?,
+            limit_concurrency: item(dict, "limit_concurrency")?,
+            proxies: item::<Option<Vec<String>>>(dict, "forwarded_allow_ips")?
+                .map(|entries| TrustedProxies::parse(&entries)),
+            tls,
+            tls_handshake_timeout: positive_seconds(dict, "", "tls_handshake_timeout")?,
+            http2,
+            websocket,
+        })
+    }
+}
+
+/// The HTTP/2 knobs users tune (`--http2-*`); the CLI's defaults live in `config.py`.
+#[derive(Clone, Debug)]
+pub struct Http2Settings {
+    pub max_concurrent_streams: u32,
+    pub initial_stream_window_size: u32,
+    pub initial_connection_window_size: u32,
+    pub max_frame_size: u32,
+    pub max_header_list_size: u32,
+    pub keep_alive_interval: Option<Duration>,
+    pub keep_alive_timeout: Duration,
+}
+
+impl Http2Settings {
+    fn from_py(dict: &Bound<'_, PyDict>) -> PyResult<Self> {
+        let settings = Self {
+            max_concurrent_streams: item(dict, "max_concurrent_streams")?,
+            initial_stream_window_size: item(dict, "initial_stream_window_size")?,
+            initial_connection_window_size: item(dict, "initial_connection_window_size")?,
+            max_frame_size: item(dict, "max_frame_size")?,
+            max_header_list_size: item(dict, "max_header_list_size")?,
+            keep_alive_interval: match item::<Option<f64>>(dict, "keep_alive_interval")? {
+                Some(_) => Some(positive_seconds(dict, "http2 ", "keep_alive_interval")?),
+                None => None,
+            },
+            keep_alive_timeout: positive_seconds(dict, "http2 ", "keep_alive_timeout")?,
+        };
+        // RFC 9113 §6.5.2 bounds; hyper would panic on values outside them.
+        if !(16_384..=16_777_215).contains(&settings.max_frame_size) {
+            return Err(setting_error(
+                "http2 max_frame_size must be between 16384 and 16777215",
+            ));
+        }
+        let window_max = (1u32 << 31) - 1;
+        if settings.initial_stream_window_size > window_max
+            || settings.initial_connection_window_size > window_max
+        {
+            return Err(setting_error("http2 window sizes must be below 2**31"));
+        }
+        if settings.initial_connection_window_size < 65_535 {
+            return Err(setting_error(
+                "http2 initial_connection_window_size must be at least 65535",
+            ));
+        }
+        Ok(settings)
+    }
+}
+
+/// The `--ws-*` settings.
+#[derive(Clone, Debug)]
+pub struct WebSocketSettings {
+    /// `--ws-max-size`: a larger message closes the connection with 1009.
+    pub max_size: usize,
+    /// `--ws-max-queue`: messages waiting for the app before the socket is no longer read.
+    pub max_queue: usize,
+    pub ping_interval: Option<Duration>,
+    pub ping_timeout: Option<Duration>,
+    pub per_message_deflate: bool,
+}
+
+impl WebSocketSettings {
+    fn from_py(dict: &Bound<'_, PyDict>) -> PyResult<Self> {
+        // uvicorn treats a zero or negative interval or timeout as "off".
+        let off_unless_positive = |value: Option<f64>| {
+            value
+                .filter(|secs| secs.is_finite() && *secs > 0.0)
+                .map(Duration::from_secs_f64)
+        };
+        Ok(Self {
+            max_size: item::<usize>(dict, "max_size")?.max(1),
+            max_queue: item::<usize>(dict, "max_queue")?.max(1),
+            ping_interval: off_unless_positive(item(dict, "ping_interval")?),
+            ping_timeout: off_unless_positive(item(dict, "ping_timeout")?),
+            per_message_deflate: item(dict, "per_message_deflate")?,
+        })
+    }
+}
+
+/// The `--ssl-*` options, checked and turned into a rustls configuration. Built once at startup
+/// (an error is one line and exit code 3) and passed in `ServerSettings.tls`.
+#[pyclass(module = "ferrocorn._ferrocorn", frozen)]
+pub struct TlsConfig {
+    setup: Arc<TlsSetup>,
+}
+
+#[pymethods]
+impl TlsConfig {
+    #[new]
+    #[pyo3(signature = (
+        *, certfile, keyfile=None, password=None, ca_certs=None, cert_reqs=0,
+        ciphers=String::from("TLSv1"), version=17, http2=true,
+    ))]
+    #[allow(clippy::too_many_arguments)]
+    fn new(
+        certfile: String,
+        keyfile: Option<String>,
+        password: Option<String>,
+        ca_certs: Option<String>,
+        cert_reqs: i32,
+        ciphers: String,
+        version: i32,
+        http2: bool,
+    ) -> PyResult<Self> {
+        let settings = TlsSettings {
+            certfile,
+            keyfile,
+            password,
+            ca_certs,
+            cert_reqs,
+            ciphers,
+            version,
+            http2,
+        };
+        let setup =
+            TlsSetup::new(&settings).map_err(|err| TlsConfigError::new_err(err.to_string()))?;
+        Ok(Self {
+            setup: Arc::new(setup),
+        })
+    }
+
+    /// Problems worth a warning that do not stop the server (cipher names rustls lacks).
+    #[getter]
+    fn warnings(&self) -> Vec<String> {
+        self.setup.warnings.clone()
+    }
+}
+
+/// The value under `key`, which must be present.
+fn item<'py, T: FromPyObjectOwned<'py>>(dict: &Bound<'py, PyDict>, key: &str) -> PyResult<T> {
+    let value = dict
+        .get_item(key)?
+        .ok_or_else(|| PyKeyError::new_err(format!("missing setting {key:?}")))?;
+    value.extract::<T>().map_err(Into::into)
+}
+
+/// A number of seconds under `key` that must be positive and finite; `section` names the
+/// group in the error ("http2 ").
+fn positive_seconds(dict: &Bound<'_, PyDict>, section: &str, key: &str) -> PyResult<Duration> {
+    let seconds: f64 = item(dict, key)?;
+    if seconds.is_finite() && seconds > 0.0 {
+        return Ok(Duration::from_secs_f64(seconds));
+    }
+    Err(setting_error(&format!("{section}{key} must be positive")))
+}
+
+fn default_headers(pairs: Vec<(Vec<u8>, Vec<u8>)>) -> PyResult<Vec<(HeaderName, HeaderValue)>> {
+    pairs
+        .into_iter()
+        .map(|(name, value)| {
+            let name = HeaderName::from_bytes(&name)
+                .map_err(|_| setting_error("invalid default header name"))?;
+            let value = HeaderValue::from_bytes(&value)
+                .map_err(|_| setting_error("invalid default header value"))?;
+            Ok((name, value))
+        })
+        .collect()
+}
+
+fn setting_error(message: &str) -> PyErr {
+    SettingError(message.to_owned()).into()
+}

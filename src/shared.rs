@@ -1,0 +1,138 @@
+//! State shared by every task of the runtime: the bridge, the settings the connections read,
+//! the counters behind `--limit-concurrency`, and the server's phase. Holds no Python object.
+
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, OnceLock};
+use std::time::Duration;
+
+use tokio::sync::watch;
+use tokio::time::Instant;
+
+use crate::bridge::WakeSink;
+use crate::jobs::Bridge;
+use crate::net::TrustedProxies;
+use crate::phase::Phase;
+use crate::settings::{Http2Settings, ServerSettings, WebSocketSettings};
+use crate::tls::TlsSetup;
+
+/// The most [`Shared::drain_grace`] gives a connection to start its request.
+const DRAIN_GRACE: Duration = Duration::from_secs(1);
+
+pub struct Shared {
+    pub bridge: Arc<Bridge>,
+    /// Built once (by `http::h1::builder`) and shared by every HTTP/1.1 connection.
+    pub http1: hyper::server::conn::http1::Builder,
+    /// `None` serves HTTP/1.1 only. Each HTTP/2 connection builds its own hyper builder (its
+    /// executor is per connection, see `http::stream_executor`).
+    pub http2: Option<Http2Settings>,
+    pub date_header: bool,
+    pub tls: Option<Arc<TlsSetup>>,
+    /// Idle limit for keep-alive connections, HTTP/2 connections and protocol detection.
+    pub keep_alive_timeout: Duration,
+    pub tls_handshake_timeout: Duration,
+    pub proxies: Option<TrustedProxies>,
+    pub websocket: Option<Arc<WebSocketSettings>>,
+    next_request_id: AtomicU64,
+    connections: AtomicUsize,
+    /// Requests handed to Python whose exchange is still alive (app running or response in flight).
+    in_flight: Arc<AtomicUsize>,
+    limit_concurrency: Option<usize>,
+    phase: watch::Sender<Phase>,
+    /// When the phase became [`Phase::Draining`].
+    drain_began: OnceLock<Instant>,
+}
+
+impl Shared {
+    pub fn new(
+        bridge: Arc<Bridge>,
+        settings: &ServerSettings,
+        http1: hyper::server::conn::http1::Builder,
+    ) -> Self {
+        let (phase, _) = watch::channel(Phase::Running);
+        Self {
+            bridge,
+            http1,
+            http2: settings.http2.clone(),
+            date_header: settings.date_header,
+            tls: settings.tls.clone(),
+            keep_alive_timeout: settings.keep_alive_timeout,
+            tls_handshake_timeout: settings.tls_handshake_timeout,
+            proxies: settings.proxies.clone(),
+            websocket: settings.websocket.clone(),
+            next_request_id: AtomicU64::new(1),
+            connections: AtomicUsize::new(0),
+            in_flight: Arc::new(AtomicUsize::new(0)),
+            limit_concurrency: settings.limit_concurrency,
+            phase,
+            drain_began: OnceLock::new(),
+        }
+    }
+
+    pub fn next_request_id(&self) -> u64 {
+        self.next_request_id.fetch_add(1, Ordering::Relaxed)
+    }
+
+    /// Where exchanges and WebSocket channels send their wake-ups.
+    pub fn wakes(&self) -> Arc<dyn WakeSink> {
+        self.bridge.clone()
+    }
+
+    /// The live-exchange count an exchange adds itself to.
+    pub fn in_flight(&self) -> Arc<AtomicUsize> {
+        self.in_flight.clone()
+    }
+
+    pub fn connection_count(&self) -> usize {
+        self.connections.load(Ordering::Acquire)
+    }
+
+    /// Whether a new request would exceed `--limit-concurrency` (this connection included).
+    pub fn over_concurrency_limit(&self) -> bool {
+        self.limit_concurrency.is_some_and(|limit| {
+            self.connection_count() > limit || self.in_flight.load(Ordering::Acquire) >= limit
+        })
+    }
+
+    pub fn set_phase(&self, phase: Phase) {
+        if phase == Phase::Draining {
+            let _ = self.drain_began.set(Instant::now());
+        }
+        self.phase.send_replace(phase);
+    }
+
+    pub fn drain_began(&self) -> Option<Instant> {
+        self.drain_began.get().copied()
+    }
+
+    pub fn phase(&self) -> watch::Receiver<Phase> {
+        self.phase.subscribe()
+    }
+
+    /// How long, once the server drains, a connection that has not started its request yet is
+    /// given to start it: the client may have sent it already.
+    pub fn drain_grace(&self) -> Duration {
+        self.keep_alive_timeout.min(DRAIN_GRACE)
+    }
+
+    /// Count a connection (an accepted socket, or an upgraded WebSocket that outlives its HTTP
+    /// task) until the guard is dropped.
+    pub fn track_connection(self: &Arc<Self>) -> ConnectionGuard {
+        self.connections.fetch_add(1, Ordering::AcqRel);
+        ConnectionGuard(self.clone())
+    }
+}
+
+/// Keeps the live-connection count exact, whichever way a connection task ends.
+pub struct ConnectionGuard(Arc<Shared>);
+
+impl ConnectionGuard {
+    pub fn shared(&self) -> &Arc<Shared> {
+        &self.0
+    }
+}
+
+impl Drop for ConnectionGuard {
+    fn drop(&mut self) {
+        self.0.connections.fetch_sub(1, Ordering::AcqRel);
+    }
+}
