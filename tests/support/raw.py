@@ -239,7 +239,7 @@ class RawConn(RawSocket):
     """A ``RawSocket`` with a buffered, strict HTTP/1.x response reader."""
 
     def send(self, data: bytes):
-        self.sock.sendall(data)
+        self.sendall(data)
 
     def read_head(self) -> RawResponse | None:
         """Read a status line and headers. None if the connection closed before any byte."""
