@@ -8,7 +8,10 @@ STUBTEST_ALLOWLIST ?= python/stubtest-allowlist.txt
 STUBTEST_FLAGS = $(if $(wildcard $(STUBTEST_ALLOWLIST)),--allowlist $(STUBTEST_ALLOWLIST))
 
 .DEFAULT_GOAL := help
-.PHONY: help install lint stubtest test ci fmt bench
+# The layer check lives beside the repository (CI clones it into ../shared); skipped without it.
+LAYERS_TOOL ?= ../shared/tools/rust_layers.py
+
+.PHONY: help install lint layers stubtest test ci fmt bench
 
 help: ## list the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-z]+:.*## / {printf "  make %-9s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -23,6 +26,14 @@ lint: ## check formatting, lints, types and the extension's stub; changes nothin
 	$(PYTHON) -m ruff format --check .
 	$(PYTHON) -m mypy python/ferrocorn
 	@$(MAKE) --no-print-directory stubtest
+	@$(MAKE) --no-print-directory layers
+
+layers: ## (part of lint) no module or folder of src/ imports one that imports it back
+	@if [ -f $(LAYERS_TOOL) ]; then \
+		$(PYTHON) $(LAYERS_TOOL) src && $(PYTHON) $(LAYERS_TOOL) src --units top; \
+	else \
+		echo "layers: $(LAYERS_TOOL) not found, skipped"; \
+	fi
 
 # The working tree's python/ferrocorn/_ferrocorn.pyi (pyproject's mypy_path points there) against
 # the extension installed in $(PYTHON)'s environment: reinstall after changing the Rust side.

@@ -1,6 +1,8 @@
 //! Wake-ups of parked Python waiters: which waiter an id names, the flags that say whether one
 //! is parked, and the sink the tokio side sends wake-ups to.
 
+use crate::flow::HIGH_WATER;
+
 /// Which Python waiter a wake-up is for. Encoded in the low bit of the wake id.
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 pub enum WaitKind {
@@ -45,6 +47,19 @@ impl Waiting {
     /// The app waits: the next [`Waiting::wake`] of this kind sends a wake-up.
     pub fn park(&mut self, kind: WaitKind) {
         *self.flag(kind) = true;
+    }
+
+    /// Whether a `send()` told to wait may go on, with `buffered` bytes still unsent and the
+    /// peer `gone` or not; parks it again while the buffer is above the high-water mark.
+    pub fn send_room(&mut self, gone: bool, buffered: usize) -> SendRoom {
+        if gone {
+            SendRoom::Gone
+        } else if buffered < HIGH_WATER {
+            SendRoom::Available
+        } else {
+            self.park(WaitKind::Send);
+            SendRoom::Parked
+        }
     }
 
     /// Wake the app if it waits for `kind`.

@@ -8,7 +8,6 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::sync::Notify;
 use tokio::time::Instant;
 
 use crate::net::{input_pending, ReadCount};
@@ -24,8 +23,6 @@ pub struct ConnActivity {
     origin: Instant,
     /// When `active` last fell to zero, in microseconds since `origin`.
     idle_since_us: AtomicU64,
-    /// Notified each time `active` falls to zero.
-    became_idle: Notify,
     /// The socket, to peek for bytes not read yet. Valid for as long as the connection (which
     /// owns the socket) is being served: only the connection's own task peeks.
     fd: RawFd,
@@ -40,7 +37,6 @@ impl ConnActivity {
             reads_at_idle: AtomicU64::new(0),
             origin: Instant::now(),
             idle_since_us: AtomicU64::new(0),
-            became_idle: Notify::new(),
             fd,
         })
     }
@@ -103,11 +99,6 @@ impl ConnActivity {
     /// connection's task sees the drain.
     pub fn open_at(&self, drain_began: Option<Instant>) -> bool {
         self.active() > 0 || drain_began.is_some_and(|began| self.idle_since() >= began)
-    }
-
-    /// Resolves when the last open request ends.
-    pub async fn became_idle(&self) {
-        self.became_idle.notified().await
     }
 }
 

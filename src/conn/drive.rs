@@ -10,9 +10,11 @@
 //! bytes have arrived (read, or waiting in the socket), is given [`Shared::drain_grace`] to
 //! start its request, renewed while bytes keep coming.
 //!
-//! HTTP/2 defers its GOAWAY while streams are open, up to [`GOAWAY_DEFERRAL_LIMIT`]: Python's
-//! h2 library (httpx, httpcore) fails every in-flight request when it receives a GOAWAY, though
-//! RFC 9113 lets them finish. In the meantime new streams are served as usual.
+//! HTTP/2 defers its GOAWAY by [`GOAWAY_DEFERRAL_LIMIT`] when streams were open as the drain
+//! began: Python's h2 library (httpx, httpcore) fails every in-flight request when it receives a
+//! GOAWAY, though RFC 9113 lets them finish, and it fails one whose last frames arrive together
+//! with the GOAWAY and hyper's PING too, so the GOAWAY does not follow the last stream's end at
+//! once. In the meantime new streams are served as usual.
 
 use std::future::Future;
 use std::pin::Pin;
@@ -26,8 +28,8 @@ use crate::bridge::LogLevel;
 use crate::phase::PhaseAction;
 use crate::shared::Shared;
 
-/// When the server drains, an HTTP/2 connection with open streams waits this long at most for
-/// them to end before it sends GOAWAY.
+/// When the server drains, an HTTP/2 connection with open streams waits this long before it
+/// sends GOAWAY.
 const GOAWAY_DEFERRAL_LIMIT: Duration = Duration::from_secs(2);
 /// After its GOAWAY, an HTTP/2 connection with no open stream waits this long for the client
 /// to acknowledge hyper's PING, then it is closed: a client that never answers would otherwise
@@ -52,7 +54,7 @@ pub enum Protocol {
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 enum Stage {
     Serving,
-    /// Draining, but the HTTP/2 GOAWAY waits for the open streams to end.
+    /// Draining, but the HTTP/2 GOAWAY waits (see [`GOAWAY_DEFERRAL_LIMIT`]).
     AwaitingIdle,
     /// Draining, and an HTTP/1.1 connection is between requests while its next request may be
     /// arriving: hyper's graceful shutdown would close it at once, so it waits for the request
@@ -171,15 +173,6 @@ impl<'a> Shutdown<'a> {
         self.drain_http1(arriving)
     }
 
-    /// The last open stream ended while the GOAWAY waited for it.
-    fn on_became_idle(&mut self) -> Next {
-        if self.activity.active() == 0 {
-            self.begin_graceful()
-        } else {
-            Next::Wait
-        }
-    }
-
     fn on_timer(&mut self) -> Next {
         let now = Instant::now();
         let http2_idle_limit = match self.protocol {
@@ -254,12 +247,6 @@ pub async fn drive<C>(
                 Next::Close => return,
             }
         }
-        let became_idle = async {
-            match protocol {
-                Protocol::Http2 { .. } => activity.became_idle().await,
-                Protocol::Http1 => std::future::pending().await,
-            }
-        };
         // hyper calls the service (which begins the request) inside the connection's poll, in
         // this task: checked right after it, this needs no waker.
         let quiescing_since = shutdown.quiescing_since();
@@ -267,7 +254,6 @@ pub async fn drive<C>(
             Some(requests) if activity.requests() != requests => Poll::Ready(()),
             _ => Poll::Pending,
         });
-        let awaiting_idle = shutdown.stage == Stage::AwaitingIdle;
         let timer_armed = shutdown.timer_armed();
         let timer = tokio::time::sleep_until(shutdown.deadline);
         let next = tokio::select! {
@@ -288,7 +274,6 @@ pub async fn drive<C>(
                 Ok(()) => Next::Wait,
             },
             () = request_began, if quiescing_since.is_some() => shutdown.on_request_began(),
-            () = became_idle, if awaiting_idle => shutdown.on_became_idle(),
             () = timer, if timer_armed => shutdown.on_timer(),
         };
         match next {

@@ -223,15 +223,10 @@ impl Exchange {
 
     /// Whether a `send()` told to wait may go on; parks it again if not.
     pub fn send_room(&self) -> SendRoom {
-        let mut state = self.state.lock();
-        if state.disconnected {
-            SendRoom::Gone
-        } else if state.out_buffered < HIGH_WATER {
-            SendRoom::Available
-        } else {
-            state.waiting.park(WaitKind::Send);
-            SendRoom::Parked
-        }
+        let state = &mut *self.state.lock();
+        state
+            .waiting
+            .send_room(state.disconnected, state.out_buffered)
     }
 
     /// The app failed mid-response: the body must end as an error, never as a complete body.

@@ -158,15 +158,8 @@ impl Channel {
 
     /// Whether a `send()` told to wait may go on; parks it again if not.
     pub fn send_room(&self) -> SendRoom {
-        let mut state = self.state.lock();
-        if state.gone {
-            SendRoom::Gone
-        } else if state.out_buffered < HIGH_WATER {
-            SendRoom::Available
-        } else {
-            state.waiting.park(WaitKind::Send);
-            SendRoom::Parked
-        }
+        let state = &mut *self.state.lock();
+        state.waiting.send_room(state.gone, state.out_buffered)
     }
 
     /// Whether the client went away (rather than closing, or the app closing).
