@@ -28,7 +28,8 @@ lint: ## check formatting, lints, types and the extension's stub; changes nothin
 	@$(MAKE) --no-print-directory stubtest
 	@$(MAKE) --no-print-directory layers
 
-layers: ## (part of lint) no module or folder of src/ imports one that imports it back
+layers: ## (part of lint) no module or folder of src/, and no module of python/ferrocorn, imports one that imports it back
+	$(PYTHON) .ci/py_layers.py python/ferrocorn
 	@if [ -f $(LAYERS_TOOL) ]; then \
 		$(PYTHON) $(LAYERS_TOOL) src && $(PYTHON) $(LAYERS_TOOL) src --units top; \
 	else \

@@ -8,7 +8,7 @@ from typing import Any
 
 import click
 
-import ferrocorn
+from ferrocorn._ferrocorn import __version__
 from ferrocorn.api import run
 from ferrocorn.config import OPTIONS, Option
 from ferrocorn.logging import LOGGING_CONFIG
@@ -18,7 +18,7 @@ def _print_version(ctx: click.Context, param: click.Parameter, value: bool) -> N
     if not value or ctx.resilient_parsing:
         return
     python = f"{platform.python_implementation()} {platform.python_version()}"
-    click.echo(f"Running ferrocorn {ferrocorn.__version__} with {python} on {platform.system()}")
+    click.echo(f"Running ferrocorn {__version__} with {python} on {platform.system()}")
     ctx.exit()
 
 
