@@ -518,7 +518,7 @@ class Config:
 
     # --- options only Python can set: one per entry of PYTHON_ONLY_DEFAULTS -------------------
     ssl_context_factory: Callable[..., Any] | None
-    timeout_notify: int
+    timeout_notify: float
     callback_notify: Callable[..., Any] | None
 
     # --- state: derived from the options, or set by load() ---------------------------------

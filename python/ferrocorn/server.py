@@ -14,6 +14,7 @@ import signal
 import socket
 import sys
 import threading
+import time
 from collections.abc import Callable, Coroutine, Generator
 from types import FrameType
 from typing import Any
@@ -101,6 +102,8 @@ def log_started_message(config: Config, sockets: list[socket.socket]) -> None:
 class Server:
     #: The Rust side of the server, created by `startup()` once the lifespan startup is done.
     core: _ferrocorn.Core
+    #: The signals that stop the server while `serve()` runs (a gunicorn worker adds SIGQUIT).
+    handled_signals: tuple[int, ...] = HANDLED_SIGNALS
 
     def __init__(self, config: Config) -> None:
         self.config = config
@@ -111,6 +114,7 @@ class Server:
         self._owned_sockets: list[socket.socket] = []
         self._captured_signals: list[int] = []
         self.limit_max_requests: int | None = None
+        self.last_notified = 0.0
 
     def run(self, sockets: list[socket.socket] | None = None) -> None:
         asyncio_run(self.serve(sockets=sockets), loop_factory=self.config.get_loop_factory())
@@ -201,6 +205,13 @@ class Server:
             should_exit = await self.on_tick(counter)
 
     async def on_tick(self, counter: int) -> bool:
+        # The heartbeat of a supervised worker (gunicorn's arbiter): sent from the loop, so a
+        # loop blocked by the app misses it and the worker is replaced.
+        if self.config.callback_notify is not None:
+            now = time.monotonic()
+            if now - self.last_notified > self.config.timeout_notify:
+                self.last_notified = now
+                await self.config.callback_notify()
         if self.should_exit:
             return True
         if self.limit_max_requests is not None and self.core.total_requests >= self.limit_max_requests:
@@ -251,7 +262,7 @@ class Server:
             return
         # Keyed by int: the captured signals come back as plain numbers.
         original_handlers: dict[int, Callable[[int, FrameType | None], Any] | int | None] = {
-            sig: signal.signal(sig, self.handle_exit) for sig in HANDLED_SIGNALS
+            sig: signal.signal(sig, self.handle_exit) for sig in self.handled_signals
         }
         try:
             yield
