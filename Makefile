@@ -11,10 +11,16 @@ STUBTEST_FLAGS = $(if $(wildcard $(STUBTEST_ALLOWLIST)),--allowlist $(STUBTEST_A
 # The layer check lives beside the repository (CI clones it into ../shared); skipped without it.
 LAYERS_TOOL ?= ../shared/tools/rust_layers.py
 
-.PHONY: help install lint layers stubtest test ci fmt bench
+# Other CPythons the package supports (requires-python >= 3.10): each gets its own wheel and venv,
+# and runs SMOKE_TESTS. pyenv's interpreters by default; override with OTHER_PYTHONS="/path/python3 ...".
+OTHER_PYTHONS ?= $(foreach v,3.10 3.12 3.13,$(firstword $(wildcard $(HOME)/.pyenv/versions/$(v).*/bin/python3)))
+SMOKE_TESTS ?= tests/http1 tests/asgi
+SMOKE_DIR ?= /tmp/ferrocorn-smoke
+
+.PHONY: help install lint layers stubtest test ci fmt bench smoke-pythons
 
 help: ## list the targets
-	@awk 'BEGIN {FS = ":.*## "} /^[a-z]+:.*## / {printf "  make %-9s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
+	@awk 'BEGIN {FS = ":.*## "} /^[a-z-]+:.*## / {printf "  make %-9s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
 
 install: ## install what the tests and checks need, and ferrocorn itself (release build)
 	$(PYTHON) -m pip install -r tests/requirements.txt .
@@ -46,6 +52,17 @@ test: ## Rust unit tests, then the black-box Python suite (needs an installed fe
 	$(PYTHON) -m pytest tests
 
 ci: lint test ## lint, then test: what CI runs after `make install`
+
+smoke-pythons: ## a wheel per other CPython (OTHER_PYTHONS), installed in a fresh venv, runs SMOKE_TESTS
+	@for py in $(OTHER_PYTHONS); do \
+		version=$$($$py -c 'import sys; print("%d.%d" % sys.version_info[:2])'); \
+		echo "== CPython $$version ($$py)"; \
+		rm -rf $(SMOKE_DIR)/$$version && \
+		maturin build --release -i $$py --out $(SMOKE_DIR)/$$version/wheel && \
+		$$py -m venv $(SMOKE_DIR)/$$version/venv && \
+		$(SMOKE_DIR)/$$version/venv/bin/python -m pip install -q -r tests/requirements.txt $(SMOKE_DIR)/$$version/wheel/*.whl && \
+		$(SMOKE_DIR)/$$version/venv/bin/python -m pytest -q $(SMOKE_TESTS) || exit 1; \
+	done
 
 fmt: ## apply rustfmt and ruff's formatting and safe fixes
 	cargo fmt --all

@@ -133,12 +133,14 @@ impl Dispatcher {
     ) -> PyResult<()> {
         let coroutine = self.ctx.runner.call1(py, (scope, protocol.clone_ref(py)))?;
         let task = match &self.ctx.fresh_context {
-            // --reset-contextvars: the task runs in an empty context instead of a copy.
-            Some(context_class) => {
-                let kwargs = PyDict::new(py);
-                kwargs.set_item(intern!(py, "context"), context_class.call0(py)?)?;
-                self.ctx.create_task.call(py, (coroutine,), Some(&kwargs))?
-            }
+            // --reset-contextvars: the task starts from an empty context instead of a copy of the
+            // loop's. Created inside one (a Task copies the current context), not with
+            // `create_task(context=...)`, which CPython 3.10 does not have.
+            Some(context_class) => context_class.call0(py)?.call_method1(
+                py,
+                intern!(py, "run"),
+                (&self.ctx.create_task, coroutine),
+            )?,
             None => self.ctx.create_task.call1(py, (coroutine,))?,
         };
         self.ctx.active.lock().insert(id, Active { protocol, task });

@@ -1,7 +1,10 @@
 """The app runs on a real asyncio loop: tasks, timers, contextvars, cancellation, concurrency."""
 
 import concurrent.futures
+import sys
 import uuid
+
+import pytest
 
 from tests.support.probes import probe_result
 
@@ -55,6 +58,7 @@ def test_contextvars_do_not_leak_across_keepalive_requests(router_server):
             assert res == {"initial": "unset", "after": f"seq{i}"}
 
 
+@pytest.mark.skipif(sys.version_info < (3, 11), reason="asyncio.timeout and Task.cancelling() are new in 3.11")
 def test_asyncio_timeout_cancels_the_request_task(router_server):
     res = router_server.get("/asyncio/timeout").json()
     assert res == {"result": "timed out", "cancelling": 0}
