@@ -7,6 +7,7 @@
 //! side can make the other buffer without bound. The state is private: each side moves it
 //! through the methods below, under one lock.
 
+mod file_body;
 mod request_body;
 mod response_body;
 
@@ -24,6 +25,7 @@ use crate::bridge::{SendRoom, WaitKind, Waiting, WakeSink};
 use crate::errors::{BodyAborted, Disconnected};
 use crate::flow::{HIGH_WATER, LOW_WATER};
 
+pub use file_body::{open_file, FileBody};
 pub use request_body::{pump_request_body, RequestBody};
 pub use response_body::{plain_response, ResponseBody};
 
@@ -63,6 +65,8 @@ struct ExchangeState {
     out: VecDeque<Bytes>,
     out_buffered: usize,
     out_done: bool,
+    /// The `http.response.trailers` headers, sent after the last body frame.
+    out_trailers: Option<http::HeaderMap>,
     out_aborted: bool,
     /// On abort, hyper is first given one `Pending` so that it flushes what it has (the head,
     /// the bytes sent so far) before the error ends the connection.
@@ -143,7 +147,7 @@ impl Exchange {
             return Poll::Ready(Some(Err(BodyAborted)));
         }
         if state.out_done {
-            return Poll::Ready(None);
+            return Poll::Ready(state.out_trailers.take().map(|t| Ok(Frame::trailers(t))));
         }
         state.out_waker = Some(cx.waker().clone());
         Poll::Pending
@@ -153,7 +157,7 @@ impl Exchange {
     fn out_dropped(&self) {
         let finished = {
             let state = self.state.lock();
-            state.out_done && state.out.is_empty()
+            state.out_done && state.out.is_empty() && state.out_trailers.is_none()
         };
         if !finished {
             self.client_gone();
@@ -219,6 +223,22 @@ impl Exchange {
             waker.wake();
         }
         Ok(must_wait)
+    }
+
+    /// End the response body with trailer fields (`http.response.trailers`).
+    pub fn push_trailers(&self, trailers: http::HeaderMap) -> Result<(), Disconnected> {
+        let mut state = self.state.lock();
+        if state.disconnected {
+            return Err(Disconnected::Client);
+        }
+        state.out_trailers = Some(trailers);
+        state.out_done = true;
+        let waker = state.out_waker.take();
+        drop(state);
+        if let Some(waker) = waker {
+            waker.wake();
+        }
+        Ok(())
     }
 
     /// Whether a `send()` told to wait may go on; parks it again if not.
