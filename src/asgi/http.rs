@@ -215,12 +215,18 @@ impl HttpProtocol {
     /// gets the client a 500 and the app an `OSError` (logged as the app's failure).
     fn send_path(&mut self, py: Python<'_>, message: &Bound<'_, PyDict>) -> PyResult<Py<PyAny>> {
         let path = match message.get_item(intern!(py, "path"))? {
-            Some(path) if !path.is_none() => path.extract::<PathBuf>()?,
-            _ => return Err(ProtocolError::PathNotAbsolute("None".to_owned()).into()),
+            Some(path) if !path.is_none() => path.extract::<PathBuf>().ok(),
+            _ => None,
         };
-        if !path.is_absolute() {
-            return Err(ProtocolError::PathNotAbsolute(path.display().to_string()).into());
-        }
+        let path = match path {
+            Some(path) if path.is_absolute() => path,
+            other => {
+                // Nothing is on the wire yet: a plain 500, as for a file that cannot be opened.
+                self.respond_error(StatusCode::INTERNAL_SERVER_ERROR);
+                let shown = other.map_or_else(|| "None".to_owned(), |p| p.display().to_string());
+                return Err(ProtocolError::PathNotAbsolute(shown).into());
+            }
+        };
         let opened = py.detach(|| open_file(&path));
         let ResponseState::Started { mut head, .. } =
             std::mem::replace(&mut self.response, ResponseState::Complete)

@@ -142,3 +142,39 @@ async def app(scope, receive, send):
     else:
         await send({"type": "http.response.start", "status": 404, "headers": []})
         await send({"type": "http.response.body", "body": b"not found"})
+
+
+# ----------------------------------------------------------------------------- Starlette's FileResponse
+
+SENT_TYPES: list = []
+
+
+def _starlette_app():
+    from starlette.applications import Starlette
+    from starlette.responses import FileResponse, JSONResponse
+    from starlette.routing import Route
+
+    async def file(request):
+        return FileResponse(request.query_params["path"], media_type="application/octet-stream")
+
+    async def sent(request):
+        return JSONResponse({"types": SENT_TYPES})
+
+    return Starlette(routes=[Route("/file", file, methods=["GET", "HEAD"]), Route("/sent", sent)])
+
+
+_STARLETTE = _starlette_app()
+
+
+async def starlette_app(scope, receive, send):
+    """Starlette, with the message types its FileResponse sends recorded (GET /sent reads them)."""
+    if scope["type"] != "http" or scope["path"] != "/file":
+        return await _STARLETTE(scope, receive, send)
+    types: list = []
+    SENT_TYPES.append(types)
+
+    async def recording_send(message):
+        types.append(message["type"])
+        await send(message)
+
+    await _STARLETTE(scope, receive, recording_send)
