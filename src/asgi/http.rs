@@ -5,6 +5,7 @@
 //! once return a ready awaitable; the others park the app on an `asyncio.Future` that a
 //! wake-up through the bridge completes.
 
+use std::os::fd::RawFd;
 use std::path::PathBuf;
 use std::sync::Arc;
 
@@ -24,8 +25,8 @@ use super::waiters::{is_done, on_wake, set_result, Parked, Wakeable};
 use crate::bridge::{SendRoom, WaitKind};
 use crate::errors::{Disconnected, ProtocolError};
 use crate::exchange::{
-    open_file, plain_response, pump_request_body, BodyEvent, Exchange, FileBody, RequestBody,
-    ResponseBody,
+    dup_file, open_file, plain_response, pump_request_body, BodyEvent, Exchange, FileBody,
+    RequestBody, ResponseBody,
 };
 
 enum ResponseState {
@@ -256,6 +257,68 @@ impl HttpProtocol {
         Ok(self.ctx.done(py))
     }
 
+    /// `http.response.zerocopysend`: a range of the app's open file joins the body queue (a
+    /// duplicate descriptor, so the app may close its own at once), read by the I/O thread as
+    /// hyper writes it. Mixes with `http.response.body` messages as the spec allows.
+    fn send_zerocopy(
+        &mut self,
+        py: Python<'_>,
+        message: &Bound<'_, PyDict>,
+    ) -> PyResult<Py<PyAny>> {
+        let fd = match message.get_item(intern!(py, "file"))? {
+            Some(file) if !file.is_none() => match file.extract::<RawFd>() {
+                Ok(fd) => fd,
+                Err(_) => file
+                    .call_method0(intern!(py, "fileno"))?
+                    .extract::<RawFd>()?,
+            },
+            _ => return Err(ProtocolError::ZeroCopyFile.into()),
+        };
+        let offset = optional_u64(message, intern!(py, "offset"))?;
+        let count = optional_u64(message, intern!(py, "count"))?;
+        let more = flag(message, intern!(py, "more_body"))?;
+        let (file, size, position) = dup_file(fd).map_err(PyErr::from)?;
+        let offset = offset.unwrap_or(position);
+        let count = count.unwrap_or_else(|| size.saturating_sub(offset));
+        let declared = match &self.response {
+            ResponseState::Started { content_length, .. } => *content_length,
+            ResponseState::Streaming { remaining } => *remaining,
+            _ => None,
+        };
+        let len = usize::try_from(count).map_err(|_| ProtocolError::TooLong)?;
+        let remaining = check_length(declared, len, more)?;
+        let trailers = self.trailers;
+        match std::mem::replace(&mut self.response, ResponseState::Complete) {
+            ResponseState::Started { head, .. } => {
+                let stream = ResponseBody::stream(self.exchange.clone());
+                self.exchange.respond(Response::from_parts(head, stream))?;
+            }
+            ResponseState::Streaming { .. } => {}
+            other => {
+                self.response = other;
+                return Err(
+                    ProtocolError::ExpectedBody("http.response.zerocopysend".to_owned()).into(),
+                );
+            }
+        }
+        if more {
+            self.response = ResponseState::Streaming { remaining };
+        } else if trailers {
+            self.response = ResponseState::Trailers {
+                headers: HeaderMap::new(),
+            };
+        } else {
+            self.response_complete(py)?;
+        }
+        let body = FileBody::new(file, offset, count);
+        let open = trailers || (more && remaining != Some(0));
+        if self.exchange.push_out_file(body, open)? {
+            self.parked.park(py, &self.ctx, WaitKind::Send)
+        } else {
+            Ok(self.ctx.done(py))
+        }
+    }
+
     fn push(&mut self, py: Python<'_>, body: Bytes, more: bool) -> PyResult<Py<PyAny>> {
         if self.exchange.push_out(body, more)? {
             self.parked.park(py, &self.ctx, WaitKind::Send)
@@ -380,6 +443,10 @@ impl HttpProtocol {
             (ResponseState::Started { .. }, "http.response.pathsend") => {
                 self.send_path(py, message)
             }
+            (
+                ResponseState::Started { .. } | ResponseState::Streaming { .. },
+                "http.response.zerocopysend",
+            ) => self.send_zerocopy(py, message),
             (ResponseState::Started { .. } | ResponseState::Streaming { .. }, other) => {
                 Err(ProtocolError::ExpectedBody(other.to_owned()).into())
             }
@@ -441,6 +508,14 @@ impl HttpProtocol {
     #[getter]
     fn client_gone(&self) -> bool {
         self.exchange.is_disconnected()
+    }
+}
+
+/// `message[key]` as a non-negative integer; `None` when missing or `None`.
+fn optional_u64(message: &Bound<'_, PyDict>, key: &Bound<'_, PyString>) -> PyResult<Option<u64>> {
+    match message.get_item(key)? {
+        Some(value) if !value.is_none() => Ok(Some(value.extract::<u64>()?)),
+        _ => Ok(None),
     }
 }
 

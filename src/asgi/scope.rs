@@ -90,7 +90,7 @@ pub fn build_http_scope<'py>(
 }
 
 /// The `send` extensions an `http` scope offers (`docs/extensions` in asgiref):
-/// `http.response.pathsend` always, and `http.response.trailers` where the trailers reach the client: always on HTTP/2, and on
+/// `http.response.pathsend` and `http.response.zerocopysend` always, and `http.response.trailers` where the trailers reach the client: always on HTTP/2, and on
 /// HTTP/1.1 when the request said `TE: trailers` (hyper drops them otherwise, as the spec asks).
 fn add_http_extensions(
     py: Python<'_>,
@@ -101,6 +101,7 @@ fn add_http_extensions(
         extensions.set_item(intern!(py, "http.response.trailers"), PyDict::new(py))?;
     }
     extensions.set_item(intern!(py, "http.response.pathsend"), PyDict::new(py))?;
+    extensions.set_item(intern!(py, "http.response.zerocopysend"), PyDict::new(py))?;
     Ok(())
 }
 

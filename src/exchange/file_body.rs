@@ -6,7 +6,7 @@
 use std::fs::File;
 use std::future::Future;
 use std::io;
-use std::os::fd::AsRawFd;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::path::Path;
 use std::pin::Pin;
 use std::sync::Arc;
@@ -112,6 +112,23 @@ pub fn open_file(path: &Path) -> io::Result<(File, u64)> {
         return Err(io::Error::from_raw_os_error(errno));
     }
     Ok((file, metadata.len()))
+}
+
+/// A file of the app's (`http.response.zerocopysend`), by descriptor: a duplicate the server
+/// owns (the app closes its own whenever it likes), its size and the descriptor's position.
+pub fn dup_file(fd: RawFd) -> io::Result<(File, u64, u64)> {
+    // SAFETY: `fcntl(F_DUPFD_CLOEXEC)` only reads `fd`; an invalid one is an EBADF error.
+    let dup = unsafe { libc::fcntl(fd, libc::F_DUPFD_CLOEXEC, 0) };
+    if dup < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: `dup` is a fresh descriptor nobody else owns.
+    let file = File::from(unsafe { OwnedFd::from_raw_fd(dup) });
+    // SAFETY: lseek on our own descriptor; SEEK_CUR with 0 only reads the position.
+    let position = unsafe { libc::lseek(file.as_raw_fd(), 0, libc::SEEK_CUR) };
+    let position = u64::try_from(position).map_err(|_| io::Error::last_os_error())?;
+    let size = file.metadata()?.len();
+    Ok((file, size, position))
 }
 
 /// Up to `len` bytes at `offset` (fewer only at the end of the file), read straight into a

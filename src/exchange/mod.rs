@@ -25,7 +25,7 @@ use crate::bridge::{SendRoom, WaitKind, Waiting, WakeSink};
 use crate::errors::{BodyAborted, Disconnected};
 use crate::flow::{HIGH_WATER, LOW_WATER};
 
-pub use file_body::{open_file, FileBody};
+pub use file_body::{dup_file, open_file, FileBody};
 pub use request_body::{pump_request_body, RequestBody};
 pub use response_body::{plain_response, ResponseBody};
 
@@ -62,7 +62,7 @@ struct ExchangeState {
     body_failed: bool,
 
     // Response body: produced by `send()`, consumed by hyper.
-    out: VecDeque<Bytes>,
+    out: VecDeque<OutChunk>,
     out_buffered: usize,
     out_done: bool,
     /// The `http.response.trailers` headers, sent after the last body frame.
@@ -72,6 +72,13 @@ struct ExchangeState {
     /// the bytes sent so far) before the error ends the connection.
     abort_flushed: bool,
     out_waker: Option<Waker>,
+}
+
+/// One entry of the response queue: bytes from `http.response.body`, or a range of a file
+/// (`http.response.zerocopysend`), read only as hyper asks for it and not counted as buffered.
+enum OutChunk {
+    Bytes(Bytes),
+    File(FileBody),
 }
 
 pub struct Exchange {
@@ -131,7 +138,15 @@ impl Exchange {
 
     fn poll_out(&self, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, BodyAborted>>> {
         let mut state = self.state.lock();
-        if let Some(chunk) = state.out.pop_front() {
+        while let Some(OutChunk::File(file)) = state.out.front_mut() {
+            match file.poll_frame(cx) {
+                Poll::Ready(None) => {
+                    state.out.pop_front();
+                }
+                other => return other,
+            }
+        }
+        if let Some(OutChunk::Bytes(chunk)) = state.out.pop_front() {
             state.out_buffered -= chunk.len();
             if state.out_buffered < LOW_WATER {
                 self.wake_python(&mut state, WaitKind::Send);
@@ -202,13 +217,26 @@ impl Exchange {
     /// Queue response bytes from `send()`. `Ok(true)`: the caller must wait for the socket to
     /// drain before sending more.
     pub fn push_out(&self, chunk: Bytes, more: bool) -> Result<bool, Disconnected> {
+        self.push_chunk(OutChunk::Bytes(chunk), more)
+    }
+
+    /// Queue a range of a file (`http.response.zerocopysend`); as [`Exchange::push_out`].
+    pub fn push_out_file(&self, file: FileBody, more: bool) -> Result<bool, Disconnected> {
+        self.push_chunk(OutChunk::File(file), more)
+    }
+
+    fn push_chunk(&self, chunk: OutChunk, more: bool) -> Result<bool, Disconnected> {
         let mut state = self.state.lock();
         if state.disconnected {
             return Err(Disconnected::Client);
         }
-        if !chunk.is_empty() {
-            state.out_buffered += chunk.len();
-            state.out.push_back(chunk);
+        match chunk {
+            OutChunk::Bytes(bytes) if bytes.is_empty() => {}
+            OutChunk::Bytes(bytes) => {
+                state.out_buffered += bytes.len();
+                state.out.push_back(OutChunk::Bytes(bytes));
+            }
+            file => state.out.push_back(file),
         }
         if !more {
             state.out_done = true;

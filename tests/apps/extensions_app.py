@@ -9,7 +9,8 @@ Routes (``app``):
   /grpc                       a gRPC-style unary call: one length-prefixed message echoed, ``grpc-status`` as a trailer
   /pathsend?path=&length=     ``http.response.pathsend`` of ``path`` (Content-Length ``length`` if given)
   /pathsend-twice?path=       pathsend, then a second send (an error the app records)
-  /zerocopy?path=&offset=&count=&parts=  ``http.response.zerocopysend`` of the open file
+  /zerocopy?path=&offset=&count=&parts=  ``http.response.zerocopysend`` of the open file, then a body message
+  /zerocopy?path=&seek=       one zerocopysend without offset or count, after seeking the file
   /probe?id=                  what a route recorded (exceptions from send())
 """
 
@@ -122,6 +123,15 @@ async def app(scope, receive, send):
         parts = int(q.get("parts", "1"))
         with open(q["path"], "rb") as file:
             size = os.fstat(file.fileno()).st_size
+            if "seek" in q:  # no offset, no count: from the file's position to its end
+                file.seek(int(q["seek"]))
+                length = size - int(q["seek"]) + len(b"<tail>")
+                await send(
+                    {"type": "http.response.start", "status": 200, "headers": [(b"content-length", b"%d" % length)]}
+                )
+                await send({"type": "http.response.zerocopysend", "file": file, "more_body": True})
+                await send({"type": "http.response.body", "body": b"<tail>"})
+                return
             offset = int(q.get("offset", "0"))
             count = int(q.get("count", str(size - offset)))
             await send(

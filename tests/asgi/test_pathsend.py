@@ -242,3 +242,31 @@ def test_starlette_file_response_uses_pathsend(start_server, payload):
         sent = client.get(f"{srv.url}/sent").json()["types"]
     # FileResponse sends the file itself (http.response.body chunks) unless the server offers pathsend.
     assert sent == [["http.response.start", "http.response.pathsend"]] * 2
+
+
+# ============================================================================ http.response.zerocopysend
+
+
+@pytest.mark.parametrize("http2", [False, True], ids=["http1", "http2"])
+def test_zerocopysend_ranges_mixed_with_body_messages(server, payload, http2):
+    # Three zerocopysend messages of the file's range, then a body message; the app closes its file before
+    # the last send returns, so the server must read from a descriptor of its own.
+    path, data = payload
+    start, count = 1000, 2 * MiB + 7
+    with httpx.Client(http1=not http2, http2=http2, trust_env=False, timeout=20) as client:
+        response = client.get(
+            f"{server.url}/zerocopy", params={"path": path, "offset": start, "count": count, "parts": 3}
+        )
+        assert response.http_version == ("HTTP/2" if http2 else "HTTP/1.1")
+        assert response.status_code == 200
+        assert response.headers["content-length"] == str(count + len(b"<tail>"))
+        assert response.content == data[start : start + count] + b"<tail>"
+        assert "http.response.zerocopysend" in client.get(f"{server.url}/extensions").json()["extensions"]
+
+
+def test_zerocopysend_without_offset_or_count_sends_from_the_file_position_to_its_end(server, payload):
+    path, data = payload
+    with RawConn("127.0.0.1", server.port) as conn:
+        response = conn.request("GET", f"/zerocopy?path={path}&seek=4321")
+        assert response.body == data[4321:] + b"<tail>"
+        assert conn.request("GET", "/extensions").status == 200
