@@ -159,3 +159,23 @@ def test_http_h2_with_a_certificate_negotiates_h2_by_alpn(start_server, tmp_path
     with httpx.Client(http2=True, verify=context, trust_env=False, timeout=10) as client:
         response = client.get(f"https://127.0.0.1:{srv.port}/")
     assert response.status_code == 200 and response.http_version == "HTTP/2"
+
+
+def test_http_protocol_class_through_the_python_api_is_accepted(run_process):
+    import sys
+
+    from tests.support.server import free_port
+
+    port = free_port()
+    code = (
+        "import asyncio, sys, ferrocorn\n"
+        "class H2Protocol(asyncio.Protocol): pass\n"
+        "ferrocorn.run('tests.apps.options_app:app', port=int(sys.argv[1]), http=H2Protocol)\n"
+    )
+    srv = run_process([sys.executable, "-c", code, str(port)], port=port, name="http_class")
+    srv.wait_ready(timeout=20)
+    assert _http_versions(srv) == ("HTTP/1.1", "HTTP/2")
+    assert srv.has_line(
+        "--http __main__.H2Protocol: protocol classes are not loaded; ferrocorn's own Rust HTTP implementation "
+        "serves (HTTP/1.1 and HTTP/2)."
+    )
