@@ -75,11 +75,17 @@ struct ExchangeState {
 }
 
 /// One entry of the response queue: bytes from `http.response.body`, or a range of a file
-/// (`http.response.zerocopysend`), read only as hyper asks for it and not counted as buffered.
+/// (`http.response.zerocopysend`), read only as hyper asks for it. A range counts as buffered
+/// until it has all been sent, for its length but at least [`FILE_WEIGHT_MIN`] and at most
+/// [`HIGH_WATER`]: a large range makes `send()` wait until it is sent (as `sendfile` would), and
+/// small ones cannot pile up (each holds a descriptor).
 enum OutChunk {
     Bytes(Bytes),
-    File(FileBody),
+    File(FileBody, usize),
 }
+
+/// What the smallest file range counts as in the response queue.
+const FILE_WEIGHT_MIN: usize = 4096;
 
 pub struct Exchange {
     id: u64,
@@ -138,10 +144,15 @@ impl Exchange {
 
     fn poll_out(&self, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, BodyAborted>>> {
         let mut state = self.state.lock();
-        while let Some(OutChunk::File(file)) = state.out.front_mut() {
+        while let Some(OutChunk::File(file, weight)) = state.out.front_mut() {
+            let weight = *weight;
             match file.poll_frame(cx) {
                 Poll::Ready(None) => {
                     state.out.pop_front();
+                    state.out_buffered -= weight;
+                    if state.out_buffered < LOW_WATER {
+                        self.wake_python(&mut state, WaitKind::Send);
+                    }
                 }
                 other => return other,
             }
@@ -222,7 +233,10 @@ impl Exchange {
 
     /// Queue a range of a file (`http.response.zerocopysend`); as [`Exchange::push_out`].
     pub fn push_out_file(&self, file: FileBody, more: bool) -> Result<bool, Disconnected> {
-        self.push_chunk(OutChunk::File(file), more)
+        let weight = usize::try_from(file.remaining())
+            .unwrap_or(HIGH_WATER)
+            .clamp(FILE_WEIGHT_MIN, HIGH_WATER);
+        self.push_chunk(OutChunk::File(file, weight), more)
     }
 
     fn push_chunk(&self, chunk: OutChunk, more: bool) -> Result<bool, Disconnected> {
@@ -236,7 +250,10 @@ impl Exchange {
                 state.out_buffered += bytes.len();
                 state.out.push_back(OutChunk::Bytes(bytes));
             }
-            file => state.out.push_back(file),
+            OutChunk::File(file, weight) => {
+                state.out_buffered += weight;
+                state.out.push_back(OutChunk::File(file, weight));
+            }
         }
         if !more {
             state.out_done = true;

@@ -11,6 +11,7 @@ Routes (``app``):
   /pathsend-twice?path=       pathsend, then a second send (an error the app records)
   /zerocopy?path=&offset=&count=&parts=  ``http.response.zerocopysend`` of the open file, then a body message
   /zerocopy?path=&seek=       one zerocopysend without offset or count, after seeking the file
+  /zerocopy-wait?path=&id=    one zerocopysend of the whole file, then b"done"; records when that send() returned
   /probe?id=                  what a route recorded (exceptions from send())
 """
 
@@ -147,6 +148,15 @@ async def app(scope, receive, send):
                 message = {"type": "http.response.zerocopysend", "file": file, "offset": start, "count": length}
                 await send({**message, "more_body": True})
         await send({"type": "http.response.body", "body": b"<tail>"})
+    elif path == "/zerocopy-wait":
+        await read_body(receive)
+        with open(q["path"], "rb") as file:
+            size = os.fstat(file.fileno()).st_size
+            headers = [(b"content-length", b"%d" % (size + 4))]
+            await send({"type": "http.response.start", "status": 200, "headers": headers})
+            await send({"type": "http.response.zerocopysend", "file": file, "more_body": True})
+            PROBES[q["id"]] = "returned"
+        await send({"type": "http.response.body", "body": b"done"})
     elif path == "/probe":
         await send_json(send, {"result": PROBES.get(q["id"])})
     else:

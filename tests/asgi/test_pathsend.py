@@ -270,3 +270,25 @@ def test_zerocopysend_without_offset_or_count_sends_from_the_file_position_to_it
         response = conn.request("GET", f"/zerocopy?path={path}&seek=4321")
         assert response.body == data[4321:] + b"<tail>"
         assert conn.request("GET", "/extensions").status == 200
+
+
+def test_zerocopysend_of_a_large_range_waits_until_the_client_took_it(server, payload):
+    # Backpressure as for body bytes: a range counts as buffered until it is sent, so send() returns only once
+    # the client has read (nearly) all of it; small ranges cannot pile up descriptors.
+    path, data = payload
+    with H2Conn(server.port) as conn, RawConn("127.0.0.1", server.port) as probe:
+        conn.send(conn.request(1, f"/zerocopy-wait?path={path}&id=wait"))
+        received = 0
+        while received < 65535:  # the client's initial window, not opened yet
+            frame = conn.next_frame(5)
+            if isinstance(frame, DataFrame) and frame.stream_id == 1:
+                received += len(frame.data)
+        time.sleep(1)
+        assert probe.request("GET", "/probe?id=wait").json()["result"] is None, "send() returned before the range left"
+        conn.send(WindowUpdateFrame(0, window_increment=len(data)), WindowUpdateFrame(1, window_increment=len(data)))
+        rest = conn.response(1, timeout=20)
+        assert rest["ended"] and len(rest["body"]) + received == len(data) + 4 and rest["body"].endswith(b"done")
+        deadline = time.monotonic() + 5
+        while probe.request("GET", "/probe?id=wait").json()["result"] is None and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert probe.request("GET", "/probe?id=wait").json()["result"] == "returned"
