@@ -29,6 +29,9 @@ pub struct FileBody {
     offset: u64,
     remaining: u64,
     read: Option<JoinHandle<io::Result<Bytes>>>,
+    /// The file cannot give the promised bytes. hyper is first given one `Pending` so that it
+    /// flushes what it has before the error ends the connection.
+    failed: bool,
 }
 
 impl FileBody {
@@ -39,6 +42,7 @@ impl FileBody {
             offset,
             remaining: len,
             read: None,
+            failed: false,
         }
     }
 
@@ -50,6 +54,9 @@ impl FileBody {
         &mut self,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, BodyAborted>>> {
+        if self.failed {
+            return Poll::Ready(Some(Err(BodyAborted)));
+        }
         if self.remaining == 0 {
             return Poll::Ready(None);
         }
@@ -82,8 +89,9 @@ impl FileBody {
             // The file ended before the promised length, could not be read, or the read task
             // failed: the client must see a broken body, never one that looks complete.
             _ => {
-                self.remaining = 0;
-                Poll::Ready(Some(Err(BodyAborted)))
+                self.failed = true;
+                cx.waker().wake_by_ref();
+                Poll::Pending
             }
         }
     }
