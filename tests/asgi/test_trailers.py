@@ -175,7 +175,7 @@ def test_trailers_promised_but_never_sent_break_the_response_off(server):
         conn.send(b"GET /trailers-missing HTTP/1.1\r\nHost: x\r\nTE: trailers\r\n\r\n")
         partial = conn.read_response(allow_incomplete=True)
     assert partial.chunked and not partial.complete and partial.body == b"partial"
-    assert server.has_line("ASGI callable returned without completing response.")
+    server.wait_for_line("ASGI callable returned without completing response.")
 
 
 def test_trailers_before_the_body_ends_are_an_error_from_send(server):
