@@ -107,6 +107,12 @@ pub enum ProtocolError {
     TooShort,
     #[error("Invalid Content-Length header value.")]
     InvalidContentLength,
+    #[error("Expected ASGI message 'http.response.trailers', but got '{0}'.")]
+    ExpectedTrailers(String),
+    #[error("'http.response.pathsend' needs an absolute 'path', got {0:?}.")]
+    PathNotAbsolute(String),
+    #[error("'http.response.zerocopysend' needs a 'file' with a fileno().")]
+    ZeroCopyFile,
 
     // The `websocket` protocol.
     #[error("Expected ASGI message 'websocket.accept', 'websocket.close' or 'websocket.http.response.start' but got '{0}'.")]

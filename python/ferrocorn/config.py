@@ -47,6 +47,8 @@ LOG_LEVELS: dict[str, int] = {
 }
 LOOP_CHOICES = ("auto", "asyncio", "uvloop")
 HTTP_CHOICES = ("auto", "h11", "httptools")
+#: `--http` names that mean an HTTP/1.1-only server (uvicorn's h11 and httptools protocols).
+HTTP1_ONLY_IMPLEMENTATIONS = ("h11", "httptools")
 WS_CHOICES = ("auto", "none", "websockets", "websockets-sansio", "wsproto")
 LIFESPAN_CHOICES = ("auto", "on", "off")
 INTERFACE_CHOICES = ("auto", "asgi3", "asgi2", "wsgi")
@@ -126,7 +128,9 @@ OPTIONS: tuple[Option, ...] = (
         "http",
         ("--http",),
         "auto",
-        "HTTP protocol implementation. Every choice is served by ferrocorn's Rust core.",
+        "HTTP protocol implementation. Every value is served by ferrocorn's Rust core: h11 and httptools mean "
+        "HTTP/1.1 only; auto, h2, zttp and any other name serve HTTP/1.1 and HTTP/2; an import path of a protocol "
+        "class is accepted (ferrocorn's own HTTP implementation serves).",
         type=str,
         metavar="[auto|h11|httptools]",
     ),
@@ -134,8 +138,8 @@ OPTIONS: tuple[Option, ...] = (
         "http2",
         ("--http2",),
         False,
-        "Enable HTTP/2 support. Ferrocorn serves HTTP/2 with --http auto anyway (h2 by ALPN over TLS, h2c with "
-        "prior knowledge in cleartext); with --http h11|httptools, which mean HTTP/1.1 only, it turns HTTP/2 back on.",
+        "Enable HTTP/2 support. Ferrocorn serves HTTP/2 unless --http names an HTTP/1.1-only implementation (h2 "
+        "by ALPN over TLS, h2c with prior knowledge in cleartext); with --http h11|httptools it turns HTTP/2 back on.",
         is_flag=True,
     ),
     Option(
@@ -468,7 +472,7 @@ class Config:
     reload_delay: float
     workers: int
     loop: str | None
-    http: str
+    http: str | type[asyncio.Protocol]
     http2: bool
     http2_max_concurrent_streams: int
     http2_initial_stream_window_size: int
@@ -602,8 +606,9 @@ class Config:
 
     @property
     def http2_enabled(self) -> bool:
-        """--http auto serves HTTP/2 beside HTTP/1.1; h11 and httptools name HTTP/1.1-only servers."""
-        return self.http == "auto" or bool(self.http2)
+        """HTTP/2 is served beside HTTP/1.1 unless --http names an HTTP/1.1-only implementation (h11,
+        httptools) and --http2 is not given: `--http h2`, `zttp` or a protocol class's import path keep it on."""
+        return self.http not in HTTP1_ONLY_IMPLEMENTATIONS or bool(self.http2)
 
     def http2_settings(self) -> Http2Settings | None:
         """The HTTP/2 knobs, as the Rust core takes them; None when HTTP/2 is off."""
@@ -699,11 +704,16 @@ class Config:
             if not unchanged:
                 logger.warning("Option '%s' is accepted but has no effect yet: %s.", option.name, option.pending)
         if self.http != "auto":
-            logger.info(
-                "--http %s: served by ferrocorn's Rust HTTP implementation (HTTP/1.1%s).",
-                self.http,
-                " and HTTP/2" if self.http2 else " only",
-            )
+            versions = "HTTP/1.1 and HTTP/2" if self.http2_enabled else "HTTP/1.1 only"
+            if isinstance(self.http, str) and not ("." in self.http or ":" in self.http):
+                logger.info("--http %s: served by ferrocorn's Rust HTTP implementation (%s).", self.http, versions)
+            else:
+                name = self.http if isinstance(self.http, str) else f"{self.http.__module__}.{self.http.__qualname__}"
+                logger.info(
+                    "--http %s: protocol classes are not loaded; ferrocorn's own Rust HTTP implementation serves (%s).",
+                    name,
+                    versions,
+                )
         if self.ws not in ("auto", "none"):
             logger.info("--ws %s: served by ferrocorn's Rust WebSocket implementation.", self.ws)
 

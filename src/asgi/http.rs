@@ -5,12 +5,15 @@
 //! once return a ready awaitable; the others park the app on an `asyncio.Future` that a
 //! wake-up through the bridge completes.
 
+use std::os::fd::RawFd;
+use std::path::PathBuf;
 use std::sync::Arc;
 
 use bytes::Bytes;
 use http::header::{CONTENT_LENGTH, TRANSFER_ENCODING};
 use http::{HeaderMap, Response, StatusCode};
 use hyper::body::Incoming;
+use pyo3::exceptions::PyOSError;
 use pyo3::intern;
 use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyDict, PyString};
@@ -22,7 +25,8 @@ use super::waiters::{is_done, on_wake, set_result, Parked, Wakeable};
 use crate::bridge::{SendRoom, WaitKind};
 use crate::errors::{Disconnected, ProtocolError};
 use crate::exchange::{
-    plain_response, pump_request_body, BodyEvent, Exchange, RequestBody, ResponseBody,
+    dup_file, open_file, plain_response, pump_request_body, BodyEvent, Exchange, FileBody,
+    RequestBody, ResponseBody,
 };
 
 enum ResponseState {
@@ -37,6 +41,11 @@ enum ResponseState {
     Streaming {
         remaining: Option<u64>,
     },
+    /// The body has ended and `http.response.trailers` messages are due (the start message
+    /// said `trailers: true`); their headers are gathered until `more_trailers` is false.
+    Trailers {
+        headers: HeaderMap,
+    },
     Complete,
 }
 
@@ -50,6 +59,8 @@ pub struct HttpProtocol {
     /// The app has been given the message with `more_body=False`.
     body_delivered: bool,
     response: ResponseState,
+    /// The start message said `trailers: true`: the last body message does not end the response.
+    trailers: bool,
     is_head: bool,
     /// Kept only when access logging needs it.
     scope: Option<Py<PyDict>>,
@@ -74,6 +85,7 @@ impl HttpProtocol {
             },
             body_delivered: false,
             response: ResponseState::Idle,
+            trailers: false,
             is_head,
             scope,
             parked: Parked::default(),
@@ -108,6 +120,7 @@ impl HttpProtocol {
         if self.is_head {
             content_length = None; // hyper sends no body for HEAD, whatever the app writes
         }
+        self.trailers = flag(message, intern!(py, "trailers"))?;
         self.response = ResponseState::Started {
             head,
             content_length,
@@ -129,9 +142,21 @@ impl HttpProtocol {
             _ => None,
         };
         let remaining = check_length(declared, body.len(), more)?;
+        // With trailers the body queue stays open after the last body message: the last
+        // `http.response.trailers` message ends it.
+        let trailers = self.trailers;
+        let after_body = || {
+            if trailers {
+                ResponseState::Trailers {
+                    headers: HeaderMap::new(),
+                }
+            } else {
+                ResponseState::Complete
+            }
+        };
         match std::mem::replace(&mut self.response, ResponseState::Complete) {
             ResponseState::Started { head, .. } => {
-                if !more {
+                if !more && !trailers {
                     let response = Response::from_parts(head, ResponseBody::Full(Some(body)));
                     self.response_complete(py)?;
                     self.exchange.respond(response)?;
@@ -139,23 +164,158 @@ impl HttpProtocol {
                 }
                 let stream = ResponseBody::stream(self.exchange.clone());
                 self.exchange.respond(Response::from_parts(head, stream))?;
-                self.response = ResponseState::Streaming { remaining };
-                self.push(py, body, remaining != Some(0))
+                self.response = if more {
+                    ResponseState::Streaming { remaining }
+                } else {
+                    after_body()
+                };
+                self.push(py, body, trailers || remaining != Some(0))
             }
             ResponseState::Streaming { .. } => {
                 if more {
                     self.response = ResponseState::Streaming { remaining };
+                } else if trailers {
+                    self.response = after_body();
                 } else {
                     self.response_complete(py)?;
                 }
                 // Once every declared byte is queued the response is complete on the wire (hyper
                 // ends it there), even if the app's closing `more_body=False` is still to come.
-                self.push(py, body, more && remaining != Some(0))
+                self.push(py, body, trailers || (more && remaining != Some(0)))
             }
             other => {
                 self.response = other;
                 Err(ProtocolError::AfterComplete("http.response.body".to_owned()).into())
             }
+        }
+    }
+
+    /// `http.response.trailers`: gather the headers; the last message ends the response.
+    fn send_trailers(
+        &mut self,
+        py: Python<'_>,
+        message: &Bound<'_, PyDict>,
+    ) -> PyResult<Py<PyAny>> {
+        let ResponseState::Trailers { headers } = &mut self.response else {
+            return Err(ProtocolError::AfterComplete("http.response.trailers".to_owned()).into());
+        };
+        if let Some(pairs) = message.get_item(intern!(py, "headers"))? {
+            append_headers(headers, &pairs)?;
+        }
+        if flag(message, intern!(py, "more_trailers"))? {
+            return Ok(self.ctx.done(py));
+        }
+        let headers = std::mem::take(headers);
+        self.response_complete(py)?;
+        self.exchange.push_trailers(headers)?;
+        Ok(self.ctx.done(py))
+    }
+
+    /// `http.response.pathsend`: the whole body is the file at `path`, opened here (without
+    /// the GIL) and read by the I/O thread as hyper writes it. A file that cannot be opened
+    /// gets the client a 500 and the app an `OSError` (logged as the app's failure).
+    fn send_path(&mut self, py: Python<'_>, message: &Bound<'_, PyDict>) -> PyResult<Py<PyAny>> {
+        let path = match message.get_item(intern!(py, "path"))? {
+            Some(path) if !path.is_none() => path.extract::<PathBuf>().ok(),
+            _ => None,
+        };
+        let path = match path {
+            Some(path) if path.is_absolute() => path,
+            other => {
+                // Nothing is on the wire yet: a plain 500, as for a file that cannot be opened.
+                self.respond_error(StatusCode::INTERNAL_SERVER_ERROR);
+                let shown = other.map_or_else(|| "None".to_owned(), |p| p.display().to_string());
+                return Err(ProtocolError::PathNotAbsolute(shown).into());
+            }
+        };
+        let opened = py.detach(|| open_file(&path));
+        let ResponseState::Started { mut head, .. } =
+            std::mem::replace(&mut self.response, ResponseState::Complete)
+        else {
+            return Err(ProtocolError::ExpectedBody("http.response.pathsend".to_owned()).into());
+        };
+        let (file, size) = match opened {
+            Ok(opened) => opened,
+            Err(err) => {
+                self.respond_error(StatusCode::INTERNAL_SERVER_ERROR);
+                return Err(file_error(&err, &path));
+            }
+        };
+        // The app's Content-Length (Starlette sets it) wins: a file shorter than that breaks
+        // the body off; without one, the file's size is sent.
+        let length = match declared_length(&head.headers)? {
+            Some(length) => length,
+            None => {
+                head.headers
+                    .insert(CONTENT_LENGTH, http::HeaderValue::from(size));
+                size
+            }
+        };
+        let body = ResponseBody::File(FileBody::new(file, 0, length));
+        self.response_complete(py)?;
+        self.exchange.respond(Response::from_parts(head, body))?;
+        Ok(self.ctx.done(py))
+    }
+
+    /// `http.response.zerocopysend`: a range of the app's open file joins the body queue (a
+    /// duplicate descriptor, so the app may close its own at once), read by the I/O thread as
+    /// hyper writes it. Mixes with `http.response.body` messages as the spec allows.
+    fn send_zerocopy(
+        &mut self,
+        py: Python<'_>,
+        message: &Bound<'_, PyDict>,
+    ) -> PyResult<Py<PyAny>> {
+        let fd = match message.get_item(intern!(py, "file"))? {
+            Some(file) if !file.is_none() => match file.extract::<RawFd>() {
+                Ok(fd) => fd,
+                Err(_) => file
+                    .call_method0(intern!(py, "fileno"))?
+                    .extract::<RawFd>()?,
+            },
+            _ => return Err(ProtocolError::ZeroCopyFile.into()),
+        };
+        let offset = optional_u64(message, intern!(py, "offset"))?;
+        let count = optional_u64(message, intern!(py, "count"))?;
+        let more = flag(message, intern!(py, "more_body"))?;
+        let (file, size, position) = dup_file(fd).map_err(PyErr::from)?;
+        let offset = offset.unwrap_or(position);
+        let count = count.unwrap_or_else(|| size.saturating_sub(offset));
+        let declared = match &self.response {
+            ResponseState::Started { content_length, .. } => *content_length,
+            ResponseState::Streaming { remaining } => *remaining,
+            _ => None,
+        };
+        let len = usize::try_from(count).map_err(|_| ProtocolError::TooLong)?;
+        let remaining = check_length(declared, len, more)?;
+        let trailers = self.trailers;
+        match std::mem::replace(&mut self.response, ResponseState::Complete) {
+            ResponseState::Started { head, .. } => {
+                let stream = ResponseBody::stream(self.exchange.clone());
+                self.exchange.respond(Response::from_parts(head, stream))?;
+            }
+            ResponseState::Streaming { .. } => {}
+            other => {
+                self.response = other;
+                return Err(
+                    ProtocolError::ExpectedBody("http.response.zerocopysend".to_owned()).into(),
+                );
+            }
+        }
+        if more {
+            self.response = ResponseState::Streaming { remaining };
+        } else if trailers {
+            self.response = ResponseState::Trailers {
+                headers: HeaderMap::new(),
+            };
+        } else {
+            self.response_complete(py)?;
+        }
+        let body = FileBody::new(file, offset, count);
+        let open = trailers || (more && remaining != Some(0));
+        if self.exchange.push_out_file(body, open)? {
+            self.parked.park(py, &self.ctx, WaitKind::Send)
+        } else {
+            Ok(self.ctx.done(py))
         }
     }
 
@@ -196,7 +356,9 @@ impl HttpProtocol {
                 self.exchange.abort_out();
                 let _ = self.exchange.respond(Response::from_parts(head, stream));
             }
-            ResponseState::Streaming { .. } => self.exchange.abort_out(),
+            ResponseState::Streaming { .. } | ResponseState::Trailers { .. } => {
+                self.exchange.abort_out()
+            }
             ResponseState::Idle | ResponseState::Complete => {}
         }
     }
@@ -278,8 +440,21 @@ impl HttpProtocol {
                 ResponseState::Started { .. } | ResponseState::Streaming { .. },
                 "http.response.body",
             ) => self.send_body(py, message),
+            (ResponseState::Started { .. }, "http.response.pathsend") => {
+                self.send_path(py, message)
+            }
+            (
+                ResponseState::Started { .. } | ResponseState::Streaming { .. },
+                "http.response.zerocopysend",
+            ) => self.send_zerocopy(py, message),
             (ResponseState::Started { .. } | ResponseState::Streaming { .. }, other) => {
                 Err(ProtocolError::ExpectedBody(other.to_owned()).into())
+            }
+            (ResponseState::Trailers { .. }, "http.response.trailers") => {
+                self.send_trailers(py, message)
+            }
+            (ResponseState::Trailers { .. }, other) => {
+                Err(ProtocolError::ExpectedTrailers(other.to_owned()).into())
             }
             (ResponseState::Complete, other) => {
                 if self.exchange.is_disconnected() {
@@ -306,7 +481,9 @@ impl HttpProtocol {
                     (!gone).then_some("ASGI callable returned without starting response.")
                 }
             }
-            ResponseState::Started { .. } | ResponseState::Streaming { .. } => {
+            ResponseState::Started { .. }
+            | ResponseState::Streaming { .. }
+            | ResponseState::Trailers { .. } => {
                 let gone = self.exchange.is_disconnected();
                 self.abort_response();
                 (!gone).then_some("ASGI callable returned without completing response.")
@@ -331,6 +508,24 @@ impl HttpProtocol {
     #[getter]
     fn client_gone(&self) -> bool {
         self.exchange.is_disconnected()
+    }
+}
+
+/// `message[key]` as a non-negative integer; `None` when missing or `None`.
+fn optional_u64(message: &Bound<'_, PyDict>, key: &Bound<'_, PyString>) -> PyResult<Option<u64>> {
+    match message.get_item(key)? {
+        Some(value) if !value.is_none() => Ok(Some(value.extract::<u64>()?)),
+        _ => Ok(None),
+    }
+}
+
+/// An `OSError` naming the file (the errno picks its subclass: `FileNotFoundError`, ...).
+fn file_error(err: &std::io::Error, path: &std::path::Path) -> PyErr {
+    let text = err.to_string();
+    let reason = text.split(" (os error").next().unwrap_or(&text).to_owned();
+    match err.raw_os_error() {
+        Some(errno) => PyOSError::new_err((errno, reason, path.display().to_string())),
+        None => PyOSError::new_err(format!("{reason}: {}", path.display())),
     }
 }
 

@@ -82,7 +82,44 @@ pub fn build_http_scope<'py>(
     cache: &ScopeCache,
     head: &RequestHead,
 ) -> PyResult<Bound<'py, PyDict>> {
-    build_request_scope(py, cache, &head.parts, &head.conn)
+    let scope = build_request_scope(py, cache, &head.parts, &head.conn)?;
+    if let Some(extensions) = scope.get_item(intern!(py, "extensions"))? {
+        add_http_extensions(py, extensions.cast::<PyDict>()?, &head.parts)?;
+    }
+    Ok(scope)
+}
+
+/// The `send` extensions an `http` scope offers (`docs/extensions` in asgiref):
+/// `http.response.pathsend` and `http.response.zerocopysend` always, and `http.response.trailers` where the trailers reach the client: always on HTTP/2, and on
+/// HTTP/1.1 when the request said `TE: trailers` (hyper drops them otherwise, as the spec asks).
+fn add_http_extensions(
+    py: Python<'_>,
+    extensions: &Bound<'_, PyDict>,
+    parts: &http::request::Parts,
+) -> PyResult<()> {
+    if trailers_reach_client(parts) {
+        extensions.set_item(intern!(py, "http.response.trailers"), PyDict::new(py))?;
+    }
+    extensions.set_item(intern!(py, "http.response.pathsend"), PyDict::new(py))?;
+    extensions.set_item(intern!(py, "http.response.zerocopysend"), PyDict::new(py))?;
+    Ok(())
+}
+
+/// HTTP/2 always carries trailers; HTTP/1.1 only in a chunked response to a request whose `TE`
+/// lists `trailers` (RFC 9110 §6.5.1, §10.1.4) and whose response names them in `Trailer`;
+/// HTTP/1.0 has no chunked framing.
+fn trailers_reach_client(parts: &http::request::Parts) -> bool {
+    match parts.version {
+        Version::HTTP_2 => true,
+        // The same test as hyper's, which decides whether it writes them.
+        Version::HTTP_11 => parts.headers.get_all(http::header::TE).iter().any(|value| {
+            value
+                .as_bytes()
+                .split(|&byte| byte == b',')
+                .any(|token| token.trim_ascii().eq_ignore_ascii_case(b"trailers"))
+        }),
+        _ => false,
+    }
 }
 
 /// The `websocket` scope: the request scope's keys without `method`, with `scheme` ws/wss, the

@@ -7,6 +7,7 @@
 //! side can make the other buffer without bound. The state is private: each side moves it
 //! through the methods below, under one lock.
 
+mod file_body;
 mod request_body;
 mod response_body;
 
@@ -24,6 +25,7 @@ use crate::bridge::{SendRoom, WaitKind, Waiting, WakeSink};
 use crate::errors::{BodyAborted, Disconnected};
 use crate::flow::{HIGH_WATER, LOW_WATER};
 
+pub use file_body::{dup_file, open_file, FileBody};
 pub use request_body::{pump_request_body, RequestBody};
 pub use response_body::{plain_response, ResponseBody};
 
@@ -60,15 +62,30 @@ struct ExchangeState {
     body_failed: bool,
 
     // Response body: produced by `send()`, consumed by hyper.
-    out: VecDeque<Bytes>,
+    out: VecDeque<OutChunk>,
     out_buffered: usize,
     out_done: bool,
+    /// The `http.response.trailers` headers, sent after the last body frame.
+    out_trailers: Option<http::HeaderMap>,
     out_aborted: bool,
     /// On abort, hyper is first given one `Pending` so that it flushes what it has (the head,
     /// the bytes sent so far) before the error ends the connection.
     abort_flushed: bool,
     out_waker: Option<Waker>,
 }
+
+/// One entry of the response queue: bytes from `http.response.body`, or a range of a file
+/// (`http.response.zerocopysend`), read only as hyper asks for it. A range counts as buffered
+/// until it has all been sent, for its length but at least [`FILE_WEIGHT_MIN`] and at most
+/// [`HIGH_WATER`]: a large range makes `send()` wait until it is sent (as `sendfile` would), and
+/// small ones cannot pile up (each holds a descriptor).
+enum OutChunk {
+    Bytes(Bytes),
+    File(FileBody, usize),
+}
+
+/// What the smallest file range counts as in the response queue.
+const FILE_WEIGHT_MIN: usize = 4096;
 
 pub struct Exchange {
     id: u64,
@@ -127,7 +144,20 @@ impl Exchange {
 
     fn poll_out(&self, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, BodyAborted>>> {
         let mut state = self.state.lock();
-        if let Some(chunk) = state.out.pop_front() {
+        while let Some(OutChunk::File(file, weight)) = state.out.front_mut() {
+            let weight = *weight;
+            match file.poll_frame(cx) {
+                Poll::Ready(None) => {
+                    state.out.pop_front();
+                    state.out_buffered -= weight;
+                    if state.out_buffered < LOW_WATER {
+                        self.wake_python(&mut state, WaitKind::Send);
+                    }
+                }
+                other => return other,
+            }
+        }
+        if let Some(OutChunk::Bytes(chunk)) = state.out.pop_front() {
             state.out_buffered -= chunk.len();
             if state.out_buffered < LOW_WATER {
                 self.wake_python(&mut state, WaitKind::Send);
@@ -143,7 +173,7 @@ impl Exchange {
             return Poll::Ready(Some(Err(BodyAborted)));
         }
         if state.out_done {
-            return Poll::Ready(None);
+            return Poll::Ready(state.out_trailers.take().map(|t| Ok(Frame::trailers(t))));
         }
         state.out_waker = Some(cx.waker().clone());
         Poll::Pending
@@ -153,7 +183,7 @@ impl Exchange {
     fn out_dropped(&self) {
         let finished = {
             let state = self.state.lock();
-            state.out_done && state.out.is_empty()
+            state.out_done && state.out.is_empty() && state.out_trailers.is_none()
         };
         if !finished {
             self.client_gone();
@@ -198,13 +228,32 @@ impl Exchange {
     /// Queue response bytes from `send()`. `Ok(true)`: the caller must wait for the socket to
     /// drain before sending more.
     pub fn push_out(&self, chunk: Bytes, more: bool) -> Result<bool, Disconnected> {
+        self.push_chunk(OutChunk::Bytes(chunk), more)
+    }
+
+    /// Queue a range of a file (`http.response.zerocopysend`); as [`Exchange::push_out`].
+    pub fn push_out_file(&self, file: FileBody, more: bool) -> Result<bool, Disconnected> {
+        let weight = usize::try_from(file.remaining())
+            .unwrap_or(HIGH_WATER)
+            .clamp(FILE_WEIGHT_MIN, HIGH_WATER);
+        self.push_chunk(OutChunk::File(file, weight), more)
+    }
+
+    fn push_chunk(&self, chunk: OutChunk, more: bool) -> Result<bool, Disconnected> {
         let mut state = self.state.lock();
         if state.disconnected {
             return Err(Disconnected::Client);
         }
-        if !chunk.is_empty() {
-            state.out_buffered += chunk.len();
-            state.out.push_back(chunk);
+        match chunk {
+            OutChunk::Bytes(bytes) if bytes.is_empty() => {}
+            OutChunk::Bytes(bytes) => {
+                state.out_buffered += bytes.len();
+                state.out.push_back(OutChunk::Bytes(bytes));
+            }
+            OutChunk::File(file, weight) => {
+                state.out_buffered += weight;
+                state.out.push_back(OutChunk::File(file, weight));
+            }
         }
         if !more {
             state.out_done = true;
@@ -219,6 +268,22 @@ impl Exchange {
             waker.wake();
         }
         Ok(must_wait)
+    }
+
+    /// End the response body with trailer fields (`http.response.trailers`).
+    pub fn push_trailers(&self, trailers: http::HeaderMap) -> Result<(), Disconnected> {
+        let mut state = self.state.lock();
+        if state.disconnected {
+            return Err(Disconnected::Client);
+        }
+        state.out_trailers = Some(trailers);
+        state.out_done = true;
+        let waker = state.out_waker.take();
+        drop(state);
+        if let Some(waker) = waker {
+            waker.wake();
+        }
+        Ok(())
     }
 
     /// Whether a `send()` told to wait may go on; parks it again if not.

@@ -8,13 +8,15 @@ use std::task::{Context, Poll};
 use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
 
-use super::Exchange;
+use super::{Exchange, FileBody};
 use crate::errors::BodyAborted;
 
 pub enum ResponseBody {
     Full(Option<Bytes>),
     /// Streamed from the exchange's response queue.
     Stream(StreamBody),
+    /// Read from a file (`http.response.pathsend`).
+    File(FileBody),
 }
 
 impl ResponseBody {
@@ -64,11 +66,15 @@ impl Body for ResponseBody {
         match self.get_mut() {
             ResponseBody::Full(bytes) => Poll::Ready(bytes.take().map(|b| Ok(Frame::data(b)))),
             ResponseBody::Stream(stream) => stream.0.poll_out(cx),
+            ResponseBody::File(file) => file.poll_frame(cx),
         }
     }
 
     fn is_end_stream(&self) -> bool {
-        matches!(self, ResponseBody::Full(None))
+        match self {
+            ResponseBody::File(file) => file.remaining() == 0,
+            other => matches!(other, ResponseBody::Full(None)),
+        }
     }
 
     fn size_hint(&self) -> SizeHint {
@@ -76,6 +82,7 @@ impl Body for ResponseBody {
             ResponseBody::Full(Some(bytes)) => SizeHint::with_exact(bytes.len() as u64),
             ResponseBody::Full(None) => SizeHint::with_exact(0),
             ResponseBody::Stream(_) => SizeHint::default(),
+            ResponseBody::File(file) => SizeHint::with_exact(file.remaining()),
         }
     }
 }

@@ -3,6 +3,7 @@
 import re
 
 import httpx
+import pytest
 
 APP = "tests.apps.options_app:app"
 
@@ -102,3 +103,79 @@ def test_backlog_reaches_listen(start_server):
     listing = subprocess.run(["ss", "-ltnH", f"sport = :{srv.port}"], capture_output=True, text=True).stdout
     # For a listening socket, ss reports the accept backlog as Send-Q.
     assert any(line.split()[2] == "77" for line in listing.splitlines()), listing
+
+
+def _http_versions(srv) -> tuple[str, str | None]:
+    """What a prior-knowledge HTTP/2 client gets (None when the server does not speak h2c), and what an
+    HTTP/1.1 client gets."""
+    try:
+        with httpx.Client(http1=False, http2=True, trust_env=False, timeout=10) as client:
+            h2 = client.get(f"{srv.url}/").http_version
+    except httpx.HTTPError:
+        h2 = None
+    with httpx.Client(trust_env=False, timeout=10) as client:
+        h1 = client.get(f"{srv.url}/").http_version
+    return h1, h2
+
+
+@pytest.mark.parametrize("name", ["h2", "zttp", "anything-else"])
+def test_http_names_other_than_h11_and_httptools_keep_http2_on(start_server, name):
+    # uvicorn's guide: `--http h2` (with a certificate) for HTTP/2. It must not turn HTTP/2 off.
+    srv = start_server(APP, "--http", name)
+    assert _http_versions(srv) == ("HTTP/1.1", "HTTP/2")
+    assert srv.has_line(f"--http {name}: served by ferrocorn's Rust HTTP implementation (HTTP/1.1 and HTTP/2).")
+
+
+@pytest.mark.parametrize("name", ["h11", "httptools"])
+def test_http_h11_and_httptools_mean_http11_only(start_server, name):
+    srv = start_server(APP, "--http", name)
+    assert _http_versions(srv) == ("HTTP/1.1", None)
+
+
+def test_http_import_path_is_accepted_and_served_by_the_rust_core(start_server):
+    for spec in ("mypkg.protocols:H2Protocol", "mypkg.protocols.H2Protocol"):
+        srv = start_server(APP, "--http", spec)
+        assert _http_versions(srv) == ("HTTP/1.1", "HTTP/2")
+        assert srv.has_line(
+            f"--http {spec}: protocol classes are not loaded; ferrocorn's own Rust HTTP implementation serves "
+            "(HTTP/1.1 and HTTP/2)."
+        )
+        srv.close()
+
+
+def test_http_h2_with_a_certificate_negotiates_h2_by_alpn(start_server, tmp_path):
+    import ssl
+
+    import trustme
+
+    ca = trustme.CA()
+    cert = ca.issue_cert("127.0.0.1")
+    certfile, keyfile = tmp_path / "cert.pem", tmp_path / "key.pem"
+    cert.cert_chain_pems[0].write_to_path(certfile)
+    cert.private_key_pem.write_to_path(keyfile)
+    srv = start_server(APP, "--http", "h2", "--ssl-certfile", str(certfile), "--ssl-keyfile", str(keyfile))
+    context = ssl.create_default_context()
+    ca.configure_trust(context)
+    with httpx.Client(http2=True, verify=context, trust_env=False, timeout=10) as client:
+        response = client.get(f"https://127.0.0.1:{srv.port}/")
+    assert response.status_code == 200 and response.http_version == "HTTP/2"
+
+
+def test_http_protocol_class_through_the_python_api_is_accepted(run_process):
+    import sys
+
+    from tests.support.server import free_port
+
+    port = free_port()
+    code = (
+        "import asyncio, sys, ferrocorn\n"
+        "class H2Protocol(asyncio.Protocol): pass\n"
+        "ferrocorn.run('tests.apps.options_app:app', port=int(sys.argv[1]), http=H2Protocol)\n"
+    )
+    srv = run_process([sys.executable, "-c", code, str(port)], port=port, name="http_class")
+    srv.wait_ready(timeout=20)
+    assert _http_versions(srv) == ("HTTP/1.1", "HTTP/2")
+    assert srv.has_line(
+        "--http __main__.H2Protocol: protocol classes are not loaded; ferrocorn's own Rust HTTP implementation "
+        "serves (HTTP/1.1 and HTTP/2)."
+    )

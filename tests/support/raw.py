@@ -218,6 +218,7 @@ class RawResponse:
     complete: bool = True
     chunked: bool = False
     raw_head: bytes = b""
+    trailers: list = field(default_factory=list)  # the chunked trailer section's raw lines (bytes)
 
     def header(self, name: str) -> str | None:
         vals = self.header_all(name)
@@ -316,6 +317,7 @@ class RawConn(RawSocket):
                         if t == b"":
                             resp.body = b"".join(body)
                             break
+                        resp.trailers.append(t)
                     break
                 chunk = self.read_exact(size)
                 body.append(chunk)
