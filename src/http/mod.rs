@@ -2,6 +2,7 @@
 //! hand-off to Python, the WebSocket hook), the HTTP/1.1 and HTTP/2 glue, and the executor that
 //! polls an HTTP/2 connection's streams inside its own task.
 
+mod framing;
 mod h1;
 mod h2;
 mod host;

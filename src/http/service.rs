@@ -14,6 +14,7 @@ use http::{header, Request, Response, StatusCode};
 use hyper::body::{Body, Incoming};
 use tokio::sync::oneshot;
 
+use super::framing::{check_framing, Refusal};
 use super::host::validate_host;
 use super::upgrade;
 use crate::bridge::LogLevel;
@@ -30,7 +31,14 @@ pub fn handle_request(
     conn: &Arc<ConnInfo>,
     request: Request<Incoming>,
 ) -> impl Future<Output = Result<Response<ResponseBody>, Infallible>> + Send + 'static {
-    let host = validate_host(&request);
+    // RFC 9112 framing and request-target checks, then the Host check: a request failing one
+    // never reaches the app.
+    let host = check_framing(&request).and_then(|()| {
+        validate_host(&request).map_err(|reason| Refusal {
+            status: StatusCode::BAD_REQUEST,
+            reason,
+        })
+    });
     // Upgrade requests (HTTP/1.1) and extended CONNECTs (HTTP/2) are WebSockets, unless
     // `--ws none` serves them as plain HTTP.
     let websocket = host.is_ok() && upgrade::is_websocket_request(&request);
@@ -40,7 +48,14 @@ pub fn handle_request(
             .log(LogLevel::Warning, "Unsupported upgrade request.".to_owned());
     }
     let handoff = match (host, &shared.websocket) {
-        (Err(reason), _) => Handoff::Respond(plain_response(StatusCode::BAD_REQUEST, reason)),
+        (Err(refusal), _) => {
+            // As for hyper's own 400s (and uvicorn's).
+            shared.bridge.log(
+                LogLevel::Warning,
+                "Invalid HTTP request received.".to_owned(),
+            );
+            Handoff::Respond(plain_response(refusal.status, refusal.reason))
+        }
         // As uvicorn: a WebSocket handshake past the limit is refused like a request.
         (Ok(()), _) if shared.over_concurrency_limit() => {
             shared
