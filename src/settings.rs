@@ -44,6 +44,10 @@ pub struct ServerSettings {
     pub http2: Option<Http2Settings>,
     /// `None` with `--ws none` (upgrades are served as plain HTTP).
     pub websocket: Option<Arc<WebSocketSettings>>,
+    /// `--limit-request-body-size`: the largest request body (413 past it); `None`: no limit.
+    pub limit_request_body_size: Option<u64>,
+    /// `--limit-request-headers`: the most header fields in a request (431 past it).
+    pub limit_request_headers: usize,
 }
 
 impl ServerSettings {
@@ -82,6 +86,11 @@ impl ServerSettings {
             tls_handshake_timeout: positive_seconds(dict, "", "tls_handshake_timeout")?,
             http2,
             websocket,
+            limit_request_body_size: item(dict, "limit_request_body_size")?,
+            limit_request_headers: match item::<usize>(dict, "limit_request_headers")? {
+                0 => return Err(setting_error("limit_request_headers must be at least 1")),
+                count => count,
+            },
         })
     }
 }

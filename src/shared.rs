@@ -32,6 +32,10 @@ pub struct Shared {
     pub tls_handshake_timeout: Duration,
     pub proxies: Option<TrustedProxies>,
     pub websocket: Option<Arc<WebSocketSettings>>,
+    /// `--limit-request-body-size` (`None`: no limit).
+    pub limit_request_body_size: Option<u64>,
+    /// `--limit-request-headers` (hyper enforces it on HTTP/1.1, the service on HTTP/2).
+    pub limit_request_headers: usize,
     next_request_id: AtomicU64,
     connections: AtomicUsize,
     /// Requests handed to Python whose exchange is still alive (app running or response in flight).
@@ -59,6 +63,8 @@ impl Shared {
             tls_handshake_timeout: settings.tls_handshake_timeout,
             proxies: settings.proxies.clone(),
             websocket: settings.websocket.clone(),
+            limit_request_body_size: settings.limit_request_body_size,
+            limit_request_headers: settings.limit_request_headers,
             next_request_id: AtomicU64::new(1),
             connections: AtomicUsize::new(0),
             in_flight: Arc::new(AtomicUsize::new(0)),

@@ -79,6 +79,8 @@ class ServerSettings(TypedDict):
     asgi_version: str
     reset_contextvars: bool
     limit_concurrency: int | None
+    limit_request_body_size: int | None
+    limit_request_headers: int
     forwarded_allow_ips: list[str] | None
     tls: TlsConfig | None
     tls_handshake_timeout: float

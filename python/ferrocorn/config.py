@@ -319,6 +319,22 @@ OPTIONS: tuple[Option, ...] = (
         type=int,
     ),
     Option(
+        "limit_request_body_size",
+        ("--limit-request-body-size",),
+        None,
+        "Largest request body, in bytes: a larger declared Content-Length is answered 413 before the app runs; a "
+        "chunked or HTTP/2 body that grows past it ends with 413 and http.disconnect. No limit by default.",
+        type=click.IntRange(min=0),
+        metavar="BYTES",
+    ),
+    Option(
+        "limit_request_headers",
+        ("--limit-request-headers",),
+        100,
+        "Most header fields in a request (HTTP/1.1 and HTTP/2); a request with more is answered 431.",
+        type=click.IntRange(1, 10000),
+    ),
+    Option(
         "timeout_keep_alive",
         ("--timeout-keep-alive",),
         5,
@@ -499,6 +515,8 @@ class Config:
     backlog: int
     limit_max_requests: int | None
     limit_max_requests_jitter: int
+    limit_request_body_size: int | None
+    limit_request_headers: int
     timeout_keep_alive: float
     timeout_tls_handshake: float
     timeout_graceful_shutdown: float | None

@@ -167,6 +167,8 @@ class Server:
                 "asgi_version": config.asgi_version,
                 "reset_contextvars": config.reset_contextvars,
                 "limit_concurrency": config.limit_concurrency,
+                "limit_request_body_size": config.limit_request_body_size,
+                "limit_request_headers": config.limit_request_headers,
                 "forwarded_allow_ips": config.trusted_proxies if config.proxy_headers else None,
                 "tls": config.tls,
                 "tls_handshake_timeout": float(config.timeout_tls_handshake),

@@ -28,6 +28,8 @@ pub fn builder(settings: &ServerSettings) -> http1::Builder {
     // Not `pipeline_flush`: with it hyper skips the flush while unparsed bytes remain, which
     // loses the automatic 400 for a malformed request (the bad bytes are still buffered).
     builder.max_header_size(settings.max_header_size);
+    // `--limit-request-headers`: hyper answers 431 past it.
+    builder.max_headers(settings.limit_request_headers);
     builder
 }
 

@@ -6,6 +6,7 @@ mod framing;
 mod h1;
 mod h2;
 mod host;
+mod limits;
 mod service;
 mod stream_executor;
 mod upgrade;

@@ -16,10 +16,12 @@ use tokio::sync::oneshot;
 
 use super::framing::{check_framing, Refusal};
 use super::host::validate_host;
+use super::limits::check_limits;
 use super::upgrade;
 use crate::bridge::LogLevel;
 use crate::exchange::{
-    plain_response, pump_request_body, Exchange, RequestBody, ResponseBody, ResponseReceiver,
+    plain_response, pump_request_body, BodyLimits, Exchange, RequestBody, ResponseBody,
+    ResponseReceiver,
 };
 use crate::jobs::{Event, Job, RequestHead};
 use crate::net::ConnInfo;
@@ -33,12 +35,20 @@ pub fn handle_request(
 ) -> impl Future<Output = Result<Response<ResponseBody>, Infallible>> + Send + 'static {
     // RFC 9112 framing and request-target checks, then the Host check: a request failing one
     // never reaches the app.
-    let host = check_framing(&request).and_then(|()| {
-        validate_host(&request).map_err(|reason| Refusal {
-            status: StatusCode::BAD_REQUEST,
-            reason,
+    let host = check_framing(&request)
+        .and_then(|()| {
+            validate_host(&request).map_err(|reason| Refusal {
+                status: StatusCode::BAD_REQUEST,
+                reason,
+            })
         })
-    });
+        .and_then(|()| {
+            check_limits(
+                &request,
+                shared.limit_request_body_size,
+                shared.limit_request_headers,
+            )
+        });
     // Upgrade requests (HTTP/1.1) and extended CONNECTs (HTTP/2) are WebSockets, unless
     // `--ws none` serves them as plain HTTP.
     let websocket = host.is_ok() && upgrade::is_websocket_request(&request);
@@ -144,6 +154,10 @@ fn hand_over(
         shared.in_flight(),
         responder,
     ));
+    exchange.limit_body(BodyLimits {
+        max_size: shared.limit_request_body_size,
+        idle_timeout: None,
+    });
     let (parts, body) = request.into_parts();
     let body = if body.is_end_stream() {
         RequestBody::Empty
