@@ -48,6 +48,13 @@ pub struct ServerSettings {
     pub limit_request_body_size: Option<u64>,
     /// `--limit-request-headers`: the most header fields in a request (431 past it).
     pub limit_request_headers: usize,
+    /// `--timeout-request-head`: an HTTP/1.1 request head must be complete this long after its
+    /// first byte.
+    pub request_head_timeout: Duration,
+    /// `--timeout-request-body`: the longest silence in a request body (408 past it).
+    pub request_body_timeout: Duration,
+    /// `--timeout-response-write`: the longest a client may leave the socket unwritable.
+    pub response_write_timeout: Duration,
 }
 
 impl ServerSettings {
@@ -91,6 +98,9 @@ impl ServerSettings {
                 0 => return Err(setting_error("limit_request_headers must be at least 1")),
                 count => count,
             },
+            request_head_timeout: positive_seconds(dict, "", "request_head_timeout")?,
+            request_body_timeout: positive_seconds(dict, "", "request_body_timeout")?,
+            response_write_timeout: positive_seconds(dict, "", "response_write_timeout")?,
         })
     }
 }

@@ -84,6 +84,9 @@ class ServerSettings(TypedDict):
     forwarded_allow_ips: list[str] | None
     tls: TlsConfig | None
     tls_handshake_timeout: float
+    request_head_timeout: float
+    request_body_timeout: float
+    response_write_timeout: float
     http2: Http2Settings | None
     websocket: WebSocketSettings | None
 

@@ -349,6 +349,30 @@ OPTIONS: tuple[Option, ...] = (
         type=click.FloatRange(min=0, min_open=True),
     ),
     Option(
+        "timeout_request_head",
+        ("--timeout-request-head",),
+        10.0,
+        "Close a connection whose request line and headers have not all arrived within this many seconds of their "
+        "first byte (slow-header clients). Separate from --timeout-keep-alive, which bounds the silence before it.",
+        type=click.FloatRange(min=0, min_open=True),
+    ),
+    Option(
+        "timeout_request_body",
+        ("--timeout-request-body",),
+        30.0,
+        "Give up on a request body when no byte of it arrives for this many seconds while the server waits for it: "
+        "the app's receive() gets http.disconnect, the client 408 and the connection closes.",
+        type=click.FloatRange(min=0, min_open=True),
+    ),
+    Option(
+        "timeout_response_write",
+        ("--timeout-response-write",),
+        30.0,
+        "Close a connection whose client has not accepted a byte of a response (or WebSocket) for this many seconds; "
+        "the app's send() raises ClientDisconnected.",
+        type=click.FloatRange(min=0, min_open=True),
+    ),
+    Option(
         "timeout_graceful_shutdown",
         ("--timeout-graceful-shutdown",),
         None,
@@ -519,6 +543,9 @@ class Config:
     limit_request_headers: int
     timeout_keep_alive: float
     timeout_tls_handshake: float
+    timeout_request_head: float
+    timeout_request_body: float
+    timeout_response_write: float
     timeout_graceful_shutdown: float | None
     timeout_worker_healthcheck: float
     ssl_keyfile: str | os.PathLike[str] | None

@@ -156,7 +156,7 @@ fn hand_over(
     ));
     exchange.limit_body(BodyLimits {
         max_size: shared.limit_request_body_size,
-        idle_timeout: None,
+        idle_timeout: Some(shared.request_body_timeout),
     });
     let (parts, body) = request.into_parts();
     let body = if body.is_end_stream() {
