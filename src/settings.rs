@@ -162,6 +162,8 @@ pub struct WebSocketSettings {
     pub ping_interval: Option<Duration>,
     pub ping_timeout: Option<Duration>,
     pub per_message_deflate: bool,
+    /// `--timeout-response-write`: a session whose socket refuses every write this long ends.
+    pub write_timeout: Option<Duration>,
 }
 
 impl WebSocketSettings {
@@ -178,6 +180,7 @@ impl WebSocketSettings {
             ping_interval: off_unless_positive(item(dict, "ping_interval")?),
             ping_timeout: off_unless_positive(item(dict, "ping_timeout")?),
             per_message_deflate: item(dict, "per_message_deflate")?,
+            write_timeout: off_unless_positive(item(dict, "write_timeout")?),
         })
     }
 }

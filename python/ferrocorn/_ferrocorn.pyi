@@ -66,6 +66,7 @@ class WebSocketSettings(TypedDict):
     ping_interval: float | None
     ping_timeout: float | None
     per_message_deflate: bool
+    write_timeout: float | None
 
 @type_check_only
 class ServerSettings(TypedDict):

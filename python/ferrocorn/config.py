@@ -639,6 +639,7 @@ class Config:
             "ping_interval": None if self.ws_ping_interval is None else float(self.ws_ping_interval),
             "ping_timeout": None if self.ws_ping_timeout is None else float(self.ws_ping_timeout),
             "per_message_deflate": bool(self.ws_per_message_deflate),
+            "write_timeout": float(self.timeout_response_write),
         }
 
     @property
