@@ -13,3 +13,5 @@ mod upgrade;
 
 pub use h1::{builder as http1_builder, serve as serve_http1};
 pub use h2::serve as serve_http2;
+#[cfg(feature = "fuzzing")]
+pub(crate) use {framing::check_framing, host::validate_host};
