@@ -21,10 +21,16 @@ mod shared;
 mod tls;
 mod websocket;
 
+/// The entry points of the fuzz targets in `fuzz/` (feature `fuzzing` only).
+#[cfg(feature = "fuzzing")]
+#[doc(hidden)]
+pub mod fuzzing;
+
 use pyo3::prelude::*;
 
 /// mimalloc instead of the system allocator: requests are allocated on one thread and freed on
 /// the other, which glibc's per-thread arenas handle poorly (measured: see docs/performance.md).
+#[cfg(not(feature = "fuzzing"))] // the sanitizers watch the system allocator
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 

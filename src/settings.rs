@@ -44,6 +44,17 @@ pub struct ServerSettings {
     pub http2: Option<Http2Settings>,
     /// `None` with `--ws none` (upgrades are served as plain HTTP).
     pub websocket: Option<Arc<WebSocketSettings>>,
+    /// `--limit-request-body-size`: the largest request body (413 past it); `None`: no limit.
+    pub limit_request_body_size: Option<u64>,
+    /// `--limit-request-headers`: the most header fields in a request (431 past it).
+    pub limit_request_headers: usize,
+    /// `--timeout-request-head`: an HTTP/1.1 request head must be complete this long after its
+    /// first byte.
+    pub request_head_timeout: Duration,
+    /// `--timeout-request-body`: the longest silence in a request body (408 past it).
+    pub request_body_timeout: Duration,
+    /// `--timeout-response-write`: the longest a client may leave the socket unwritable.
+    pub response_write_timeout: Duration,
 }
 
 impl ServerSettings {
@@ -82,6 +93,14 @@ impl ServerSettings {
             tls_handshake_timeout: positive_seconds(dict, "", "tls_handshake_timeout")?,
             http2,
             websocket,
+            limit_request_body_size: item(dict, "limit_request_body_size")?,
+            limit_request_headers: match item::<usize>(dict, "limit_request_headers")? {
+                0 => return Err(setting_error("limit_request_headers must be at least 1")),
+                count => count,
+            },
+            request_head_timeout: positive_seconds(dict, "", "request_head_timeout")?,
+            request_body_timeout: positive_seconds(dict, "", "request_body_timeout")?,
+            response_write_timeout: positive_seconds(dict, "", "response_write_timeout")?,
         })
     }
 }
@@ -143,6 +162,8 @@ pub struct WebSocketSettings {
     pub ping_interval: Option<Duration>,
     pub ping_timeout: Option<Duration>,
     pub per_message_deflate: bool,
+    /// `--timeout-response-write`: a session whose socket refuses every write this long ends.
+    pub write_timeout: Option<Duration>,
 }
 
 impl WebSocketSettings {
@@ -159,6 +180,7 @@ impl WebSocketSettings {
             ping_interval: off_unless_positive(item(dict, "ping_interval")?),
             ping_timeout: off_unless_positive(item(dict, "ping_timeout")?),
             per_message_deflate: item(dict, "per_message_deflate")?,
+            write_timeout: off_unless_positive(item(dict, "write_timeout")?),
         })
     }
 }

@@ -32,6 +32,14 @@ pub struct Shared {
     pub tls_handshake_timeout: Duration,
     pub proxies: Option<TrustedProxies>,
     pub websocket: Option<Arc<WebSocketSettings>>,
+    /// `--limit-request-body-size` (`None`: no limit).
+    pub limit_request_body_size: Option<u64>,
+    /// `--limit-request-headers` (hyper enforces it on HTTP/1.1, the service on HTTP/2).
+    pub limit_request_headers: usize,
+    /// `--timeout-request-head`, `--timeout-request-body`, `--timeout-response-write`.
+    pub request_head_timeout: Duration,
+    pub request_body_timeout: Duration,
+    pub response_write_timeout: Duration,
     next_request_id: AtomicU64,
     connections: AtomicUsize,
     /// Requests handed to Python whose exchange is still alive (app running or response in flight).
@@ -59,6 +67,11 @@ impl Shared {
             tls_handshake_timeout: settings.tls_handshake_timeout,
             proxies: settings.proxies.clone(),
             websocket: settings.websocket.clone(),
+            limit_request_body_size: settings.limit_request_body_size,
+            limit_request_headers: settings.limit_request_headers,
+            request_head_timeout: settings.request_head_timeout,
+            request_body_timeout: settings.request_body_timeout,
+            response_write_timeout: settings.response_write_timeout,
             next_request_id: AtomicU64::new(1),
             connections: AtomicUsize::new(0),
             in_flight: Arc::new(AtomicUsize::new(0)),

@@ -66,6 +66,7 @@ class WebSocketSettings(TypedDict):
     ping_interval: float | None
     ping_timeout: float | None
     per_message_deflate: bool
+    write_timeout: float | None
 
 @type_check_only
 class ServerSettings(TypedDict):
@@ -79,9 +80,14 @@ class ServerSettings(TypedDict):
     asgi_version: str
     reset_contextvars: bool
     limit_concurrency: int | None
+    limit_request_body_size: int | None
+    limit_request_headers: int
     forwarded_allow_ips: list[str] | None
     tls: TlsConfig | None
     tls_handshake_timeout: float
+    request_head_timeout: float
+    request_body_timeout: float
+    response_write_timeout: float
     http2: Http2Settings | None
     websocket: WebSocketSettings | None
 

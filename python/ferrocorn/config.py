@@ -323,6 +323,22 @@ OPTIONS: tuple[Option, ...] = (
         type=int,
     ),
     Option(
+        "limit_request_body_size",
+        ("--limit-request-body-size",),
+        None,
+        "Largest request body, in bytes: a larger declared Content-Length is answered 413 before the app runs; a "
+        "chunked or HTTP/2 body that grows past it ends with 413 and http.disconnect. No limit by default.",
+        type=click.IntRange(min=0),
+        metavar="BYTES",
+    ),
+    Option(
+        "limit_request_headers",
+        ("--limit-request-headers",),
+        100,
+        "Most header fields in a request (HTTP/1.1 and HTTP/2); a request with more is answered 431.",
+        type=click.IntRange(1, 10000),
+    ),
+    Option(
         "timeout_keep_alive",
         ("--timeout-keep-alive",),
         5,
@@ -334,6 +350,30 @@ OPTIONS: tuple[Option, ...] = (
         ("--timeout-tls-handshake",),
         10.0,
         "Close a TLS connection whose handshake has not finished within this many seconds.",
+        type=click.FloatRange(min=0, min_open=True),
+    ),
+    Option(
+        "timeout_request_head",
+        ("--timeout-request-head",),
+        10.0,
+        "Close a connection whose request line and headers have not all arrived within this many seconds of their "
+        "first byte (slow-header clients). Separate from --timeout-keep-alive, which bounds the silence before it.",
+        type=click.FloatRange(min=0, min_open=True),
+    ),
+    Option(
+        "timeout_request_body",
+        ("--timeout-request-body",),
+        30.0,
+        "Give up on a request body when no byte of it arrives for this many seconds while the server waits for it: "
+        "the app's receive() gets http.disconnect, the client 408 and the connection closes.",
+        type=click.FloatRange(min=0, min_open=True),
+    ),
+    Option(
+        "timeout_response_write",
+        ("--timeout-response-write",),
+        30.0,
+        "Close a connection whose client has not accepted a byte of a response (or WebSocket) for this many seconds; "
+        "the app's send() raises ClientDisconnected.",
         type=click.FloatRange(min=0, min_open=True),
     ),
     Option(
@@ -503,8 +543,13 @@ class Config:
     backlog: int
     limit_max_requests: int | None
     limit_max_requests_jitter: int
+    limit_request_body_size: int | None
+    limit_request_headers: int
     timeout_keep_alive: float
     timeout_tls_handshake: float
+    timeout_request_head: float
+    timeout_request_body: float
+    timeout_response_write: float
     timeout_graceful_shutdown: float | None
     timeout_worker_healthcheck: float
     ssl_keyfile: str | os.PathLike[str] | None
@@ -598,6 +643,7 @@ class Config:
             "ping_interval": None if self.ws_ping_interval is None else float(self.ws_ping_interval),
             "ping_timeout": None if self.ws_ping_timeout is None else float(self.ws_ping_timeout),
             "per_message_deflate": bool(self.ws_per_message_deflate),
+            "write_timeout": float(self.timeout_response_write),
         }
 
     @property

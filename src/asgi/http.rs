@@ -472,8 +472,9 @@ impl HttpProtocol {
             ResponseState::Complete => None,
             ResponseState::Idle => {
                 if self.exchange.body_failed() {
-                    // The request body was malformed or cut off: the app saw http.disconnect.
-                    self.respond_error(StatusCode::BAD_REQUEST);
+                    // The request body was malformed, cut off, too large or stalled: the app saw
+                    // http.disconnect (400, 413 or 408).
+                    self.respond_error(self.exchange.body_failure_status());
                     None
                 } else {
                     let gone = self.exchange.is_disconnected();
@@ -491,13 +492,13 @@ impl HttpProtocol {
         }
     }
 
-    /// The app raised: 500 if nothing was sent yet (400 if the request body was malformed),
+    /// The app raised: 500 if nothing was sent yet (400/413/408 if the request body failed),
     /// otherwise a broken-off response.
     fn app_failed(&mut self) {
         self.release();
         match self.response {
             ResponseState::Idle if self.exchange.body_failed() => {
-                self.respond_error(StatusCode::BAD_REQUEST)
+                self.respond_error(self.exchange.body_failure_status())
             }
             ResponseState::Idle => self.respond_error(StatusCode::INTERNAL_SERVER_ERROR),
             _ => self.abort_response(),

@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
-use crate::net::{input_pending, ReadCount};
+use crate::net::{input_pending, ReadCount, WriteStall};
 
 pub struct ConnActivity {
     active: AtomicUsize,
@@ -18,6 +18,8 @@ pub struct ConnActivity {
     requests: AtomicU64,
     /// Reads from the socket that returned data (counted by the transport).
     reads: Arc<ReadCount>,
+    /// Since when the socket has refused writes (noted by the transport).
+    write_stall: Arc<WriteStall>,
     /// `reads` when the connection last became idle (no open request).
     reads_at_idle: AtomicU64,
     origin: Instant,
@@ -29,11 +31,12 @@ pub struct ConnActivity {
 }
 
 impl ConnActivity {
-    pub fn new(fd: RawFd, reads: Arc<ReadCount>) -> Arc<Self> {
+    pub fn new(fd: RawFd, reads: Arc<ReadCount>, write_stall: Arc<WriteStall>) -> Arc<Self> {
         Arc::new(Self {
             active: AtomicUsize::new(0),
             requests: AtomicU64::new(0),
             reads,
+            write_stall,
             reads_at_idle: AtomicU64::new(0),
             origin: Instant::now(),
             idle_since_us: AtomicU64::new(0),
@@ -75,6 +78,17 @@ impl ConnActivity {
     /// part of a request head) or waiting in the socket.
     pub fn request_arriving(&self) -> bool {
         self.reads() != self.reads_at_idle.load(Ordering::Relaxed) || self.input_pending()
+    }
+
+    /// Whether bytes were read since the connection last became idle (hyper may hold part of a
+    /// request head); unlike [`Self::request_arriving`], no system call.
+    pub fn read_since_idle(&self) -> bool {
+        self.reads() != self.reads_at_idle.load(Ordering::Relaxed)
+    }
+
+    /// Since when the socket has refused every write, if it does now.
+    pub fn write_stalled_since(&self) -> Option<Instant> {
+        self.write_stall.since()
     }
 
     /// Whether the socket holds bytes not read yet.

@@ -10,6 +10,9 @@
 //! bytes have arrived (read, or waiting in the socket), is given [`Shared::drain_grace`] to
 //! start its request, renewed while bytes keep coming.
 //!
+//! The slow-client timeouts (HTTP/1.1 keep-alive idle and request head, and the response write
+//! timeout of every protocol) are [`ClientClock`]'s: the connection is dropped when one expires.
+//!
 //! HTTP/2 defers its GOAWAY by [`GOAWAY_DEFERRAL_LIMIT`] when streams were open as the drain
 //! began: Python's h2 library (httpx, httpcore) fails every in-flight request when it receives a
 //! GOAWAY, though RFC 9113 lets them finish, and it fails one whose last frames arrive together
@@ -23,6 +26,7 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
+use super::client_clock::{ClientClock, Expiry};
 use super::ConnActivity;
 use crate::bridge::LogLevel;
 use crate::phase::PhaseAction;
@@ -238,6 +242,11 @@ pub async fn drive<C>(
     tokio::pin!(connection);
     let mut phase = shared.phase();
     let mut shutdown = Shutdown::new(shared, activity, protocol);
+    let http1_limits = match protocol {
+        Protocol::Http1 => Some((shared.keep_alive_timeout, shared.request_head_timeout)),
+        Protocol::Http2 { .. } => None,
+    };
+    let mut clock = ClientClock::new(http1_limits, shared.response_write_timeout, activity);
     loop {
         if shutdown.stage == Stage::Serving {
             let next = shutdown.on_phase(phase.borrow_and_update().action());
@@ -256,14 +265,36 @@ pub async fn drive<C>(
         });
         let timer_armed = shutdown.timer_armed();
         let timer = tokio::time::sleep_until(shutdown.deadline);
+        let serving = shutdown.stage == Stage::Serving;
+        let client_deadline = clock.armed();
+        let client_timer =
+            tokio::time::sleep_until(client_deadline.unwrap_or_else(|| Instant::now() + FAR_AWAY));
+        // The connection, polled; `None` when the client clock's deadline changed after a poll.
+        let polled = std::future::poll_fn(|cx| match connection.as_mut().poll(cx) {
+            Poll::Ready(result) => Poll::Ready(Some(result)),
+            Poll::Pending if clock.observe(activity, serving) => Poll::Ready(None),
+            Poll::Pending => Poll::Pending,
+        });
         let next = tokio::select! {
             // The connection first: the phase rarely changes.
             biased;
-            result = connection.as_mut() => {
-                if let Err(err) = result {
-                    report_connection_error(shared, &err);
+            polled = polled => match polled {
+                Some(result) => {
+                    if let Err(err) = result {
+                        report_connection_error(shared, &err);
+                    }
+                    return;
                 }
-                return;
+                None => Next::Wait,
+            },
+            () = client_timer, if client_deadline.is_some() => {
+                match clock.expired(activity, serving) {
+                    Some(expiry) => {
+                        report_slow_client(shared, expiry);
+                        Next::Close
+                    }
+                    None => Next::Wait,
+                }
             }
             changed = phase.changed() => match changed {
                 Err(_) => Next::Close,
@@ -282,6 +313,17 @@ pub async fn drive<C>(
             Next::Close => return,
         }
     }
+}
+
+fn report_slow_client(shared: &Shared, expiry: Expiry) {
+    let what = match expiry {
+        Expiry::Idle => "keep-alive connection idle",
+        Expiry::Head => "request head not received in time",
+        Expiry::Write => "client stopped reading the response",
+    };
+    shared
+        .bridge
+        .log(LogLevel::Debug, format!("Connection closed: {what}."));
 }
 
 fn report_connection_error(shared: &Shared, err: &hyper::Error) {

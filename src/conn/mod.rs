@@ -3,6 +3,7 @@
 //! that drives the hyper connection to its end.
 
 mod activity;
+mod client_clock;
 mod drive;
 mod tracked_body;
 

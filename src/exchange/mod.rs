@@ -26,7 +26,7 @@ use crate::errors::{BodyAborted, Disconnected};
 use crate::flow::{HIGH_WATER, LOW_WATER};
 
 pub use file_body::{dup_file, open_file, FileBody};
-pub use request_body::{pump_request_body, RequestBody};
+pub use request_body::{pump_request_body, BodyLimits, RequestBody};
 pub use response_body::{plain_response, ResponseBody};
 
 /// Hands a response head (and body handle) to hyper's service future...
@@ -60,6 +60,10 @@ struct ExchangeState {
     buffered: usize,
     body_done: bool,
     body_failed: bool,
+    /// The limits the pump reads the body under (set by the service before it starts).
+    body_limits: BodyLimits,
+    /// The server's answer when the body failed for a reason other than bad framing (413, 408).
+    body_failure: Option<http::StatusCode>,
 
     // Response body: produced by `send()`, consumed by hyper.
     out: VecDeque<OutChunk>,

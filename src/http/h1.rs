@@ -21,13 +21,16 @@ pub fn builder(settings: &ServerSettings) -> http1::Builder {
     builder
         .timer(TokioTimer::new())
         .keep_alive(true)
-        // hyper applies this to idle keep-alive connections too, so it is uvicorn's
-        // --timeout-keep-alive and also bounds slow-header (slowloris) clients.
-        .header_read_timeout(settings.keep_alive_timeout)
+        // hyper starts this clock when the connection becomes idle, so it cannot tell
+        // --timeout-keep-alive from --timeout-request-head: both are the connection's
+        // `ClientClock`'s (conn/client_clock.rs), and this is only a backstop behind them.
+        .header_read_timeout(settings.keep_alive_timeout + settings.request_head_timeout)
         .auto_date_header(settings.date_header);
     // Not `pipeline_flush`: with it hyper skips the flush while unparsed bytes remain, which
     // loses the automatic 400 for a malformed request (the bad bytes are still buffered).
     builder.max_header_size(settings.max_header_size);
+    // `--limit-request-headers`: hyper answers 431 past it.
+    builder.max_headers(settings.limit_request_headers);
     builder
 }
 

@@ -14,11 +14,14 @@ use http::{header, Request, Response, StatusCode};
 use hyper::body::{Body, Incoming};
 use tokio::sync::oneshot;
 
+use super::framing::{check_framing, Refusal};
 use super::host::validate_host;
+use super::limits::check_limits;
 use super::upgrade;
 use crate::bridge::LogLevel;
 use crate::exchange::{
-    plain_response, pump_request_body, Exchange, RequestBody, ResponseBody, ResponseReceiver,
+    plain_response, pump_request_body, BodyLimits, Exchange, RequestBody, ResponseBody,
+    ResponseReceiver,
 };
 use crate::jobs::{Event, Job, RequestHead};
 use crate::net::ConnInfo;
@@ -30,7 +33,22 @@ pub fn handle_request(
     conn: &Arc<ConnInfo>,
     request: Request<Incoming>,
 ) -> impl Future<Output = Result<Response<ResponseBody>, Infallible>> + Send + 'static {
-    let host = validate_host(&request);
+    // RFC 9112 framing and request-target checks, then the Host check: a request failing one
+    // never reaches the app.
+    let host = check_framing(&request)
+        .and_then(|()| {
+            validate_host(&request).map_err(|reason| Refusal {
+                status: StatusCode::BAD_REQUEST,
+                reason,
+            })
+        })
+        .and_then(|()| {
+            check_limits(
+                &request,
+                shared.limit_request_body_size,
+                shared.limit_request_headers,
+            )
+        });
     // Upgrade requests (HTTP/1.1) and extended CONNECTs (HTTP/2) are WebSockets, unless
     // `--ws none` serves them as plain HTTP.
     let websocket = host.is_ok() && upgrade::is_websocket_request(&request);
@@ -40,7 +58,14 @@ pub fn handle_request(
             .log(LogLevel::Warning, "Unsupported upgrade request.".to_owned());
     }
     let handoff = match (host, &shared.websocket) {
-        (Err(reason), _) => Handoff::Respond(plain_response(StatusCode::BAD_REQUEST, reason)),
+        (Err(refusal), _) => {
+            // As for hyper's own 400s (and uvicorn's).
+            shared.bridge.log(
+                LogLevel::Warning,
+                "Invalid HTTP request received.".to_owned(),
+            );
+            Handoff::Respond(plain_response(refusal.status, refusal.reason))
+        }
         // As uvicorn: a WebSocket handshake past the limit is refused like a request.
         (Ok(()), _) if shared.over_concurrency_limit() => {
             shared
@@ -129,6 +154,10 @@ fn hand_over(
         shared.in_flight(),
         responder,
     ));
+    exchange.limit_body(BodyLimits {
+        max_size: shared.limit_request_body_size,
+        idle_timeout: Some(shared.request_body_timeout),
+    });
     let (parts, body) = request.into_parts();
     let body = if body.is_end_stream() {
         RequestBody::Empty

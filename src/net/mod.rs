@@ -10,5 +10,5 @@ mod trust;
 pub use conn_info::ConnInfo;
 pub use listener::{Accepted, Listener};
 pub use rewind::Rewind;
-pub use transport::{input_pending, ReadCount, Socket, Transport};
+pub use transport::{input_pending, ReadCount, Socket, Transport, WriteStall};
 pub use trust::TrustedProxies;

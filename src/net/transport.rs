@@ -1,5 +1,6 @@
 //! The stream every protocol stack runs over: a TCP or Unix socket (so each stack is compiled
-//! once, not once per socket type) that counts the reads returning data.
+//! once, not once per socket type) that counts the reads returning data and notes since when
+//! the socket has refused writes.
 
 use std::io;
 use std::os::fd::{AsRawFd, RawFd};
@@ -10,6 +11,7 @@ use std::task::{Context, Poll};
 
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpStream, UnixStream};
+use tokio::time::Instant;
 
 pub enum Socket {
     Tcp(TcpStream),
@@ -36,14 +38,65 @@ impl ReadCount {
     }
 }
 
+/// Since when the socket has refused every write: tells a client that stopped reading (its
+/// receive window and the socket's send buffer are full) from one that is merely slow.
+#[derive(Debug)]
+pub struct WriteStall {
+    origin: Instant,
+    /// Microseconds after `origin` at which writes began to be refused; 0 while they are not.
+    since_us: AtomicU64,
+}
+
+impl Default for WriteStall {
+    fn default() -> Self {
+        Self {
+            origin: Instant::now(),
+            since_us: AtomicU64::new(0),
+        }
+    }
+}
+
+impl WriteStall {
+    /// When the socket began refusing writes, if it refuses them now.
+    pub fn since(&self) -> Option<Instant> {
+        match self.since_us.load(Ordering::Relaxed) {
+            0 => None,
+            us => Some(self.origin + std::time::Duration::from_micros(us)),
+        }
+    }
+
+    fn note<T>(&self, polled: &Poll<io::Result<T>>, wrote: impl Fn(&T) -> bool) {
+        match polled {
+            Poll::Pending => {
+                if self.since_us.load(Ordering::Relaxed) == 0 {
+                    let us = u64::try_from(self.origin.elapsed().as_micros()).unwrap_or(u64::MAX);
+                    self.since_us.store(us.max(1), Ordering::Relaxed);
+                }
+            }
+            Poll::Ready(Ok(value)) if wrote(value) => self.since_us.store(0, Ordering::Relaxed),
+            Poll::Ready(_) => {}
+        }
+    }
+}
+
 pub struct Transport {
     socket: Socket,
     reads: Arc<ReadCount>,
+    stall: Arc<WriteStall>,
 }
 
 impl Transport {
     pub fn new(socket: Socket, reads: Arc<ReadCount>) -> Self {
-        Self { socket, reads }
+        Self {
+            socket,
+            reads,
+            stall: Arc::default(),
+        }
+    }
+
+    /// The socket's write stall, for the connection's slow-client clock.
+    pub fn write_stall(&self) -> Arc<WriteStall> {
+        self.stall.clone()
     }
 }
 
@@ -88,10 +141,13 @@ impl AsyncWrite for Transport {
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
-        match &mut self.get_mut().socket {
+        let this = self.get_mut();
+        let polled = match &mut this.socket {
             Socket::Tcp(s) => Pin::new(s).poll_write(cx, buf),
             Socket::Unix(s) => Pin::new(s).poll_write(cx, buf),
-        }
+        };
+        this.stall.note(&polled, |&written| written > 0);
+        polled
     }
 
     fn poll_write_vectored(
@@ -99,10 +155,13 @@ impl AsyncWrite for Transport {
         cx: &mut Context<'_>,
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
-        match &mut self.get_mut().socket {
+        let this = self.get_mut();
+        let polled = match &mut this.socket {
             Socket::Tcp(s) => Pin::new(s).poll_write_vectored(cx, bufs),
             Socket::Unix(s) => Pin::new(s).poll_write_vectored(cx, bufs),
-        }
+        };
+        this.stall.note(&polled, |&written| written > 0);
+        polled
     }
 
     fn is_write_vectored(&self) -> bool {

@@ -49,8 +49,9 @@ pub async fn serve_connection(
         }
     };
     let reads = Arc::new(ReadCount::default());
-    let activity = ConnActivity::new(socket.as_raw_fd(), reads.clone());
-    let transport = Transport::new(socket, reads);
+    let fd = socket.as_raw_fd();
+    let transport = Transport::new(socket, reads.clone());
+    let activity = ConnActivity::new(fd, reads, transport.write_stall());
     match &shared.tls {
         None => serve_cleartext(shared, transport, conn, activity).await,
         Some(_) => serve_tls(shared, transport, conn, activity).await,

@@ -18,6 +18,8 @@ use thiserror::Error;
 use tokio_rustls::TlsAcceptor;
 
 pub use info::TlsInfo;
+#[cfg(feature = "fuzzing")]
+pub(crate) use {ciphers::select as select_ciphers, keys::private_key, pem::parse as parse_pem};
 
 /// Python's `ssl` constants, as uvicorn's `--ssl-version` and `--ssl-cert-reqs` take them.
 const PROTOCOL_TLS: i32 = 2;

@@ -113,6 +113,9 @@ pub struct Session<S> {
     ping_payload: Option<[u8; 4]>,
     pings_sent: u32,
     close_deadline: Option<Pin<Box<Sleep>>>,
+    /// Armed while the socket refuses every write (`--timeout-response-write`): a client that
+    /// stopped reading ends the session when it fires.
+    write_stall: Option<Pin<Box<Sleep>>>,
     phase: PhaseFuture,
     phase_rx: tokio::sync::watch::Receiver<Phase>,
     draining: bool,
@@ -149,6 +152,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
             ping_payload: None,
             pings_sent: 0,
             close_deadline: None,
+            write_stall: None,
             phase: wait_for_phase(phase.clone(), |p| p != Phase::Running),
             phase_rx: phase,
             draining: false,
@@ -249,6 +253,14 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
                 });
             }
             self.send_ping();
+        }
+        if let Some(stall) = self.write_stall.as_mut() {
+            if stall.as_mut().poll(cx).is_ready() {
+                return Poll::Ready(End {
+                    code: ABNORMAL_CLOSURE,
+                    reason: "",
+                });
+            }
         }
         if let Some(deadline) = self.close_deadline.as_mut() {
             if deadline.as_mut().poll(cx).is_ready() {
@@ -354,11 +366,13 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
                 Poll::Ready(Ok(n)) => {
                     self.wbuf.advance(n);
                     wrote = true;
+                    self.write_stall = None;
                 }
                 Poll::Pending => {
                     return if wrote {
                         Poll::Ready(Ok(true))
                     } else {
+                        self.arm_write_stall(cx);
                         Poll::Pending
                     }
                 }
@@ -371,6 +385,18 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
             }
         }
         Poll::Ready(Ok(wrote))
+    }
+
+    /// The socket refused a write: start the write clock, unless it runs already.
+    fn arm_write_stall(&mut self, cx: &mut Context<'_>) {
+        if self.write_stall.is_none() {
+            if let Some(limit) = self.settings.write_timeout {
+                let mut stall = Box::pin(tokio::time::sleep(limit));
+                // Registers the waker; it cannot have fired yet.
+                let _ = stall.as_mut().poll(cx);
+                self.write_stall = Some(stall);
+            }
+        }
     }
 
     fn abnormal_end(&mut self) -> End {

@@ -1,0 +1,115 @@
+//! The fuzz targets' entry points (`fuzz/fuzz_targets/`, feature `fuzzing`): each feeds
+//! arbitrary bytes to one parser of untrusted input and must never panic, hang or read out of
+//! bounds, whatever it returns.
+
+use http::{HeaderValue, Request};
+
+use crate::http::{check_framing, validate_host};
+use crate::net::TrustedProxies;
+use crate::tls::{parse_pem, private_key, select_ciphers};
+use crate::websocket::deflate::{negotiate, Deflate};
+use crate::websocket::frame::{parse_close, parse_header, unmask};
+
+/// Splits `data` at its first NUL: the first part configures, the second is the input.
+fn split(data: &[u8]) -> (&[u8], &[u8]) {
+    match data.iter().position(|&b| b == 0) {
+        Some(at) => (&data[..at], &data[at + 1..]),
+        None => (data, &[]),
+    }
+}
+
+/// WebSocket frames as the session reads them: header after header, each payload unmasked,
+/// close payloads parsed.
+pub fn websocket_frames(data: &[u8]) {
+    let allow_rsv1 = data.first().is_some_and(|b| b & 1 == 1);
+    let mut buf = data.get(1..).unwrap_or_default().to_vec();
+    let mut at = 0;
+    while at < buf.len() {
+        let Ok(Some(header)) = parse_header(&buf[at..], allow_rsv1, 1 << 20) else {
+            return;
+        };
+        let start = at + header.header_len;
+        let Some(end) = start.checked_add(header.payload_len) else {
+            return;
+        };
+        let Some(payload) = buf.get_mut(start..end) else {
+            return;
+        };
+        unmask(payload, header.mask);
+        if header.opcode == crate::websocket::frame::OpCode::Close {
+            let _ = parse_close(payload);
+        }
+        at = end;
+    }
+}
+
+/// permessage-deflate: an offer (`Sec-WebSocket-Extensions`), then compressed messages
+/// inflated under a size limit.
+pub fn permessage_deflate(data: &[u8]) {
+    let (offer, messages) = split(data);
+    let Ok(offer) = HeaderValue::from_bytes(offer) else {
+        return;
+    };
+    // Messages are only inflated under a negotiated offer, as in a session.
+    let Some(params) = negotiate(std::iter::once(&offer)) else {
+        return;
+    };
+    let _ = params.response_header();
+    let mut inflater = Deflate::new(&params);
+    for message in messages.split(|&b| b == 0xff) {
+        if inflater.decompress(message, 1 << 16).is_err() {
+            return;
+        }
+    }
+}
+
+/// `--forwarded-allow-ips` entries (one a line), then an `X-Forwarded-For` value.
+pub fn forwarded(data: &[u8]) {
+    let (entries, header) = split(data);
+    let entries = String::from_utf8_lossy(entries);
+    let trusted = TrustedProxies::parse(&entries.lines().collect::<Vec<_>>());
+    let header = String::from_utf8_lossy(header);
+    let _ = trusted.client_from_forwarded_for(&header);
+    let _ = trusted.trusts(&header);
+}
+
+/// A request head's Host and framing checks: a method, a target, a Host value and a
+/// Transfer-Encoding value, NUL-separated.
+pub fn request_head(data: &[u8]) {
+    let mut parts = data.splitn(4, |&b| b == 0);
+    let (Some(method), Some(target)) = (parts.next(), parts.next()) else {
+        return;
+    };
+    let mut builder = Request::builder().method(method).uri(target);
+    if let Some(host) = parts.next() {
+        builder = builder.header(http::header::HOST, host);
+    }
+    if let Some(te) = parts.next() {
+        builder = builder.header(http::header::TRANSFER_ENCODING, te);
+    }
+    let Ok(request) = builder.body(()) else {
+        return;
+    };
+    let _ = validate_host(&request);
+    let _ = check_framing(&request);
+}
+
+/// A PEM file, and the private key in it (decrypted with a password when encrypted).
+pub fn pem_and_keys(data: &[u8]) {
+    let (password, text) = split(data);
+    let Ok(text) = std::str::from_utf8(text) else {
+        return;
+    };
+    let Ok(blocks) = parse_pem(text) else {
+        return;
+    };
+    let password = std::str::from_utf8(password).ok();
+    let _ = private_key(&blocks, password, "fuzz.pem");
+}
+
+/// An OpenSSL cipher string (`--ssl-ciphers`).
+pub fn cipher_string(data: &[u8]) {
+    if let Ok(spec) = std::str::from_utf8(data) {
+        let _ = select_ciphers(spec);
+    }
+}
