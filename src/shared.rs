@@ -12,7 +12,7 @@ use crate::bridge::WakeSink;
 use crate::jobs::Bridge;
 use crate::net::TrustedProxies;
 use crate::phase::Phase;
-use crate::settings::{Http2Settings, ServerSettings, WebSocketSettings};
+use crate::settings::{Http2Settings, ProxyProtocolSettings, ServerSettings, WebSocketSettings};
 use crate::tls::TlsSetup;
 
 /// The most [`Shared::drain_grace`] gives a connection to start its request.
@@ -32,6 +32,8 @@ pub struct Shared {
     pub tls_handshake_timeout: Duration,
     pub proxies: Option<TrustedProxies>,
     pub websocket: Option<Arc<WebSocketSettings>>,
+    /// `--proxy-protocol`: what TCP connections start with, and from whom.
+    pub proxy_protocol: Option<ProxyProtocolSettings>,
     next_request_id: AtomicU64,
     connections: AtomicUsize,
     /// Requests handed to Python whose exchange is still alive (app running or response in flight).
@@ -59,6 +61,7 @@ impl Shared {
             tls_handshake_timeout: settings.tls_handshake_timeout,
             proxies: settings.proxies.clone(),
             websocket: settings.websocket.clone(),
+            proxy_protocol: settings.proxy_protocol.clone(),
             next_request_id: AtomicU64::new(1),
             connections: AtomicUsize::new(0),
             in_flight: Arc::new(AtomicUsize::new(0)),

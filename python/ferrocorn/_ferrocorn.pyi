@@ -68,6 +68,13 @@ class WebSocketSettings(TypedDict):
     per_message_deflate: bool
 
 @type_check_only
+class ProxyProtocolSettings(TypedDict):
+    """`--proxy-protocol` (not off): the versions accepted, and from which peers."""
+
+    version: str
+    allow_ips: list[str]
+
+@type_check_only
 class ServerSettings(TypedDict):
     """Everything `Core` runs with, checked once in Rust (a bad value raises ValueError)."""
 
@@ -84,6 +91,7 @@ class ServerSettings(TypedDict):
     tls_handshake_timeout: float
     http2: Http2Settings | None
     websocket: WebSocketSettings | None
+    proxy_protocol: ProxyProtocolSettings | None
 
 @final
 class Core:

@@ -30,7 +30,7 @@ from ferrocorn.logging import LOGGING_CONFIG, TRACE_LOG_LEVEL
 from ferrocorn.middleware.asgi2 import ASGI2Middleware
 
 if TYPE_CHECKING:
-    from ferrocorn._ferrocorn import Http2Settings, WebSocketSettings
+    from ferrocorn._ferrocorn import Http2Settings, ProxyProtocolSettings, WebSocketSettings
 
 logger = logging.getLogger("ferrocorn.error")
 
@@ -290,6 +290,15 @@ OPTIONS: tuple[Option, ...] = (
         type=str,
     ),
     Option(
+        "proxy_protocol",
+        ("--proxy-protocol",),
+        "off",
+        "Read a PROXY protocol header (HAProxy, AWS NLB) first on each TCP connection from a peer in "
+        "--forwarded-allow-ips, and report the client and server addresses it carries. 'auto' accepts v1 or v2. "
+        "A trusted peer without a valid header, or an untrusted peer sending one, is disconnected.",
+        type=click.Choice(["off", "v1", "v2", "auto"]),
+    ),
+    Option(
         "root_path",
         ("--root-path",),
         "",
@@ -494,6 +503,7 @@ class Config:
     server_header: bool
     date_header: bool
     forwarded_allow_ips: str | list[str]
+    proxy_protocol: str
     root_path: str
     limit_concurrency: int | None
     backlog: int
@@ -582,6 +592,14 @@ class Config:
         value = self.forwarded_allow_ips
         items = value.split(",") if isinstance(value, str) else list(value or [])
         return [item.strip() for item in items if item.strip()]
+
+    @property
+    def proxy_protocol_settings(self) -> ProxyProtocolSettings | None:
+        """--proxy-protocol for the Rust core: None when off. Its trust list is --forwarded-allow-ips, whether or
+        not --proxy-headers is on."""
+        if self.proxy_protocol == "off":
+            return None
+        return {"version": self.proxy_protocol, "allow_ips": self.trusted_proxies}
 
     @property
     def websocket_settings(self) -> WebSocketSettings | None:

@@ -172,6 +172,7 @@ class Server:
                 "tls_handshake_timeout": float(config.timeout_tls_handshake),
                 "http2": config.http2_settings(),
                 "websocket": config.websocket_settings,
+                "proxy_protocol": config.proxy_protocol_settings,
             },
         )
         for sock in sockets:
