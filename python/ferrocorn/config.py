@@ -28,6 +28,7 @@ from ferrocorn import _ferrocorn
 from ferrocorn.importer import ImportFromStringError, import_from_string
 from ferrocorn.logging import LOGGING_CONFIG, TRACE_LOG_LEVEL
 from ferrocorn.middleware.asgi2 import ASGI2Middleware
+from ferrocorn.sockets import parse_bind
 
 if TYPE_CHECKING:
     from ferrocorn._ferrocorn import Http2Settings, ProxyProtocolSettings, WebSocketSettings
@@ -80,6 +81,15 @@ OPTIONS: tuple[Option, ...] = (
     Option("port", ("--port",), 8000, "Bind socket to this port. If 0, an available port will be picked.", type=int),
     Option("uds", ("--uds",), None, "Bind to a UNIX domain socket.", type=str),
     Option("fd", ("--fd",), None, "Bind to socket from this file descriptor.", type=int),
+    Option(
+        "bind",
+        ("--bind", "-b"),
+        None,
+        "Also listen here: HOST:PORT, [IPv6]:PORT, unix:PATH or fd://N; repeatable. --uds and --fd are added when "
+        "given; --host/--port only when changed from their defaults.",
+        type=str,
+        multiple=True,
+    ),
     Option("reload", ("--reload",), False, "Enable auto-reload.", is_flag=True),
     Option(
         "reload_dirs",
@@ -450,6 +460,17 @@ def _normalise_headers(headers: Any) -> list[tuple[str, str]]:
     return pairs
 
 
+def _normalise_binds(binds: Any) -> list[str]:
+    """--bind values as a list (one string from Python is one bind), each checked."""
+    values = [binds] if isinstance(binds, str) else list(binds or ())
+    for value in values:
+        try:
+            parse_bind(value)
+        except ValueError as exc:
+            raise click.BadParameter(str(exc), param_hint="'--bind'") from None
+    return values
+
+
 class Config:
     """Server settings: every keyword in `OPTIONS` (and `PYTHON_ONLY_DEFAULTS`) is accepted.
 
@@ -461,6 +482,7 @@ class Config:
     - `forwarded_allow_ips`: None becomes $FORWARDED_ALLOW_IPS, or "127.0.0.1";
     - `reload_dirs`, `reload_includes`, `reload_excludes`: lists (empty unless reloading);
     - `headers`: a list of (name, value) pairs from the `Name:Value` strings;
+    - `bind`: a list of checked `--bind` strings;
     - `log_config`: from Python, a copy of the built-in `LOGGING_CONFIG` by default (None from
       `OPTIONS` is the command line's "not given", which `cli.py` turns into the same).
     """
@@ -470,6 +492,7 @@ class Config:
     port: int
     uds: str | None
     fd: int | None
+    bind: list[str]
     reload: bool
     reload_dirs: list[Path]
     reload_includes: list[str]
@@ -573,6 +596,7 @@ class Config:
         if self.reload and self.workers > 1:
             logger.warning('"workers" flag is ignored when reloading is enabled.')
         self.headers = _normalise_headers(self.headers)
+        self.bind = _normalise_binds(self.bind)
         self.encoded_headers = [
             (name.lower().encode("latin-1"), value.encode("latin-1")) for name, value in self.headers
         ]
