@@ -25,8 +25,9 @@ from typing import IO, TYPE_CHECKING, Any, Literal
 import click
 
 from ferrocorn import _ferrocorn
+from ferrocorn.access import AccessLog, check_format
 from ferrocorn.importer import ImportFromStringError, import_from_string
-from ferrocorn.logging import LOGGING_CONFIG, TRACE_LOG_LEVEL
+from ferrocorn.logging import LOGGING_CONFIG, TRACE_LOG_LEVEL, with_formats
 from ferrocorn.middleware.asgi2 import ASGI2Middleware
 from ferrocorn.sockets import parse_bind
 
@@ -267,6 +268,23 @@ OPTIONS: tuple[Option, ...] = (
         show_default=False,
     ),
     Option("access_log", ("--access-log/--no-access-log",), True, "Enable/Disable access log.", is_flag=True),
+    Option(
+        "access_log_format",
+        ("--access-log-format",),
+        None,
+        "Access log line in gunicorn's format: %(h)s %(l)s %(u)s %(t)s %(r)s %(s)s %(b)s %(f)s %(a)s %(D)s %(M)s "
+        "%(L)s %(T)s %(m)s %(U)s %(q)s %(H)s %(p)s, %({name}i)s request and %({name}o)s response headers. "
+        "Logged when the response ends. Default: uvicorn's line.",
+        type=str,
+        show_default=False,
+    ),
+    Option(
+        "log_format",
+        ("--log-format",),
+        "text",
+        "'json' writes every server and access log record as one JSON object per line.",
+        type=click.Choice(["text", "json"]),
+    ),
     Option(
         "use_colors",
         ("--use-colors/--no-use-colors",),
@@ -521,6 +539,8 @@ class Config:
     log_config: dict[str, Any] | str | RawConfigParser | IO[str] | None
     log_level: str | int | None
     access_log: bool
+    access_log_format: str | None
+    log_format: str
     use_colors: bool | None
     proxy_headers: bool
     server_header: bool
@@ -597,6 +617,11 @@ class Config:
             logger.warning('"workers" flag is ignored when reloading is enabled.')
         self.headers = _normalise_headers(self.headers)
         self.bind = _normalise_binds(self.bind)
+        if self.access_log_format is not None:
+            try:
+                check_format(self.access_log_format)
+            except ValueError as exc:
+                raise click.BadParameter(str(exc), param_hint="'--access-log-format'") from None
         self.encoded_headers = [
             (name.lower().encode("latin-1"), value.encode("latin-1")) for name, value in self.headers
         ]
@@ -753,6 +778,16 @@ class Config:
 
     def configure_logging(self) -> None:
         logging.addLevelName(TRACE_LOG_LEVEL, "TRACE")
+        formats_ignored = False
+        if self.log_format == "json" or self.access_log_format is not None:
+            if self.log_config == LOGGING_CONFIG:
+                self.log_config = with_formats(
+                    LOGGING_CONFIG,
+                    json_lines=self.log_format == "json",
+                    access_message_only=self.access_log_format is not None,
+                )
+            else:
+                formats_ignored = self.log_format == "json"
         if self.log_config is not None:
             if isinstance(self.log_config, dict):
                 if self.use_colors in (True, False):
@@ -783,6 +818,16 @@ class Config:
             access_logger = logging.getLogger("ferrocorn.access")
             access_logger.handlers = []
             access_logger.propagate = False
+        if formats_ignored:
+            logger.warning("--log-format json applies to the built-in logging configuration, not to --log-config.")
+
+    @property
+    def end_of_response_access_log(self) -> AccessLog | None:
+        """The access log taken at each response's end (--access-log-format, --log-format json); None for
+        uvicorn's line, which the core logs at http.response.start."""
+        if not self.access_log or (self.access_log_format is None and self.log_format != "json"):
+            return None
+        return AccessLog(self.access_log_format, json=self.log_format == "json")
 
     # --- the app ----------------------------------------------------------------------------
 

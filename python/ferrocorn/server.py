@@ -184,11 +184,13 @@ class Server:
         self.servers = list(sockets)
 
         loop = asyncio.get_running_loop()
+        end_access_log = config.end_of_response_access_log
+        runner = make_runner(config.loaded_app)
         self.core = _ferrocorn.Core(
             loop_=loop,
-            runner=make_runner(config.loaded_app),
+            runner=end_access_log.wrap(runner) if end_access_log else runner,
             log=logger.log,
-            access_log=log_access if config.access_log else None,
+            access_log=log_access if config.access_log and end_access_log is None else None,
             state=self.lifespan.state,
             settings={
                 "root_path": config.root_path,
