@@ -377,6 +377,14 @@ OPTIONS: tuple[Option, ...] = (
         type=int,
     ),
     Option(
+        "timeout_notify",
+        ("--timeout-notify",),
+        30,
+        "With --workers, replace a worker whose event loop has not notified the supervisor within this many "
+        "seconds; from Python, how often callback_notify is called.",
+        type=click.IntRange(min=1),
+    ),
+    Option(
         "timeout_worker_healthcheck",
         ("--timeout-worker-healthcheck",),
         5,
@@ -458,7 +466,6 @@ OPTIONS_BY_NAME: dict[str, Option] = {option.name: option for option in OPTIONS}
 #: Settings only reachable from Python (`run()`, `Config`), not from the command line.
 PYTHON_ONLY_DEFAULTS: dict[str, Any] = {
     "ssl_context_factory": None,
-    "timeout_notify": 30,
     "callback_notify": None,
 }
 
@@ -555,6 +562,7 @@ class Config:
     timeout_keep_alive: float
     timeout_tls_handshake: float
     timeout_graceful_shutdown: float | None
+    timeout_notify: int
     timeout_worker_healthcheck: float
     ssl_keyfile: str | os.PathLike[str] | None
     ssl_certfile: str | os.PathLike[str] | None
@@ -571,7 +579,6 @@ class Config:
 
     # --- options only Python can set: one per entry of PYTHON_ONLY_DEFAULTS -------------------
     ssl_context_factory: Callable[..., Any] | None
-    timeout_notify: int
     callback_notify: Callable[..., Any] | None
 
     # --- state: derived from the options, or set by load() ---------------------------------

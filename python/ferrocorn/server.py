@@ -14,6 +14,7 @@ import signal
 import socket
 import sys
 import threading
+import time
 from collections.abc import Callable, Coroutine, Generator
 from types import FrameType
 from typing import Any
@@ -143,6 +144,7 @@ class Server:
         self._owned_sockets: list[socket.socket] = []
         self._captured_signals: list[int] = []
         self.limit_max_requests: int | None = None
+        self.last_notified = 0.0
 
     def run(self, sockets: list[socket.socket] | None = None) -> None:
         asyncio_run(self.serve(sockets=sockets), loop_factory=self.config.get_loop_factory())
@@ -238,6 +240,12 @@ class Server:
     async def on_tick(self, counter: int) -> bool:
         if self.should_exit:
             return True
+        if self.config.callback_notify is not None and counter % 10 == 0:
+            # Every --timeout-notify seconds, as uvicorn calls it (for process managers such as gunicorn).
+            now = time.monotonic()
+            if now - self.last_notified > self.config.timeout_notify:
+                self.last_notified = now
+                await self.config.callback_notify()
         if self.limit_max_requests is not None and self.core.total_requests >= self.limit_max_requests:
             logger.warning("Maximum request limit of %d exceeded. Terminating process.", self.limit_max_requests)
             return True
