@@ -787,13 +787,14 @@ class Config:
         logging.addLevelName(TRACE_LOG_LEVEL, "TRACE")
         formats_ignored = False
         if self.log_format == "json" or self.access_log_format is not None:
+            formatted = with_formats(
+                LOGGING_CONFIG,
+                json_lines=self.log_format == "json",
+                access_message_only=self.access_log_format is not None,
+            )
             if self.log_config == LOGGING_CONFIG:
-                self.log_config = with_formats(
-                    LOGGING_CONFIG,
-                    json_lines=self.log_format == "json",
-                    access_message_only=self.access_log_format is not None,
-                )
-            else:
+                self.log_config = formatted
+            elif self.log_config != formatted:  # (a worker applying its parent's configuration again)
                 formats_ignored = self.log_format == "json"
         if self.log_config is not None:
             if isinstance(self.log_config, dict):

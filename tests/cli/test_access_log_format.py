@@ -157,3 +157,32 @@ def test_unusable_format_is_a_usage_error(fmt):
     )
     assert result.returncode == 2
     assert "Invalid value for '--access-log-format'" in result.stderr
+
+
+def test_json_lines_with_workers(start_server):
+    srv = start_server("tests.apps.workers_app:app", "--workers", "2", "--log-format", "json")
+    httpx.get(f"{srv.url}/", timeout=10)
+    record = json.loads(access_line(srv, "GET /"))
+    assert record["status"] == 200 and record["bytes"] > 0
+    srv.wait_for_line("Application startup complete")
+    srv.stop()
+    lines = [line for line in srv.stderr_lines if line.strip()]
+    assert all(json.loads(line)["message"] for line in lines), lines
+    assert not [line for line in lines if "applies to the built-in" in line]
+    assert any("Started parent process" in line for line in lines)
+
+
+def test_json_ignored_with_a_log_config_says_so(start_server, tmp_path):
+    config = tmp_path / "log.json"
+    config.write_text(
+        json.dumps(
+            {
+                "version": 1,
+                "disable_existing_loggers": False,
+                "handlers": {"h": {"class": "logging.StreamHandler", "stream": "ext://sys.stderr"}},
+                "loggers": {"ferrocorn": {"handlers": ["h"], "level": "INFO"}},
+            }
+        )
+    )
+    srv = start_server(ROUTER, "--log-format", "json", "--log-config", str(config))
+    assert srv.has_line("--log-format json applies to the built-in logging configuration, not to --log-config.")
