@@ -214,9 +214,7 @@ class LoggedProtocol:
         self.app_returned = protocol.app_returned
 
     def send(self, message: dict[str, Any]) -> Awaitable[None]:
-        return self._send(message)
-
-    async def _send(self, message: dict[str, Any]) -> None:
+        # No coroutine of its own: the core's send() does its work when called and returns the awaitable.
         exchange = self._exchange
         kind = message.get("type")
         if kind == "http.response.start":
@@ -225,7 +223,8 @@ class LoggedProtocol:
         elif kind == "http.response.body":
             exchange.bytes += len(message.get("body", b""))
             if not message.get("more_body", False) and not exchange.logged:
-                await self._protocol.send(message)
-                self._access.log(exchange)
-                return
-        await self._protocol.send(message)
+                sent: Awaitable[None] = self._protocol.send(message)
+                self._access.log(exchange)  # every byte is handed to the server: the response's end
+                return sent
+        result: Awaitable[None] = self._protocol.send(message)
+        return result
