@@ -105,7 +105,7 @@ def test_workers_share_every_listener(run_process, tmp_path):
     srv.wait_for_line("Started parent process")
     pids = set()
     deadline = time.monotonic() + 30
-    while len(pids) < 2 and time.monotonic() < deadline:
+    while (len({pid for _, pid in pids}) < 2 or len({url for url, _ in pids}) < 2) and time.monotonic() < deadline:
         with httpx.Client(timeout=10) as tcp, httpx.Client(transport=httpx.HTTPTransport(uds=path), timeout=10) as uds:
             for _ in range(10):
                 for client, url in ((tcp, f"http://127.0.0.1:{port}/"), (uds, "http://localhost/")):

@@ -319,6 +319,9 @@ def test_timeout_notify_replaces_a_silent_worker(start_server):
     wait much longer."""
     srv = start_server(APP, "--workers", "2", "--timeout-notify", "1", "--timeout-worker-healthcheck", "60")
     pids = wait_for_workers(srv, 2)
+    # A worker notifies once its server serves, every 0.25 s here: let each notify once before one hangs (a loop
+    # blocked before its first notification is left to the healthcheck).
+    time.sleep(1)
     with srv.raw(timeout=None) as hanging:
         hanging.send(b"GET /hang HTTP/1.1\r\nHost: x\r\n\r\n")
         warning = srv.wait_for_line(
