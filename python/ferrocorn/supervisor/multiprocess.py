@@ -66,7 +66,9 @@ def notify_from_loop(loop: asyncio.AbstractEventLoop, server: Server, heartbeat:
     def beat() -> None:
         if server.started:
             heartbeat.value = time.monotonic()
-        loop.call_later(interval, beat)
+            loop.call_later(interval, beat)
+        else:
+            loop.call_later(0.01, beat)  # the first notification follows the start closely
 
     beat()
 
