@@ -136,3 +136,32 @@ impl From<ProtocolError> for PyErr {
         PyRuntimeError::new_err(err.to_string())
     }
 }
+
+/// A PROXY protocol header (`--proxy-protocol`) that cannot be used: the connection is dropped.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum ProxyHeaderError {
+    #[error("no PROXY protocol header")]
+    Missing,
+    #[error("PROXY protocol v{0} header, which --proxy-protocol does not accept")]
+    WrongVersion(&'static str),
+    #[error("malformed PROXY protocol header ({0})")]
+    Malformed(&'static str),
+    #[error("PROXY protocol v1 header longer than 107 bytes")]
+    TooLong,
+}
+
+/// Why the PROXY protocol step of a connection failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ProxyReadError {
+    #[error(transparent)]
+    Header(#[from] ProxyHeaderError),
+    #[error("connection closed before the PROXY protocol header ended")]
+    Closed,
+    /// Closed before sending a byte (a TCP health check, a port probe): not worth a log line.
+    #[error("connection closed before sending anything")]
+    Silent,
+    #[error("PROXY protocol header from a peer not in --forwarded-allow-ips")]
+    Untrusted,
+    #[error("{0}")]
+    Io(#[from] std::io::Error),
+}

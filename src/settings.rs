@@ -10,7 +10,7 @@ use pyo3::prelude::*;
 use pyo3::types::PyDict;
 
 use crate::errors::{SettingError, TlsConfigError};
-use crate::net::TrustedProxies;
+use crate::net::{ProxyVersions, TrustedProxies};
 use crate::tls::{TlsSettings, TlsSetup};
 
 /// Request line plus headers, in bytes, above which a request gets 431. uvicorn's h11 uses 16 KiB,
@@ -55,6 +55,8 @@ pub struct ServerSettings {
     pub request_body_timeout: Duration,
     /// `--timeout-response-write`: the longest a client may leave the socket unwritable.
     pub response_write_timeout: Duration,
+    /// `--proxy-protocol`; `None` when off.
+    pub proxy_protocol: Option<ProxyProtocolSettings>,
 }
 
 impl ServerSettings {
@@ -101,7 +103,40 @@ impl ServerSettings {
             request_head_timeout: positive_seconds(dict, "", "request_head_timeout")?,
             request_body_timeout: positive_seconds(dict, "", "request_body_timeout")?,
             response_write_timeout: positive_seconds(dict, "", "response_write_timeout")?,
+            proxy_protocol: ProxyProtocolSettings::from_py(dict)?,
         })
+    }
+}
+
+/// `--proxy-protocol`: the header versions TCP connections start with, and the peers trusted to
+/// send one (`--forwarded-allow-ips`, whether or not `--proxy-headers` is on).
+#[derive(Clone, Debug)]
+pub struct ProxyProtocolSettings {
+    pub versions: ProxyVersions,
+    pub trusted: TrustedProxies,
+}
+
+impl ProxyProtocolSettings {
+    /// The `proxy_protocol` setting: `None`, or `{"version": "v1"|"v2"|"auto", "allow_ips": [...]}`.
+    fn from_py(settings: &Bound<'_, PyDict>) -> PyResult<Option<Self>> {
+        let dict = match settings.get_item("proxy_protocol")? {
+            Some(value) if !value.is_none() => value.cast_into::<PyDict>()?,
+            _ => return Ok(None),
+        };
+        let versions = match item::<String>(&dict, "version")?.as_str() {
+            "v1" => ProxyVersions::V1,
+            "v2" => ProxyVersions::V2,
+            "auto" => ProxyVersions::Any,
+            _ => {
+                return Err(setting_error(
+                    "proxy_protocol version must be v1, v2 or auto",
+                ))
+            }
+        };
+        Ok(Some(Self {
+            versions,
+            trusted: TrustedProxies::parse(&item::<Vec<String>>(&dict, "allow_ips")?),
+        }))
     }
 }
 

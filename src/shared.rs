@@ -12,7 +12,7 @@ use crate::bridge::WakeSink;
 use crate::jobs::Bridge;
 use crate::net::TrustedProxies;
 use crate::phase::Phase;
-use crate::settings::{Http2Settings, ServerSettings, WebSocketSettings};
+use crate::settings::{Http2Settings, ProxyProtocolSettings, ServerSettings, WebSocketSettings};
 use crate::tls::TlsSetup;
 
 /// The most [`Shared::drain_grace`] gives a connection to start its request.
@@ -40,6 +40,8 @@ pub struct Shared {
     pub request_head_timeout: Duration,
     pub request_body_timeout: Duration,
     pub response_write_timeout: Duration,
+    /// `--proxy-protocol`: what TCP connections start with, and from whom.
+    pub proxy_protocol: Option<ProxyProtocolSettings>,
     next_request_id: AtomicU64,
     connections: AtomicUsize,
     /// Requests handed to Python whose exchange is still alive (app running or response in flight).
@@ -72,6 +74,7 @@ impl Shared {
             request_head_timeout: settings.request_head_timeout,
             request_body_timeout: settings.request_body_timeout,
             response_write_timeout: settings.response_write_timeout,
+            proxy_protocol: settings.proxy_protocol.clone(),
             next_request_id: AtomicU64::new(1),
             connections: AtomicUsize::new(0),
             in_flight: Arc::new(AtomicUsize::new(0)),

@@ -69,6 +69,13 @@ class WebSocketSettings(TypedDict):
     write_timeout: float | None
 
 @type_check_only
+class ProxyProtocolSettings(TypedDict):
+    """`--proxy-protocol` (not off): the versions accepted, and from which peers."""
+
+    version: str
+    allow_ips: list[str]
+
+@type_check_only
 class ServerSettings(TypedDict):
     """Everything `Core` runs with, checked once in Rust (a bad value raises ValueError)."""
 
@@ -90,6 +97,7 @@ class ServerSettings(TypedDict):
     response_write_timeout: float
     http2: Http2Settings | None
     websocket: WebSocketSettings | None
+    proxy_protocol: ProxyProtocolSettings | None
 
 @final
 class Core:

@@ -10,7 +10,7 @@ from typing import Any
 
 from ferrocorn.config import STARTUP_FAILURE, Config
 from ferrocorn.server import Server, log_started_message
-from ferrocorn.sockets import bind_sockets
+from ferrocorn.sockets import bind_sockets, unix_socket_paths
 from ferrocorn.supervisor import ChangeReload, Multiprocess
 
 logger = logging.getLogger("ferrocorn.error")
@@ -41,8 +41,9 @@ def run(app: Any, **kwargs: Any) -> None:
     except KeyboardInterrupt:
         pass
     finally:
-        if config.uds and os.path.exists(config.uds):
-            os.remove(config.uds)
+        for path in unix_socket_paths(config):
+            if os.path.exists(path):
+                os.remove(path)
 
     if supervisor_exit_code:
         sys.exit(supervisor_exit_code)

@@ -25,12 +25,14 @@ from typing import IO, TYPE_CHECKING, Any, Literal
 import click
 
 from ferrocorn import _ferrocorn
+from ferrocorn.access import AccessLog, check_format
 from ferrocorn.importer import ImportFromStringError, import_from_string
-from ferrocorn.logging import LOGGING_CONFIG, TRACE_LOG_LEVEL
+from ferrocorn.logging import LOGGING_CONFIG, TRACE_LOG_LEVEL, with_formats
 from ferrocorn.middleware.asgi2 import ASGI2Middleware
+from ferrocorn.sockets import parse_bind
 
 if TYPE_CHECKING:
-    from ferrocorn._ferrocorn import Http2Settings, WebSocketSettings
+    from ferrocorn._ferrocorn import Http2Settings, ProxyProtocolSettings, WebSocketSettings
 
 logger = logging.getLogger("ferrocorn.error")
 
@@ -82,6 +84,15 @@ OPTIONS: tuple[Option, ...] = (
     Option("port", ("--port",), 8000, "Bind socket to this port. If 0, an available port will be picked.", type=int),
     Option("uds", ("--uds",), None, "Bind to a UNIX domain socket.", type=str),
     Option("fd", ("--fd",), None, "Bind to socket from this file descriptor.", type=int),
+    Option(
+        "bind",
+        ("--bind", "-b"),
+        None,
+        "Also listen here: HOST:PORT, [IPv6]:PORT, unix:PATH or fd://N; repeatable. --uds and --fd are added when "
+        "given; --host/--port only when changed from their defaults.",
+        type=str,
+        multiple=True,
+    ),
     Option("reload", ("--reload",), False, "Enable auto-reload.", is_flag=True),
     Option(
         "reload_dirs",
@@ -262,6 +273,23 @@ OPTIONS: tuple[Option, ...] = (
     ),
     Option("access_log", ("--access-log/--no-access-log",), True, "Enable/Disable access log.", is_flag=True),
     Option(
+        "access_log_format",
+        ("--access-log-format",),
+        None,
+        "Access log line in gunicorn's format: %(h)s %(l)s %(u)s %(t)s %(r)s %(s)s %(b)s %(f)s %(a)s %(D)s %(M)s "
+        "%(L)s %(T)s %(m)s %(U)s %(q)s %(H)s %(p)s, %({name}i)s request and %({name}o)s response headers. "
+        "Logged when the response ends. Default: uvicorn's line.",
+        type=str,
+        show_default=False,
+    ),
+    Option(
+        "log_format",
+        ("--log-format",),
+        "text",
+        "'json' writes every server and access log record as one JSON object per line.",
+        type=click.Choice(["text", "json"]),
+    ),
+    Option(
         "use_colors",
         ("--use-colors/--no-use-colors",),
         None,
@@ -292,6 +320,15 @@ OPTIONS: tuple[Option, ...] = (
         None,
         "Comma separated list of IP Addresses, IP Networks, or literals (e.g. UNIX Socket path) to trust with proxy headers. Defaults to the $FORWARDED_ALLOW_IPS environment variable if available, or '127.0.0.1'. The literal '*' means trust everything.",
         type=str,
+    ),
+    Option(
+        "proxy_protocol",
+        ("--proxy-protocol",),
+        "off",
+        "Read a PROXY protocol header (HAProxy, AWS NLB) first on each TCP connection from a peer in "
+        "--forwarded-allow-ips, and report the client and server addresses it carries. 'auto' accepts v1 or v2. "
+        "A trusted peer without a valid header, or an untrusted peer sending one, is disconnected.",
+        type=click.Choice(["off", "v1", "v2", "auto"]),
     ),
     Option(
         "root_path",
@@ -384,6 +421,14 @@ OPTIONS: tuple[Option, ...] = (
         type=int,
     ),
     Option(
+        "timeout_notify",
+        ("--timeout-notify",),
+        30,
+        "With --workers, replace a worker whose event loop has not notified the supervisor within this many "
+        "seconds; from Python, how often callback_notify is called.",
+        type=click.IntRange(min=1),
+    ),
+    Option(
         "timeout_worker_healthcheck",
         ("--timeout-worker-healthcheck",),
         5,
@@ -465,7 +510,6 @@ OPTIONS_BY_NAME: dict[str, Option] = {option.name: option for option in OPTIONS}
 #: Settings only reachable from Python (`run()`, `Config`), not from the command line.
 PYTHON_ONLY_DEFAULTS: dict[str, Any] = {
     "ssl_context_factory": None,
-    "timeout_notify": 30,
     "callback_notify": None,
 }
 
@@ -485,6 +529,17 @@ def _normalise_headers(headers: Any) -> list[tuple[str, str]]:
     return pairs
 
 
+def _normalise_binds(binds: Any) -> list[str]:
+    """--bind values as a list (one string from Python is one bind), each checked."""
+    values = [binds] if isinstance(binds, str) else list(binds or ())
+    for value in values:
+        try:
+            parse_bind(value)
+        except ValueError as exc:
+            raise click.BadParameter(str(exc), param_hint="'--bind'") from None
+    return values
+
+
 class Config:
     """Server settings: every keyword in `OPTIONS` (and `PYTHON_ONLY_DEFAULTS`) is accepted.
 
@@ -496,6 +551,7 @@ class Config:
     - `forwarded_allow_ips`: None becomes $FORWARDED_ALLOW_IPS, or "127.0.0.1";
     - `reload_dirs`, `reload_includes`, `reload_excludes`: lists (empty unless reloading);
     - `headers`: a list of (name, value) pairs from the `Name:Value` strings;
+    - `bind`: a list of checked `--bind` strings;
     - `log_config`: from Python, a copy of the built-in `LOGGING_CONFIG` by default (None from
       `OPTIONS` is the command line's "not given", which `cli.py` turns into the same).
     """
@@ -505,6 +561,7 @@ class Config:
     port: int
     uds: str | None
     fd: int | None
+    bind: list[str]
     reload: bool
     reload_dirs: list[Path]
     reload_includes: list[str]
@@ -533,11 +590,14 @@ class Config:
     log_config: dict[str, Any] | str | RawConfigParser | IO[str] | None
     log_level: str | int | None
     access_log: bool
+    access_log_format: str | None
+    log_format: str
     use_colors: bool | None
     proxy_headers: bool
     server_header: bool
     date_header: bool
     forwarded_allow_ips: str | list[str]
+    proxy_protocol: str
     root_path: str
     limit_concurrency: int | None
     backlog: int
@@ -551,6 +611,7 @@ class Config:
     timeout_request_body: float
     timeout_response_write: float
     timeout_graceful_shutdown: float | None
+    timeout_notify: float
     timeout_worker_healthcheck: float
     ssl_keyfile: str | os.PathLike[str] | None
     ssl_certfile: str | os.PathLike[str] | None
@@ -567,7 +628,6 @@ class Config:
 
     # --- options only Python can set: one per entry of PYTHON_ONLY_DEFAULTS -------------------
     ssl_context_factory: Callable[..., Any] | None
-    timeout_notify: float
     callback_notify: Callable[..., Any] | None
 
     # --- state: derived from the options, or set by load() ---------------------------------
@@ -612,6 +672,12 @@ class Config:
         if self.reload and self.workers > 1:
             logger.warning('"workers" flag is ignored when reloading is enabled.')
         self.headers = _normalise_headers(self.headers)
+        self.bind = _normalise_binds(self.bind)
+        if self.access_log_format is not None:
+            try:
+                check_format(self.access_log_format)
+            except ValueError as exc:
+                raise click.BadParameter(str(exc), param_hint="'--access-log-format'") from None
         self.encoded_headers = [
             (name.lower().encode("latin-1"), value.encode("latin-1")) for name, value in self.headers
         ]
@@ -631,6 +697,14 @@ class Config:
         value = self.forwarded_allow_ips
         items = value.split(",") if isinstance(value, str) else list(value or [])
         return [item.strip() for item in items if item.strip()]
+
+    @property
+    def proxy_protocol_settings(self) -> ProxyProtocolSettings | None:
+        """--proxy-protocol for the Rust core: None when off. Its trust list is --forwarded-allow-ips, whether or
+        not --proxy-headers is on."""
+        if self.proxy_protocol == "off":
+            return None
+        return {"version": self.proxy_protocol, "allow_ips": self.trusted_proxies}
 
     @property
     def websocket_settings(self) -> WebSocketSettings | None:
@@ -767,6 +841,17 @@ class Config:
 
     def configure_logging(self) -> None:
         logging.addLevelName(TRACE_LOG_LEVEL, "TRACE")
+        formats_ignored = False
+        if self.log_format == "json" or self.access_log_format is not None:
+            formatted = with_formats(
+                LOGGING_CONFIG,
+                json_lines=self.log_format == "json",
+                access_message_only=self.access_log_format is not None,
+            )
+            if self.log_config == LOGGING_CONFIG:
+                self.log_config = formatted
+            elif self.log_config != formatted:  # (a worker applying its parent's configuration again)
+                formats_ignored = self.log_format == "json"
         if self.log_config is not None:
             if isinstance(self.log_config, dict):
                 if self.use_colors in (True, False):
@@ -797,6 +882,16 @@ class Config:
             access_logger = logging.getLogger("ferrocorn.access")
             access_logger.handlers = []
             access_logger.propagate = False
+        if formats_ignored:
+            logger.warning("--log-format json applies to the built-in logging configuration, not to --log-config.")
+
+    @property
+    def end_of_response_access_log(self) -> AccessLog | None:
+        """The access log taken at each response's end (--access-log-format, --log-format json); None for
+        uvicorn's line, which the core logs at http.response.start."""
+        if not self.access_log or (self.access_log_format is None and self.log_format != "json"):
+            return None
+        return AccessLog(self.access_log_format, json=self.log_format == "json")
 
     # --- the app ----------------------------------------------------------------------------
 

@@ -6,10 +6,13 @@ response, stdout), both children of `ferrocorn`.
 
 from __future__ import annotations
 
+import copy as copy_module
 import http
+import json
 import logging
 import sys
 from copy import copy
+from datetime import datetime, timezone
 from typing import Any, Literal
 
 import click
@@ -101,6 +104,42 @@ class AccessFormatter(ColourizedFormatter):
                 status_code=self.get_status_code(int(status_code)),
             )
         return super().formatMessage(record_copy)
+
+
+class JsonFormatter(logging.Formatter):
+    """`--log-format json`: one JSON object per line with `time` (ISO 8601, UTC), `level`, `logger` and `message`;
+    access records add `client`, `method`, `path`, `query`, `http_version`, `status`, `bytes`, `duration`
+    (seconds), `user_agent` and `request_id` (from X-Request-ID); a traceback goes in `exc_info`."""
+
+    def __init__(self, *args: Any, use_colors: bool | None = None, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+
+    def format(self, record: logging.LogRecord) -> str:
+        entry: dict[str, Any] = {
+            "time": datetime.fromtimestamp(record.created, timezone.utc).isoformat(timespec="milliseconds"),
+            "level": record.levelname,
+            "logger": record.name,
+            "message": record.getMessage(),
+        }
+        access = record.__dict__.get("access")
+        if isinstance(access, dict):
+            entry.update(access)
+        if record.exc_info:
+            entry["exc_info"] = self.formatException(record.exc_info)
+        return json.dumps(entry)
+
+
+def with_formats(config: dict[str, Any], *, json_lines: bool, access_message_only: bool) -> dict[str, Any]:
+    """A copy of the built-in logging config for `--log-format json` (every line a JSON object) or for an
+    `--access-log-format` (the access line is the formatted record alone, as gunicorn writes it)."""
+    config = copy_module.deepcopy(config)
+    formatters = config.setdefault("formatters", {})
+    if json_lines:
+        formatters["default"] = {"()": "ferrocorn.logging.JsonFormatter"}
+        formatters["access"] = {"()": "ferrocorn.logging.JsonFormatter"}
+    elif access_message_only:
+        formatters["access"] = {"()": "ferrocorn.logging.AccessFormatter", "fmt": "%(message)s"}
+    return config
 
 
 LOGGING_CONFIG: dict[str, Any] = {

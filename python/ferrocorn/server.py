@@ -26,7 +26,7 @@ from ferrocorn import _ferrocorn
 from ferrocorn._ferrocorn import ClientDisconnected
 from ferrocorn.config import STARTUP_FAILURE, Config
 from ferrocorn.lifespan import Lifespan
-from ferrocorn.sockets import bind_sockets
+from ferrocorn.sockets import BindTarget, bind_sockets, target_of, unix_socket_paths
 
 HANDLED_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
@@ -79,7 +79,39 @@ def log_access(scope: dict[str, Any], status: int) -> None:
 
 
 def log_started_message(config: Config, sockets: list[socket.socket]) -> None:
-    """The "running on" line: by the server that bound its sockets, or by the reload/workers parent."""
+    """The "running on" lines, one per place listened on: by the server that bound its sockets, or by the
+    reload/workers parent."""
+    announced: list[BindTarget] = []
+    for sock in sockets:
+        target = target_of(sock)
+        if target is None:
+            break  # sockets bound elsewhere (handed to Server.serve): named after the configuration
+        if target not in announced:  # a host resolving to several addresses is one line, as in uvicorn
+            announced.append(target)
+            log_running_on(config, target, sock)
+    else:
+        if announced:
+            return
+    _log_configured_listener(config, sockets)
+
+
+def log_running_on(config: Config, target: BindTarget, sock: socket.socket) -> None:
+    """uvicorn's "running on" line for one kind of listener."""
+    if target.kind == "fd":
+        logger.info("Ferrocorn running on socket %s (Press CTRL+C to quit)", sock.getsockname())
+    elif target.kind == "unix":
+        logger.info("Ferrocorn running on unix socket %s (Press CTRL+C to quit)", target.path)
+    else:
+        host = "0.0.0.0" if target.host is None else target.host
+        address_format = "%s://[%s]:%d" if ":" in host else "%s://%s:%d"
+        port = target.port or sock.getsockname()[1]
+        scheme = "https" if config.is_ssl else "http"
+        message = f"Ferrocorn running on {address_format} (Press CTRL+C to quit)"
+        color_message = "Ferrocorn running on " + click.style(address_format, bold=True) + " (Press CTRL+C to quit)"
+        logger.info(message, scheme, host, port, extra={"color_message": color_message})
+
+
+def _log_configured_listener(config: Config, sockets: list[socket.socket]) -> None:
     if config.fd is not None:
         logger.info("Ferrocorn running on socket %s (Press CTRL+C to quit)", sockets[0].getsockname())
         return
@@ -156,11 +188,13 @@ class Server:
         self.servers = list(sockets)
 
         loop = asyncio.get_running_loop()
+        end_access_log = config.end_of_response_access_log
+        runner = make_runner(config.loaded_app)
         self.core = _ferrocorn.Core(
             loop_=loop,
-            runner=make_runner(config.loaded_app),
+            runner=end_access_log.wrap(runner) if end_access_log else runner,
             log=logger.log,
-            access_log=log_access if config.access_log else None,
+            access_log=log_access if config.access_log and end_access_log is None else None,
             state=self.lifespan.state,
             settings={
                 "root_path": config.root_path,
@@ -181,6 +215,7 @@ class Server:
                 "response_write_timeout": float(config.timeout_response_write),
                 "http2": config.http2_settings(),
                 "websocket": config.websocket_settings,
+                "proxy_protocol": config.proxy_protocol_settings,
             },
         )
         for sock in sockets:
@@ -219,6 +254,12 @@ class Server:
                 await self.config.callback_notify()
         if self.should_exit:
             return True
+        if self.config.callback_notify is not None and counter % 10 == 0:
+            # Every --timeout-notify seconds, as uvicorn calls it (for process managers such as gunicorn).
+            now = time.monotonic()
+            if now - self.last_notified > self.config.timeout_notify:
+                self.last_notified = now
+                await self.config.callback_notify()
         if self.limit_max_requests is not None and self.core.total_requests >= self.limit_max_requests:
             logger.warning("Maximum request limit of %d exceeded. Terminating process.", self.limit_max_requests)
             return True
@@ -244,8 +285,9 @@ class Server:
         loop = asyncio.get_running_loop()
         loop.remove_reader(core.fileno())
         core.close()
-        if self.config.uds and os.path.exists(self.config.uds) and self._owned_sockets:
-            os.remove(self.config.uds)
+        for path in unix_socket_paths(self.config) if self._owned_sockets else []:
+            if os.path.exists(path):
+                os.remove(path)
         if not self.force_exit:
             await self.lifespan.shutdown()
 

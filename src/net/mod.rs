@@ -1,14 +1,17 @@
 //! Sockets and what is known about a connection before HTTP: listeners, the transport every
-//! protocol stack runs over, replayed bytes, and which peers are trusted proxies.
+//! protocol stack runs over, replayed bytes, which peers are trusted proxies, and the PROXY
+//! protocol header.
 
 mod conn_info;
 mod listener;
+pub mod proxy_protocol;
 mod rewind;
 mod transport;
 mod trust;
 
 pub use conn_info::ConnInfo;
 pub use listener::{Accepted, Listener};
+pub use proxy_protocol::{ProxiedAddresses, ProxyVersions};
 pub use rewind::Rewind;
 pub use transport::{input_pending, ReadCount, Socket, Transport, WriteStall};
 pub use trust::TrustedProxies;

@@ -86,17 +86,13 @@ pub struct Transport {
 }
 
 impl Transport {
-    pub fn new(socket: Socket, reads: Arc<ReadCount>) -> Self {
+    /// `reads` and `stall` are shared with the connection's activity (its slow-client clock).
+    pub fn new(socket: Socket, reads: Arc<ReadCount>, stall: Arc<WriteStall>) -> Self {
         Self {
             socket,
             reads,
-            stall: Arc::default(),
+            stall,
         }
-    }
-
-    /// The socket's write stall, for the connection's slow-client clock.
-    pub fn write_stall(&self) -> Arc<WriteStall> {
-        self.stall.clone()
     }
 }
 

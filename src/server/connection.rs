@@ -1,20 +1,28 @@
-//! One accepted connection before HTTP: the TLS handshake (ALPN picks the protocol) or, in
-//! cleartext, HTTP/2 prior-knowledge detection; then the chosen protocol serves it.
+//! One accepted connection before HTTP: the PROXY protocol header (`--proxy-protocol`), then the
+//! TLS handshake (ALPN picks the protocol) or, in cleartext, HTTP/2 prior-knowledge detection;
+//! then the chosen protocol serves it.
 
 use std::future::Future;
 use std::io;
+use std::net::SocketAddr;
 use std::os::fd::AsRawFd;
 use std::sync::Arc;
 
 use bytes::{Bytes, BytesMut};
 use tokio::io::{AsyncRead, AsyncReadExt};
+use tokio::net::TcpStream;
 use tokio::time::{timeout, Instant};
 
 use crate::bridge::LogLevel;
 use crate::conn::ConnActivity;
+use crate::errors::ProxyReadError;
 use crate::http::{serve_http1, serve_http2};
-use crate::net::{Accepted, ConnInfo, ReadCount, Rewind, Socket, Transport};
+use crate::net::{
+    Accepted, ConnInfo, ProxiedAddresses, ReadCount, Rewind, Socket, Transport, WriteStall,
+};
 use crate::phase::{Phase, PhaseAction};
+use crate::server::proxy_header;
+use crate::settings::ProxyProtocolSettings;
 use crate::shared::Shared;
 use crate::tls::TlsInfo;
 
@@ -26,15 +34,39 @@ pub async fn serve_connection(
     accepted: Accepted,
     unix_path: Option<Arc<str>>,
 ) {
+    // What the transport will count and note, shared with the connection's activity from the
+    // start: the PROXY protocol step already needs the activity.
+    let reads = Arc::new(ReadCount::default());
+    let write_stall = Arc::new(WriteStall::default());
+    let fd = match &accepted {
+        Accepted::Tcp(stream, ..) => stream.as_raw_fd(),
+        Accepted::Unix(stream) => stream.as_raw_fd(),
+    };
+    let activity = ConnActivity::new(fd, reads.clone(), write_stall.clone());
     let (socket, conn) = match accepted {
-        Accepted::Tcp(stream, peer, local) => {
+        Accepted::Tcp(mut stream, peer, local) => {
+            // With --proxy-protocol, the addresses a trusted proxy's header carries.
+            let (client, server) = match &shared.proxy_protocol {
+                None => (peer, local),
+                Some(proxy) => {
+                    match proxy_step(shared, &activity, &mut stream, proxy, peer).await {
+                        Some(ProxiedAddresses::Tcp {
+                            source,
+                            destination,
+                        }) => (source, Some(destination)),
+                        Some(ProxiedAddresses::Keep) => (peer, local),
+                        None => return,
+                    }
+                }
+            };
+            // X-Forwarded-* trust is the scope's client's: the proxy's header named it.
             let trusted_proxy = shared
                 .proxies
                 .as_ref()
-                .is_some_and(|proxies| proxies.trusts(&peer.ip().to_string()));
+                .is_some_and(|proxies| proxies.trusts(&client.ip().to_string()));
             (
                 Socket::Tcp(stream),
-                ConnInfo::tcp(peer, local, trusted_proxy),
+                ConnInfo::tcp(client, server, trusted_proxy),
             )
         }
         Accepted::Unix(stream) => {
@@ -48,10 +80,7 @@ pub async fn serve_connection(
             )
         }
     };
-    let reads = Arc::new(ReadCount::default());
-    let fd = socket.as_raw_fd();
-    let transport = Transport::new(socket, reads.clone());
-    let activity = ConnActivity::new(fd, reads, transport.write_stall());
+    let transport = Transport::new(socket, reads, write_stall);
     match &shared.tls {
         None => serve_cleartext(shared, transport, conn, activity).await,
         Some(_) => serve_tls(shared, transport, conn, activity).await,
@@ -120,6 +149,42 @@ async fn serve_tls(
     } else {
         serve_http1(shared, stream, conn, activity).await
     }
+}
+
+/// The PROXY protocol step (see [`proxy_header`]): the addresses to use, or `None` when the
+/// connection is dropped (with a log line, unless it went silent or the server is closing).
+async fn proxy_step(
+    shared: &Shared,
+    activity: &ConnActivity,
+    stream: &mut TcpStream,
+    proxy: &ProxyProtocolSettings,
+    peer: SocketAddr,
+) -> Option<ProxiedAddresses> {
+    let trusted = proxy.trusted.trusts(&peer.ip().to_string());
+    // Bounded like protocol detection: a silent or trickling peer is closed like an idle one.
+    let step = async {
+        if trusted {
+            proxy_header::read_header(stream, proxy.versions).await
+        } else {
+            proxy_header::refuse_header(stream)
+                .await
+                .map(|()| ProxiedAddresses::Keep)
+        }
+    };
+    let outcome =
+        unless_abandoned(shared, activity, timeout(shared.keep_alive_timeout, step)).await?;
+    let problem = match outcome {
+        Ok(Ok(addresses)) => return Some(addresses),
+        Ok(Err(ProxyReadError::Silent)) => return None,
+        Ok(Err(err)) => err.to_string(),
+        Err(_) if trusted => "timed out waiting for the PROXY protocol header".to_owned(),
+        Err(_) => return None, // an untrusted peer that never spoke: an idle connection
+    };
+    shared.bridge.log(
+        LogLevel::Warning,
+        format!("Connection from {peer} dropped: {problem}."),
+    );
+    None
 }
 
 /// Runs `step` (a handshake, protocol detection) until the connection is abandoned. Once the

@@ -5,6 +5,7 @@
 //! through the bridge, responses come back through each exchange.
 
 mod connection;
+mod proxy_header;
 mod runtime;
 
 use std::sync::Arc;

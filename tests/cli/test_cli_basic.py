@@ -5,6 +5,7 @@ import re
 import signal
 import socket
 import sys
+import time
 
 import pytest
 
@@ -168,3 +169,18 @@ def test_client_disconnected_is_an_oserror_subclass():
 
     assert issubclass(ferrocorn.ClientDisconnected, OSError)
     assert callable(ferrocorn.serve)
+
+
+def test_callback_notify_is_called_every_timeout_notify(run_process):
+    port = free_port()
+    srv = run_process(
+        [sys.executable, os.path.join(REPO_ROOT, "tests", "apps", "notify_script.py"), str(port)],
+        port=port,
+        name="notify_script",
+    )
+    srv.wait_for_line("NOTIFIED", timeout=10)
+    mark = srv.mark()
+    srv.wait_for_line("NOTIFIED", timeout=5, start=mark)
+    started = time.monotonic()
+    srv.wait_for_line("NOTIFIED", timeout=5, start=srv.mark())
+    assert 0.5 < time.monotonic() - started < 3.5

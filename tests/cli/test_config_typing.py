@@ -26,6 +26,7 @@ NORMALISED = {
     "reload_includes": [],
     "reload_excludes": [],
     "headers": [],
+    "bind": [],
     "log_config": LOGGING_CONFIG,
 }
 

@@ -312,3 +312,35 @@ def test_workers_serve_a_socket_passed_with_fd():
     assert proc.returncode == 0
     assert f"Ferrocorn running on socket ('127.0.0.1', {port}) (Press CTRL+C to quit)" in stderr
     assert f"Stopping parent process [{proc.pid}]" in stderr
+
+
+def test_timeout_notify_replaces_a_silent_worker(start_server):
+    """--timeout-notify: a worker whose event loop stops notifying is replaced, even when the healthcheck would
+    wait much longer."""
+    srv = start_server(APP, "--workers", "2", "--timeout-notify", "1", "--timeout-worker-healthcheck", "60")
+    pids = wait_for_workers(srv, 2)
+    # A worker notifies once its server serves, every 0.25 s here: let each notify once before one hangs (a loop
+    # blocked before its first notification is left to the healthcheck).
+    time.sleep(1)
+    with srv.raw(timeout=None) as hanging:
+        hanging.send(b"GET /hang HTTP/1.1\r\nHost: x\r\n\r\n")
+        warning = srv.wait_for_line(
+            re.compile(
+                r"^WARNING: +Child process \[\d+\] has not notified the supervisor within 1 seconds, killing it\.$"
+            ),
+            timeout=10,
+        )
+        silent = pid_of(warning)
+        assert silent in pids
+        srv.wait_for_line(f"Child process [{silent}] died", timeout=5)
+        assert hanging.recv(1024) == b"", "the silent worker's connection closes with it"
+    wait_for_workers(srv, 2, exclude={silent})
+
+
+def test_timeout_notify_spares_busy_but_responsive_workers(start_server):
+    """A worker whose loop keeps turning (here: slow requests awaiting) keeps notifying."""
+    srv = start_server(APP, "--workers", "2", "--timeout-notify", "1")
+    pids = wait_for_workers(srv, 2)
+    time.sleep(3)
+    assert not srv.has_line("has not notified")
+    assert wait_for_workers(srv, 2) == pids

@@ -18,6 +18,7 @@ import threading
 import time
 from multiprocessing.connection import Connection, wait
 from types import FrameType
+from typing import Any
 
 import click
 
@@ -41,19 +42,35 @@ logger = logging.getLogger("ferrocorn.error")
 # --- in the worker --------------------------------------------------------------------------
 
 
-def run_worker(config: Config, sockets: list[socket.socket], healthcheck: Connection) -> None:
-    """A worker's main: serve until told to stop, answering the parent's pings meanwhile."""
+def run_worker(config: Config, sockets: list[socket.socket], healthcheck: Connection, heartbeat: Any) -> None:
+    """A worker's main: serve until told to stop, answering the parent's pings and notifying it meanwhile."""
     server = Server(config=config)
     responder = HealthcheckResponder(server, healthcheck)
     responder.start()
 
     async def serve() -> None:
-        responder.loop = asyncio.get_running_loop()
+        loop = asyncio.get_running_loop()
+        responder.loop = loop
+        notify_from_loop(loop, server, heartbeat, interval=min(1.0, config.timeout_notify / 4))
         await server.serve(sockets=sockets)
 
     asyncio_run(serve(), loop_factory=config.get_loop_factory())
     if not server.started:
         sys.exit(STARTUP_FAILURE)  # e.g. the lifespan startup failed: the parent must not respawn us
+
+
+def notify_from_loop(loop: asyncio.AbstractEventLoop, server: Server, heartbeat: Any, interval: float) -> None:
+    """Write the time into `heartbeat` (shared with the parent) every `interval` seconds from the event loop,
+    once the server serves: a loop that stops turning stops notifying (--timeout-notify)."""
+
+    def beat() -> None:
+        if server.started:
+            heartbeat.value = time.monotonic()
+            loop.call_later(interval, beat)
+        else:
+            loop.call_later(0.01, beat)  # the first notification follows the start closely
+
+    beat()
 
 
 class HealthcheckResponder(threading.Thread):
@@ -100,11 +117,17 @@ class Worker:
 
     def __init__(self, config: Config, sockets: list[socket.socket]) -> None:
         self.parent_conn, child_conn = spawn.Pipe()
+        #: When the worker last notified (time.monotonic()); 0 until it serves.
+        self.heartbeat = spawn.RawValue("d", 0.0)
         target = functools.partial(run_worker, config)
-        self.process = get_subprocess(config, target=target, sockets=sockets, healthcheck=child_conn)
+        self.process = get_subprocess(
+            config, target=target, sockets=sockets, healthcheck=child_conn, heartbeat=self.heartbeat
+        )
         self._child_conn = child_conn
         #: The last healthcheck went unanswered while the pipe stayed open: the worker hangs.
         self.hung = False
+        #: The worker stopped notifying (--timeout-notify) while the last healthcheck waited.
+        self.silent = False
 
     @property
     def pid(self) -> int | None:
@@ -122,22 +145,38 @@ class Worker:
         self.process.start()
         self._child_conn.close()  # the child has its own copy; ours would keep the pipe open
 
-    def _healthcheck(self, timeout: float) -> bool | None:
-        """The worker's `started` flag, or None if it does not answer within `timeout` seconds."""
+    def _healthcheck(self, timeout: float, notify_timeout: float | None = None) -> bool | None:
+        """The worker's `started` flag, or None if it does not answer within `timeout` seconds (or, given
+        `notify_timeout`, stops notifying meanwhile: `silent`)."""
         self.hung = False
+        self.silent = False
         try:
             self.parent_conn.send(b"ping")
-            if self.parent_conn.poll(timeout):
-                started: bool = self.parent_conn.recv()
-                return started
+            deadline = time.monotonic() + timeout
+            while True:
+                remaining = deadline - time.monotonic()
+                wait = remaining if notify_timeout is None else min(remaining, 0.25)
+                if self.parent_conn.poll(max(wait, 0.0)):
+                    started: bool = self.parent_conn.recv()
+                    return started
+                if notify_timeout is not None and self.missed_notify(notify_timeout):
+                    self.silent = True
+                    return None
+                if remaining <= 0:
+                    break
         except (OSError, EOFError):
             return None  # the pipe broke: the worker has exited
         self.hung = True
         return None
 
-    def is_alive(self, timeout: float) -> bool:
-        """Running, and its event loop answered a ping within `timeout` seconds."""
-        return self.process.is_alive() and self._healthcheck(timeout) is not None
+    def missed_notify(self, timeout: float) -> bool:
+        """Serving, but silent for more than `timeout` seconds."""
+        last: float = self.heartbeat.value
+        return last > 0 and time.monotonic() - last > timeout
+
+    def is_alive(self, timeout: float, notify_timeout: float | None = None) -> bool:
+        """Running, and its event loop answered a ping within `timeout` seconds (and kept notifying)."""
+        return self.process.is_alive() and self._healthcheck(timeout, notify_timeout) is not None
 
     def wait_until_ready(self, timeout: float, should_exit: threading.Event) -> bool:
         """True once the worker serves; False if it exits, the supervisor stops, or `timeout` passes."""
@@ -243,9 +282,17 @@ class Multiprocess:
         for index, process in enumerate(self.processes):
             if self.should_exit.is_set():
                 return  # stopping: a worker going away is expected now
-            if process.is_alive(timeout=self.config.timeout_worker_healthcheck):
+            notify_timeout = self.config.timeout_notify
+            silent = process.missed_notify(notify_timeout)
+            if not silent and process.is_alive(self.config.timeout_worker_healthcheck, notify_timeout):
                 continue
-            if process.hung:
+            if silent or process.silent:
+                logger.warning(
+                    "Child process [%s] has not notified the supervisor within %s seconds, killing it.",
+                    process.pid,
+                    notify_timeout,
+                )
+            elif process.hung:
                 logger.warning(
                     "Child process [%s] did not answer the healthcheck within %s seconds, killing it.",
                     process.pid,
