@@ -245,17 +245,12 @@ class Server:
             should_exit = await self.on_tick(counter)
 
     async def on_tick(self, counter: int) -> bool:
-        # The heartbeat of a supervised worker (gunicorn's arbiter): sent from the loop, so a
-        # loop blocked by the app misses it and the worker is replaced.
-        if self.config.callback_notify is not None:
-            now = time.monotonic()
-            if now - self.last_notified > self.config.timeout_notify:
-                self.last_notified = now
-                await self.config.callback_notify()
         if self.should_exit:
             return True
-        if self.config.callback_notify is not None and counter % 10 == 0:
-            # Every --timeout-notify seconds, as uvicorn calls it (for process managers such as gunicorn).
+        if self.config.callback_notify is not None:
+            # Every --timeout-notify seconds, as uvicorn calls it: the heartbeat of a supervised
+            # worker (gunicorn's arbiter). Sent from the loop, so a loop blocked by the app misses
+            # it and the worker is replaced.
             now = time.monotonic()
             if now - self.last_notified > self.config.timeout_notify:
                 self.last_notified = now

@@ -49,6 +49,7 @@ class FerrocornWorker(Worker):  # type: ignore[misc]  # gunicorn ships no type i
         kwargs: dict[str, Any] = {
             "log_config": None,
             "access_log": cfg.accesslog is not None,
+            "access_log_format": cfg.access_log_format,
             "timeout_keep_alive": cfg.keepalive,
             "timeout_notify": self.timeout,
             "callback_notify": self.callback_notify,
