@@ -43,6 +43,7 @@ def get_subprocess(
             "sockets": sockets,
             "stdin_fileno": stdin_fileno,
             "target_kwargs": target_kwargs,
+            "parent_pid": os.getpid(),
         },
     )
 
@@ -53,8 +54,11 @@ def subprocess_started(
     sockets: list[socket],
     stdin_fileno: int | None,
     target_kwargs: dict[str, Any],
+    parent_pid: int | None = None,
 ) -> None:
     """The child's entry point."""
+    if parent_pid is not None:
+        stop_with_parent(parent_pid)
     if stdin_fileno is not None:
         # Give the child the terminal's stdin back, so `breakpoint()` in the app works under --reload.
         try:
@@ -67,3 +71,22 @@ def subprocess_started(
         target(sockets=sockets, **target_kwargs)
     except KeyboardInterrupt:
         pass  # Ctrl+C reached the whole process group: the parent is stopping us anyway
+
+
+def stop_with_parent(parent_pid: int) -> None:
+    """A child outlives a supervisor killed with SIGKILL (nothing can forward a signal then) and
+    would go on serving the shared sockets unsupervised: on Linux the kernel sends it SIGTERM (a
+    graceful drain) when the parent dies, as gunicorn's workers leave when their arbiter does."""
+    if not sys.platform.startswith("linux"):
+        return
+    import ctypes
+    import signal
+
+    pr_set_pdeathsig = 1
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(pr_set_pdeathsig, int(signal.SIGTERM), 0, 0, 0)
+    except (OSError, AttributeError):
+        return
+    if os.getppid() != parent_pid:  # the parent died before the request took effect
+        os.kill(os.getpid(), signal.SIGTERM)
