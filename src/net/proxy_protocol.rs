@@ -278,8 +278,8 @@ mod tests {
 
     fn tcp(source: &str, destination: &str) -> ProxiedAddresses {
         ProxiedAddresses::Tcp {
-            source: source.parse().unwrap(),
-            destination: destination.parse().unwrap(),
+            source: source.parse().unwrap(),           // ok: test-only
+            destination: destination.parse().unwrap(), // ok: test-only
         }
     }
 
@@ -287,7 +287,7 @@ mod tests {
         let mut out = V2_SIGNATURE.to_vec();
         out.push(0x20 | command);
         out.push(family);
-        out.extend_from_slice(&u16::try_from(block.len()).unwrap().to_be_bytes());
+        out.extend_from_slice(&u16::try_from(block.len()).unwrap().to_be_bytes()); // ok: test-only
         out.extend_from_slice(block);
         out
     }
@@ -399,8 +399,8 @@ mod tests {
             (28, tcp("203.0.113.7:51234", "10.0.0.2:443"))
         );
         let mut block6 = Vec::new();
-        block6.extend_from_slice(&"2001:db8::7".parse::<Ipv6Addr>().unwrap().octets());
-        block6.extend_from_slice(&"2001:db8::1".parse::<Ipv6Addr>().unwrap().octets());
+        block6.extend_from_slice(&"2001:db8::7".parse::<Ipv6Addr>().unwrap().octets()); // ok: test-only
+        block6.extend_from_slice(&"2001:db8::1".parse::<Ipv6Addr>().unwrap().octets()); // ok: test-only
         block6.extend_from_slice(&[0x1f, 0x40, 0x00, 0x50]);
         // A TLV (PP2_TYPE_AUTHORITY) after the addresses is skipped.
         block6.extend_from_slice(&[0x02, 0x00, 0x03, b'a', b'b', b'c']);
