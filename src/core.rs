@@ -56,11 +56,6 @@ impl Core {
         let settings = ServerSettings::from_py(settings)?;
         let bridge = Arc::new(Bridge::new()?);
         let runtime = build_runtime(bridge.clone()).map_err(CoreError::Io)?;
-        let shared = Arc::new(Shared::new(
-            bridge.clone(),
-            &settings,
-            http1_builder(&settings),
-        ));
         let ctx = Arc::new(PyContext {
             create_future: loop_.getattr(intern!(py, "create_future"))?.unbind(),
             create_task: loop_.getattr(intern!(py, "create_task"))?.unbind(),
@@ -80,10 +75,12 @@ impl Core {
                 settings.proxies.clone(),
             )?,
             done: Py::new(py, Done)?,
-            default_headers: settings.default_headers,
+            default_headers: settings.default_headers.clone(),
             runtime: runtime.handle().clone(),
             active: Mutex::new(HashMap::new()),
         });
+        let http1 = http1_builder(&settings);
+        let shared = Arc::new(Shared::new(bridge.clone(), settings, http1));
         Ok(Self {
             shared,
             dispatcher: Dispatcher::new(ctx, bridge),

@@ -10,10 +10,8 @@ use tokio::time::Instant;
 
 use crate::bridge::WakeSink;
 use crate::jobs::Bridge;
-use crate::net::TrustedProxies;
 use crate::phase::Phase;
-use crate::settings::{Http2Settings, ProxyProtocolSettings, ServerSettings, WebSocketSettings};
-use crate::tls::TlsSetup;
+use crate::settings::ServerSettings;
 
 /// The most [`Shared::drain_grace`] gives a connection to start its request.
 const DRAIN_GRACE: Duration = Duration::from_secs(1);
@@ -22,31 +20,14 @@ pub struct Shared {
     pub bridge: Arc<Bridge>,
     /// Built once (by `http::h1::builder`) and shared by every HTTP/1.1 connection.
     pub http1: hyper::server::conn::http1::Builder,
-    /// `None` serves HTTP/1.1 only. Each HTTP/2 connection builds its own hyper builder (its
-    /// executor is per connection, see `http::stream_executor`).
-    pub http2: Option<Http2Settings>,
-    pub date_header: bool,
-    pub tls: Option<Arc<TlsSetup>>,
-    /// Idle limit for keep-alive connections, HTTP/2 connections and protocol detection.
-    pub keep_alive_timeout: Duration,
-    pub tls_handshake_timeout: Duration,
-    pub proxies: Option<TrustedProxies>,
-    pub websocket: Option<Arc<WebSocketSettings>>,
-    /// `--limit-request-body-size` (`None`: no limit).
-    pub limit_request_body_size: Option<u64>,
-    /// `--limit-request-headers` (hyper enforces it on HTTP/1.1, the service on HTTP/2).
-    pub limit_request_headers: usize,
-    /// `--timeout-request-head`, `--timeout-request-body`, `--timeout-response-write`.
-    pub request_head_timeout: Duration,
-    pub request_body_timeout: Duration,
-    pub response_write_timeout: Duration,
-    /// `--proxy-protocol`: what TCP connections start with, and from whom.
-    pub proxy_protocol: Option<ProxyProtocolSettings>,
+    /// Everything the connections read, as `settings.rs` checked it (`http2: None` serves
+    /// HTTP/1.1 only; each HTTP/2 connection builds its own hyper builder, its executor being per
+    /// connection, see `http::stream_executor`).
+    pub settings: ServerSettings,
     next_request_id: AtomicU64,
     connections: AtomicUsize,
     /// Requests handed to Python whose exchange is still alive (app running or response in flight).
     in_flight: Arc<AtomicUsize>,
-    limit_concurrency: Option<usize>,
     phase: watch::Sender<Phase>,
     /// When the phase became [`Phase::Draining`].
     drain_began: OnceLock<Instant>,
@@ -55,30 +36,17 @@ pub struct Shared {
 impl Shared {
     pub fn new(
         bridge: Arc<Bridge>,
-        settings: &ServerSettings,
+        settings: ServerSettings,
         http1: hyper::server::conn::http1::Builder,
     ) -> Self {
         let (phase, _) = watch::channel(Phase::Running);
         Self {
             bridge,
             http1,
-            http2: settings.http2.clone(),
-            date_header: settings.date_header,
-            tls: settings.tls.clone(),
-            keep_alive_timeout: settings.keep_alive_timeout,
-            tls_handshake_timeout: settings.tls_handshake_timeout,
-            proxies: settings.proxies.clone(),
-            websocket: settings.websocket.clone(),
-            limit_request_body_size: settings.limit_request_body_size,
-            limit_request_headers: settings.limit_request_headers,
-            request_head_timeout: settings.request_head_timeout,
-            request_body_timeout: settings.request_body_timeout,
-            response_write_timeout: settings.response_write_timeout,
-            proxy_protocol: settings.proxy_protocol.clone(),
+            settings,
             next_request_id: AtomicU64::new(1),
             connections: AtomicUsize::new(0),
             in_flight: Arc::new(AtomicUsize::new(0)),
-            limit_concurrency: settings.limit_concurrency,
             phase,
             drain_began: OnceLock::new(),
         }
@@ -104,7 +72,7 @@ impl Shared {
 
     /// Whether a new request would exceed `--limit-concurrency` (this connection included).
     pub fn over_concurrency_limit(&self) -> bool {
-        self.limit_concurrency.is_some_and(|limit| {
+        self.settings.limit_concurrency.is_some_and(|limit| {
             self.connection_count() > limit || self.in_flight.load(Ordering::Acquire) >= limit
         })
     }
@@ -127,7 +95,7 @@ impl Shared {
     /// How long, once the server drains, a connection that has not started its request yet is
     /// given to start it: the client may have sent it already.
     pub fn drain_grace(&self) -> Duration {
-        self.keep_alive_timeout.min(DRAIN_GRACE)
+        self.settings.keep_alive_timeout.min(DRAIN_GRACE)
     }
 
     /// Count a connection (an accepted socket, or an upgraded WebSocket that outlives its HTTP

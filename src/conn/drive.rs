@@ -243,10 +243,17 @@ pub async fn drive<C>(
     let mut phase = shared.phase();
     let mut shutdown = Shutdown::new(shared, activity, protocol);
     let http1_limits = match protocol {
-        Protocol::Http1 => Some((shared.keep_alive_timeout, shared.request_head_timeout)),
+        Protocol::Http1 => Some((
+            shared.settings.keep_alive_timeout,
+            shared.settings.request_head_timeout,
+        )),
         Protocol::Http2 { .. } => None,
     };
-    let mut clock = ClientClock::new(http1_limits, shared.response_write_timeout, activity);
+    let mut clock = ClientClock::new(
+        http1_limits,
+        shared.settings.response_write_timeout,
+        activity,
+    );
     loop {
         if shutdown.stage == Stage::Serving {
             let next = shutdown.on_phase(phase.borrow_and_update().action());

@@ -65,12 +65,14 @@ pub async fn serve<S>(shared: &Arc<Shared>, io: S, conn: Arc<ConnInfo>, activity
 where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
-    let Some(h2) = &shared.http2 else { return };
+    let Some(h2) = &shared.settings.http2 else {
+        return;
+    };
     let executor = StreamExecutor::default();
     let builder = builder(
         h2,
-        shared.date_header,
-        shared.websocket.is_some(),
+        shared.settings.date_header,
+        shared.settings.websocket.is_some(),
         executor.clone(),
     );
     // The idle clock starts with HTTP/2, not with the connection.
@@ -103,7 +105,7 @@ where
         executor,
     );
     let protocol = Protocol::Http2 {
-        idle_limit: shared.keep_alive_timeout,
+        idle_limit: shared.settings.keep_alive_timeout,
     };
     drive(
         shared,

@@ -45,19 +45,19 @@ pub fn handle_request(
         .and_then(|()| {
             check_limits(
                 &request,
-                shared.limit_request_body_size,
-                shared.limit_request_headers,
+                shared.settings.limit_request_body_size,
+                shared.settings.limit_request_headers,
             )
         });
     // Upgrade requests (HTTP/1.1) and extended CONNECTs (HTTP/2) are WebSockets, unless
     // `--ws none` serves them as plain HTTP.
     let websocket = host.is_ok() && upgrade::is_websocket_request(&request);
-    if websocket && shared.websocket.is_none() {
+    if websocket && shared.settings.websocket.is_none() {
         shared
             .bridge
             .log(LogLevel::Warning, "Unsupported upgrade request.".to_owned());
     }
-    let handoff = match (host, &shared.websocket) {
+    let handoff = match (host, &shared.settings.websocket) {
         (Err(refusal), _) => {
             // As for hyper's own 400s (and uvicorn's).
             shared.bridge.log(
@@ -155,8 +155,8 @@ fn hand_over(
         responder,
     ));
     exchange.limit_body(BodyLimits {
-        max_size: shared.limit_request_body_size,
-        idle_timeout: Some(shared.request_body_timeout),
+        max_size: shared.settings.limit_request_body_size,
+        idle_timeout: Some(shared.settings.request_body_timeout),
     });
     let (parts, body) = request.into_parts();
     let body = if body.is_end_stream() {

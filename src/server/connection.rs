@@ -46,7 +46,7 @@ pub async fn serve_connection(
     let (socket, conn) = match accepted {
         Accepted::Tcp(mut stream, peer, local) => {
             // With --proxy-protocol, the addresses a trusted proxy's header carries.
-            let (client, server) = match &shared.proxy_protocol {
+            let (client, server) = match &shared.settings.proxy_protocol {
                 None => (peer, local),
                 Some(proxy) => {
                     match proxy_step(shared, &activity, &mut stream, proxy, peer).await {
@@ -61,6 +61,7 @@ pub async fn serve_connection(
             };
             // X-Forwarded-* trust is the scope's client's: the proxy's header named it.
             let trusted_proxy = shared
+                .settings
                 .proxies
                 .as_ref()
                 .is_some_and(|proxies| proxies.trusts(&client.ip().to_string()));
@@ -70,7 +71,7 @@ pub async fn serve_connection(
             )
         }
         Accepted::Unix(stream) => {
-            let trusted_proxy = match (&shared.proxies, &unix_path) {
+            let trusted_proxy = match (&shared.settings.proxies, &unix_path) {
                 (Some(proxies), Some(path)) => proxies.trusts(path),
                 _ => false,
             };
@@ -81,7 +82,7 @@ pub async fn serve_connection(
         }
     };
     let transport = Transport::new(socket, reads, write_stall);
-    match &shared.tls {
+    match &shared.settings.tls {
         None => serve_cleartext(shared, transport, conn, activity).await,
         Some(_) => serve_tls(shared, transport, conn, activity).await,
     }
@@ -93,15 +94,15 @@ async fn serve_cleartext(
     conn: ConnInfo,
     activity: Arc<ConnActivity>,
 ) {
-    if shared.http2.is_none() {
+    if shared.settings.http2.is_none() {
         // HTTP/1.1 only: nothing to detect; hyper's header timeout bounds a silent client.
         let io = Rewind::new(Bytes::new(), transport);
         return serve_http1(shared, io, Arc::new(conn), activity).await;
     }
     // A connection that never sends a byte is closed like an idle keep-alive connection.
-    let detection = timeout(shared.keep_alive_timeout, detect_http2(transport));
+    let detection = timeout(shared.settings.keep_alive_timeout, detect_http2(transport));
     match unless_abandoned(shared, &activity, detection).await {
-        Some(Ok(Ok((true, io)))) if shared.http2.is_some() => {
+        Some(Ok(Ok((true, io)))) if shared.settings.http2.is_some() => {
             serve_http2(shared, io, Arc::new(conn), activity).await
         }
         Some(Ok(Ok((_, io)))) => serve_http1(shared, io, Arc::new(conn), activity).await,
@@ -116,9 +117,14 @@ async fn serve_tls(
     mut conn: ConnInfo,
     activity: Arc<ConnActivity>,
 ) {
-    let Some(tls) = &shared.tls else { return };
+    let Some(tls) = &shared.settings.tls else {
+        return;
+    };
     // A silent or trickling client would otherwise hold a socket and a task for free.
-    let handshake = timeout(shared.tls_handshake_timeout, tls.acceptor.accept(transport));
+    let handshake = timeout(
+        shared.settings.tls_handshake_timeout,
+        tls.acceptor.accept(transport),
+    );
     let stream = match unless_abandoned(shared, &activity, handshake).await {
         None => return,
         Some(Ok(Ok(stream))) => stream,
@@ -144,7 +150,7 @@ async fn serve_tls(
     let conn = Arc::new(conn);
     // The handshake's bytes are not a request: the connection now waits for its first one.
     activity.mark_idle();
-    if h2 && shared.http2.is_some() {
+    if h2 && shared.settings.http2.is_some() {
         serve_http2(shared, stream, conn, activity).await
     } else {
         serve_http1(shared, stream, conn, activity).await
@@ -171,8 +177,12 @@ async fn proxy_step(
                 .map(|()| ProxiedAddresses::Keep)
         }
     };
-    let outcome =
-        unless_abandoned(shared, activity, timeout(shared.keep_alive_timeout, step)).await?;
+    let outcome = unless_abandoned(
+        shared,
+        activity,
+        timeout(shared.settings.keep_alive_timeout, step),
+    )
+    .await?;
     let problem = match outcome {
         Ok(Ok(addresses)) => return Some(addresses),
         Ok(Err(ProxyReadError::Silent)) => return None,
