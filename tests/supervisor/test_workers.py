@@ -349,14 +349,7 @@ def test_timeout_notify_spares_busy_but_responsive_workers(start_server):
 def test_workers_leave_when_the_supervisor_is_killed(start_server):
     """kill -9 of the supervisor cannot be forwarded: the workers must not go on serving unsupervised."""
     srv = start_server(APP, "--workers", "2")
-    supervisor = psutil.Process(srv.pid)
-    deadline = time.monotonic() + 15
-    while True:
-        workers = [c for c in supervisor.children() if "spawn_main" in " ".join(c.cmdline())]
-        if len(workers) == 2 or time.monotonic() > deadline:
-            break
-        time.sleep(0.1)
-    assert len(workers) == 2
+    workers = [psutil.Process(pid) for pid in wait_for_workers(srv, 2)]
     os.kill(srv.pid, signal.SIGKILL)
     gone, alive = psutil.wait_procs(workers, timeout=10)
     assert not alive, f"workers still running 10 s after their supervisor was killed: {[p.pid for p in alive]}"
