@@ -319,11 +319,75 @@ WORKLOADS.update(
     )
 )
 
+# --- Files and server-sent events (issue 14): `--workloads files` ----------------------------------
+# Starlette's FileResponse sends `http.response.pathsend` to a server that advertises it (ferrocorn,
+# h2corn, granian) and reads the file into 64 KiB body messages otherwise (uvicorn). The SSE stream is
+# SSE_EVENTS small events per response, one body message each.
+FILE_WORKLOADS = ("file-1m", "file-64m", "sse")
+
+
+def _file_checker(name: str) -> Callable[[Response], str | None]:
+    def check(resp: Response) -> str | None:
+        from apps import bench_file
+
+        expected = bench_file(name).read_bytes()
+        if resp.headers.get("content-length") != str(len(expected)):
+            return f"expected content-length {len(expected)}, got {resp.headers.get('content-length')!r}"
+        if resp.body != expected:
+            return f"file body differs ({len(resp.body)} bytes, expected {len(expected)})"
+        return None
+
+    return check
+
+
+def _check_sse(resp: Response) -> str | None:
+    from apps import _SSE_EVENT, SSE_EVENTS
+
+    if not resp.headers.get("content-type", "").startswith("text/event-stream"):
+        return f"expected text/event-stream, got {resp.headers.get('content-type')!r}"
+    if resp.body != _SSE_EVENT * SSE_EVENTS:
+        return f"expected {SSE_EVENTS} events, got {resp.body.count(b'event: ')}"
+    return None
+
+
+WORKLOADS.update(
+    (w.name, w)
+    for w in (
+        Workload(
+            "file-1m",
+            "Starlette FileResponse 1 MiB, -c64",
+            "file_app",
+            "/1m",
+            64,
+            _file_checker("1m"),
+            report_throughput=True,
+        ),
+        Workload(
+            "file-64m",
+            "Starlette FileResponse 64 MiB, -c8",
+            "file_app",
+            "/64m",
+            8,
+            _file_checker("64m"),
+            report_throughput=True,
+        ),
+        Workload(
+            "sse",
+            "SSE, 100 events of 64 B per response, -c64",
+            "sse",
+            "/",
+            64,
+            _check_sse,
+        ),
+    )
+)
+
 # Names --workloads accepts besides single workloads.
 WORKLOAD_GROUPS: dict[str, tuple[str, ...]] = {
     "default": DEFAULT_WORKLOADS,
     "tls-h2": TLS_H2_WORKLOADS,
     "ws": WS_WORKLOADS,
+    "files": FILE_WORKLOADS,
     "all": tuple(WORKLOADS),
 }
 
@@ -1495,7 +1559,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument(
         "--workloads",
         default="default",
-        help="comma list of workloads and groups (default, tls-h2, ws, all); default: default",
+        help="comma list of workloads and groups (default, tls-h2, ws, files, all); default: default",
     )
     parser.add_argument(
         "--servers",
