@@ -25,8 +25,8 @@ use super::waiters::{is_done, on_wake, set_result, Parked, Wakeable};
 use crate::bridge::{SendRoom, WaitKind};
 use crate::errors::{Disconnected, ProtocolError};
 use crate::exchange::{
-    dup_file, open_file, plain_response, pump_request_body, BodyEvent, Exchange, FileBody,
-    RequestBody, ResponseBody,
+    dup_file, open_file, plain_response, pump_request_body, BodyEvent, Exchange, RequestBody,
+    ResponseBody,
 };
 
 enum ResponseState {
@@ -251,7 +251,7 @@ impl HttpProtocol {
                 size
             }
         };
-        let body = ResponseBody::File(FileBody::new(file, 0, length));
+        let body = ResponseBody::File(self.exchange.file_body(file, 0, length));
         self.response_complete(py)?;
         self.exchange.respond(Response::from_parts(head, body))?;
         Ok(self.ctx.done(py))
@@ -310,7 +310,7 @@ impl HttpProtocol {
         } else {
             self.response_complete(py)?;
         }
-        let body = FileBody::new(file, offset, count);
+        let body = self.exchange.file_body(file, offset, count);
         let open = trailers || (more && remaining != Some(0));
         if self.exchange.push_out_file(body, open)? {
             self.parked.park(py, &self.ctx, WaitKind::Send)

@@ -1,7 +1,9 @@
 //! A response body read from a file (`http.response.pathsend`): positional reads of at most
 //! [`FILE_CHUNK`] bytes on tokio's blocking pool, one at a time, each started only when hyper
 //! asks for the next frame, so a large file to a slow client is never read ahead into memory
-//! and the bytes never become Python objects.
+//! and the bytes never become Python objects. On cleartext HTTP/1.1 the body reads nothing:
+//! each step brings up to [`SENDFILE_CHUNK`] bytes into the page cache on the blocking pool
+//! and hands hyper a stand-in that the transport sends with sendfile(2) (`net::sendfile`).
 
 use std::fs::File;
 use std::future::Future;
@@ -17,6 +19,7 @@ use http_body::Frame;
 use tokio::task::JoinHandle;
 
 use crate::errors::BodyAborted;
+use crate::net::sendfile::{prefetch, SendfileQueue, SENDFILE_CHUNK};
 
 /// The most one read takes from the file: hyper writes it before asking for more (HTTP/1.1
 /// buffers at most ~400 KiB; HTTP/2 asks only with send capacity left on the stream).
@@ -28,21 +31,26 @@ pub struct FileBody {
     file: Arc<File>,
     offset: u64,
     remaining: u64,
-    read: Option<JoinHandle<io::Result<Bytes>>>,
+    read: Option<JoinHandle<io::Result<Step>>>,
     /// The file cannot give the promised bytes. hyper is first given one `Pending` so that it
     /// flushes what it has before the error ends the connection.
     failed: bool,
+    /// Cleartext HTTP/1.1: the transport's sendfile queue, which the body feeds instead of
+    /// reading the file.
+    sendfile: Option<Arc<SendfileQueue>>,
 }
 
 impl FileBody {
     /// `len` bytes of `file` from `offset`; the body fails if the file ends before them.
-    pub fn new(file: File, offset: u64, len: u64) -> Self {
+    /// With `sendfile`, the bytes go out through that queue's transport (sendfile(2)).
+    pub fn new(file: File, offset: u64, len: u64, sendfile: Option<Arc<SendfileQueue>>) -> Self {
         Self {
             file: Arc::new(file),
             offset,
             remaining: len,
             read: None,
             failed: false,
+            sendfile,
         }
     }
 
@@ -68,10 +76,18 @@ impl FileBody {
                 };
                 let file = self.file.clone();
                 let offset = self.offset;
-                let want =
-                    usize::try_from(self.remaining).map_or(FILE_CHUNK, |r| r.min(FILE_CHUNK));
-                self.read
-                    .insert(runtime.spawn_blocking(move || read_at(&file, offset, want)))
+                let step = if self.sendfile.is_some() {
+                    SENDFILE_CHUNK
+                } else {
+                    FILE_CHUNK
+                };
+                let want = usize::try_from(self.remaining).map_or(step, |r| r.min(step));
+                let job = if self.sendfile.is_some() {
+                    runtime.spawn_blocking(move || prefetch_range(&file, offset, want))
+                } else {
+                    runtime.spawn_blocking(move || read_at(&file, offset, want).map(Step::Read))
+                };
+                self.read.insert(job)
             }
         };
         let result = match Pin::new(read).poll(cx) {
@@ -79,8 +95,17 @@ impl FileBody {
             Poll::Ready(result) => result,
         };
         self.read = None;
-        match result {
-            Ok(Ok(chunk)) if !chunk.is_empty() => {
+        let chunk = match result {
+            Ok(Ok(Step::Read(chunk))) => Some(chunk),
+            // The range is in the page cache: hyper gets its stand-in.
+            Ok(Ok(Step::Prefetched(len))) => match &self.sendfile {
+                Some(queue) if len > 0 => Some(queue.stand_in(self.file.clone(), self.offset, len)),
+                _ => None,
+            },
+            Ok(Err(_)) | Err(_) => None,
+        };
+        match chunk {
+            Some(chunk) if !chunk.is_empty() => {
                 let len = chunk.len() as u64;
                 self.offset += len;
                 self.remaining = self.remaining.saturating_sub(len);
@@ -137,6 +162,24 @@ pub fn dup_file(fd: RawFd) -> io::Result<(File, u64, u64)> {
     let position = u64::try_from(position).map_err(|_| io::Error::last_os_error())?;
     let size = file.metadata()?.len();
     Ok((file, size, position))
+}
+
+/// What one step of the blocking pool produced.
+enum Step {
+    /// The bytes read (pread).
+    Read(Bytes),
+    /// This many bytes are in the page cache, for sendfile(2); 0 if the file no longer holds
+    /// them (it shrank), which fails the body as a short read does.
+    Prefetched(usize),
+}
+
+/// Bring `len` bytes at `offset` into the page cache, after checking the file still holds them.
+fn prefetch_range(file: &File, offset: u64, len: usize) -> io::Result<Step> {
+    if file.metadata()?.len() < offset + len as u64 {
+        return Ok(Step::Prefetched(0));
+    }
+    prefetch(file, offset, len);
+    Ok(Step::Prefetched(len))
 }
 
 /// Up to `len` bytes at `offset` (fewer only at the end of the file), read straight into a

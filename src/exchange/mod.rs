@@ -24,6 +24,7 @@ use tokio::sync::{oneshot, Notify};
 use crate::bridge::{SendRoom, WaitKind, Waiting, WakeSink};
 use crate::errors::{BodyAborted, Disconnected};
 use crate::flow::{HIGH_WATER, LOW_WATER};
+use crate::net::sendfile::SendfileQueue;
 
 pub use file_body::{dup_file, open_file, FileBody};
 pub use request_body::{pump_request_body, BodyLimits, RequestBody};
@@ -98,6 +99,8 @@ pub struct Exchange {
     wakes: Arc<dyn WakeSink>,
     /// The server's count of live exchanges, for `--limit-concurrency`.
     in_flight: Arc<AtomicUsize>,
+    /// Where file bodies queue ranges for sendfile(2): cleartext HTTP/1.1 only.
+    sendfile: Option<Arc<SendfileQueue>>,
 }
 
 impl Drop for Exchange {
@@ -112,6 +115,7 @@ impl Exchange {
         wakes: Arc<dyn WakeSink>,
         in_flight: Arc<AtomicUsize>,
         responder: Responder,
+        sendfile: Option<Arc<SendfileQueue>>,
     ) -> Self {
         in_flight.fetch_add(1, Ordering::AcqRel);
         Self {
@@ -123,7 +127,14 @@ impl Exchange {
             body_space: Notify::new(),
             wakes,
             in_flight,
+            sendfile,
         }
+    }
+
+    /// A body of `len` bytes of `file` from `offset`, sent with sendfile(2) where the
+    /// connection allows it.
+    pub fn file_body(&self, file: std::fs::File, offset: u64, len: u64) -> FileBody {
+        FileBody::new(file, offset, len, self.sendfile.clone())
     }
 
     pub fn id(&self) -> u64 {

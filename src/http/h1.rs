@@ -29,6 +29,9 @@ pub fn builder(settings: &ServerSettings) -> http1::Builder {
     // Not `pipeline_flush`: with it hyper skips the flush while unparsed bytes remain, which
     // loses the automatic 400 for a malformed request (the bad bytes are still buffered).
     builder.max_header_size(settings.max_header_size);
+    // Queue body buffers as they are, never copy them into one buffer: a sendfile stand-in
+    // (net::sendfile) must reach the transport as the slice it is.
+    builder.writev(true);
     // `--limit-request-headers`: hyper answers 431 past it.
     builder.max_headers(settings.limit_request_headers);
     builder

@@ -148,11 +148,17 @@ fn hand_over(
 ) -> (ResponseReceiver, Arc<Exchange>) {
     let id = shared.next_request_id();
     let (responder, response) = oneshot::channel();
+    // HTTP/2 frames body bytes itself: only HTTP/1.x bodies may leave theirs to sendfile(2).
+    let sendfile = match request.version() {
+        http::Version::HTTP_2 | http::Version::HTTP_3 => None,
+        _ => conn.sendfile.clone(),
+    };
     let exchange = Arc::new(Exchange::new(
         id,
         shared.wakes(),
         shared.in_flight(),
         responder,
+        sendfile,
     ));
     exchange.limit_body(BodyLimits {
         max_size: shared.settings.limit_request_body_size,

@@ -5,6 +5,7 @@ use std::sync::{Arc, OnceLock};
 
 use pyo3::{Py, PyAny};
 
+use super::sendfile::SendfileQueue;
 use crate::tls::TlsInfo;
 
 pub struct ConnInfo {
@@ -20,6 +21,9 @@ pub struct ConnInfo {
     /// and shared by the rest (tuples are immutable). Dropping them off the GIL is deferred by
     /// PyO3 to the next time the GIL is held.
     pub py_addresses: OnceLock<(Py<PyAny>, Py<PyAny>)>,
+    /// Cleartext connections: the transport's queue of file ranges to send with sendfile(2).
+    /// Only HTTP/1.1 bodies use it (HTTP/2 frames the bytes itself).
+    pub sendfile: Option<Arc<SendfileQueue>>,
 }
 
 impl ConnInfo {
@@ -32,6 +36,7 @@ impl ConnInfo {
             tls: None,
             trusted_proxy,
             py_addresses: OnceLock::new(),
+            sendfile: None,
         }
     }
 
@@ -44,6 +49,7 @@ impl ConnInfo {
             tls: None,
             trusted_proxy,
             py_addresses: OnceLock::new(),
+            sendfile: None,
         }
     }
 }

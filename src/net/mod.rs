@@ -1,11 +1,12 @@
 //! Sockets and what is known about a connection before HTTP: listeners, the transport every
-//! protocol stack runs over, replayed bytes, which peers are trusted proxies, and the PROXY
-//! protocol header.
+//! protocol stack runs over, replayed bytes, file ranges sent with sendfile(2), which peers are
+//! trusted proxies, and the PROXY protocol header.
 
 mod conn_info;
 mod listener;
 pub mod proxy_protocol;
 mod rewind;
+pub mod sendfile;
 mod transport;
 mod trust;
 

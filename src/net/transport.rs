@@ -1,6 +1,7 @@
 //! The stream every protocol stack runs over: a TCP or Unix socket (so each stack is compiled
-//! once, not once per socket type) that counts the reads returning data and notes since when
-//! the socket has refused writes.
+//! once, not once per socket type) that counts the reads returning data, notes since when
+//! the socket has refused writes, and sends file ranges whose stand-ins hyper writes with
+//! `sendfile(2)` (`net::sendfile`).
 
 use std::io;
 use std::os::fd::{AsRawFd, RawFd};
@@ -9,8 +10,10 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
-use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::io::{AsyncRead, AsyncWrite, Interest, ReadBuf};
 use tokio::net::{TcpStream, UnixStream};
+
+use super::sendfile::{send_range, Front, SendfileQueue};
 use tokio::time::Instant;
 
 pub enum Socket {
@@ -79,10 +82,62 @@ impl WriteStall {
     }
 }
 
+impl Socket {
+    /// One `sendfile(2)` of the file range once the socket is writable.
+    fn poll_sendfile(
+        &mut self,
+        cx: &mut Context<'_>,
+        file: RawFd,
+        offset: u64,
+        len: usize,
+    ) -> Poll<io::Result<usize>> {
+        let fd = self.as_raw_fd();
+        loop {
+            let ready = match self {
+                Socket::Tcp(s) => s.poll_write_ready(cx),
+                Socket::Unix(s) => s.poll_write_ready(cx),
+            };
+            if let Poll::Ready(Err(err)) = ready {
+                return Poll::Ready(Err(err));
+            }
+            if ready.is_pending() {
+                return Poll::Pending;
+            }
+            let send = || send_range(fd, file, offset, len);
+            let sent = match self {
+                Socket::Tcp(s) => s.try_io(Interest::WRITABLE, send),
+                Socket::Unix(s) => s.try_io(Interest::WRITABLE, send),
+            };
+            return match sent {
+                Ok(0) => Poll::Ready(Err(io::Error::new(
+                    io::ErrorKind::UnexpectedEof,
+                    "the file ended before the response's length",
+                ))),
+                Ok(n) => Poll::Ready(Ok(n)),
+                Err(err) if err.kind() == io::ErrorKind::WouldBlock => continue,
+                Err(err) => Poll::Ready(Err(err)),
+            };
+        }
+    }
+
+    fn poll_write_vectored(
+        &mut self,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        match self {
+            Socket::Tcp(s) => Pin::new(s).poll_write_vectored(cx, bufs),
+            Socket::Unix(s) => Pin::new(s).poll_write_vectored(cx, bufs),
+        }
+    }
+}
+
 pub struct Transport {
     socket: Socket,
     reads: Arc<ReadCount>,
     stall: Arc<WriteStall>,
+    /// File ranges to send in place of their stand-ins (cleartext HTTP/1.1 only).
+    sendfile: Option<Arc<SendfileQueue>>,
 }
 
 impl Transport {
@@ -92,6 +147,38 @@ impl Transport {
             socket,
             reads,
             stall,
+            sendfile: None,
+        }
+    }
+
+    /// Send the ranges of `queue` when hyper writes their stand-ins.
+    pub fn with_sendfile(mut self, queue: Arc<SendfileQueue>) -> Self {
+        self.sendfile = Some(queue);
+        self
+    }
+
+    /// Write `bufs`, sending a file range with `sendfile` where a stand-in leads them.
+    fn poll_write_slices(
+        &mut self,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        let Some(queue) = &self.sendfile else {
+            return self.socket.poll_write_vectored(cx, bufs);
+        };
+        match queue.front(bufs) {
+            Err(err) => Poll::Ready(Err(err)),
+            // Ordinary bytes up to the first stand-in (all of them if there is none).
+            Ok(Front::Bytes(n)) => self
+                .socket
+                .poll_write_vectored(cx, bufs.get(..n).unwrap_or(bufs)),
+            Ok(Front::File { fd, offset, len }) => {
+                let polled = self.socket.poll_sendfile(cx, fd, offset, len);
+                if let Poll::Ready(Ok(n)) = polled {
+                    queue.sent(n);
+                }
+                polled
+            }
         }
     }
 }
@@ -138,9 +225,13 @@ impl AsyncWrite for Transport {
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
         let this = self.get_mut();
-        let polled = match &mut this.socket {
-            Socket::Tcp(s) => Pin::new(s).poll_write(cx, buf),
-            Socket::Unix(s) => Pin::new(s).poll_write(cx, buf),
+        let polled = if this.sendfile.is_some() {
+            this.poll_write_slices(cx, &[io::IoSlice::new(buf)])
+        } else {
+            match &mut this.socket {
+                Socket::Tcp(s) => Pin::new(s).poll_write(cx, buf),
+                Socket::Unix(s) => Pin::new(s).poll_write(cx, buf),
+            }
         };
         this.stall.note(&polled, |&written| written > 0);
         polled
@@ -152,10 +243,7 @@ impl AsyncWrite for Transport {
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
         let this = self.get_mut();
-        let polled = match &mut this.socket {
-            Socket::Tcp(s) => Pin::new(s).poll_write_vectored(cx, bufs),
-            Socket::Unix(s) => Pin::new(s).poll_write_vectored(cx, bufs),
-        };
+        let polled = this.poll_write_slices(cx, bufs);
         this.stall.note(&polled, |&written| written > 0);
         polled
     }

@@ -17,6 +17,7 @@ use crate::bridge::LogLevel;
 use crate::conn::ConnActivity;
 use crate::errors::ProxyReadError;
 use crate::http::{serve_http1, serve_http2};
+use crate::net::sendfile::SendfileQueue;
 use crate::net::{
     Accepted, ConnInfo, ProxiedAddresses, ReadCount, Rewind, Socket, Transport, WriteStall,
 };
@@ -43,7 +44,7 @@ pub async fn serve_connection(
         Accepted::Unix(stream) => stream.as_raw_fd(),
     };
     let activity = ConnActivity::new(fd, reads.clone(), write_stall.clone());
-    let (socket, conn) = match accepted {
+    let (socket, mut conn) = match accepted {
         Accepted::Tcp(mut stream, peer, local) => {
             // With --proxy-protocol, the addresses a trusted proxy's header carries.
             let (client, server) = match &shared.settings.proxy_protocol {
@@ -81,7 +82,13 @@ pub async fn serve_connection(
             )
         }
     };
-    let transport = Transport::new(socket, reads, write_stall);
+    let mut transport = Transport::new(socket, reads, write_stall);
+    if shared.settings.tls.is_none() {
+        // Cleartext: file bodies may leave their bytes to sendfile(2) (net::sendfile).
+        let queue = Arc::new(SendfileQueue::default());
+        transport = transport.with_sendfile(queue.clone());
+        conn.sendfile = Some(queue);
+    }
     match &shared.settings.tls {
         None => serve_cleartext(shared, transport, conn, activity).await,
         Some(_) => serve_tls(shared, transport, conn, activity).await,

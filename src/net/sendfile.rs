@@ -1,0 +1,225 @@
+//! File ranges sent with `sendfile(2)` from under hyper, on cleartext HTTP/1.1 connections.
+//!
+//! hyper writes every byte of a response itself, so a file body cannot hand it a descriptor.
+//! Instead the body queues the range here and gives hyper *stand-in* bytes of the same length:
+//! a slice of [`STAND_IN`], a static region no one ever reads. hyper counts them, frames them
+//! and queues them without copying (its vectored write strategy keeps `Bytes` as they are), and
+//! the [`Transport`](super::Transport) under hyper, on meeting a stand-in slice in a write,
+//! sends the range's bytes from the page cache with `sendfile(2)` instead. The bytes never
+//! enter user space.
+//!
+//! Each range's stand-in starts at its own offset into the region ([`Tag`]), and the transport
+//! checks the slice it meets against the range at the head of the queue, so a stand-in can
+//! never be sent as another range's bytes: a mismatch fails the connection instead.
+
+use std::collections::VecDeque;
+use std::fs::File;
+use std::io;
+use std::os::fd::{AsRawFd, RawFd};
+use std::sync::{Arc, Mutex};
+
+use bytes::Bytes;
+
+/// The most one stand-in covers: what one `sendfile` may send, and the page-cache prefetch of
+/// one step of a file body.
+pub const SENDFILE_CHUNK: usize = 1024 * 1024;
+/// Distinct starting offsets for consecutive stand-ins ([`Tag`]).
+const TAGS: usize = 4096;
+
+/// Never read: only its addresses matter. Zero-initialised, so it costs no memory until a
+/// page is touched, and nothing touches it.
+static STAND_IN: [u8; SENDFILE_CHUNK + TAGS] = [0; SENDFILE_CHUNK + TAGS];
+
+/// Where a range's stand-in starts in [`STAND_IN`]: consecutive ranges start at different
+/// offsets, so a stand-in whose range was dropped without being written is not mistaken for
+/// the next one.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Tag(usize);
+
+struct Range {
+    file: Arc<File>,
+    offset: u64,
+    /// Bytes of the range not sent yet.
+    remaining: usize,
+    /// Bytes sent so far: the stand-in slice hyper writes next starts this far into it.
+    sent: usize,
+    tag: Tag,
+}
+
+/// A connection's file ranges, in the order hyper will write their stand-ins.
+#[derive(Default)]
+pub struct SendfileQueue {
+    state: Mutex<QueueState>,
+}
+
+#[derive(Default)]
+struct QueueState {
+    ranges: VecDeque<Range>,
+    next_tag: usize,
+}
+
+/// What a write meets at the front of hyper's buffers.
+pub enum Front {
+    /// Ordinary bytes: the first `n` slices hold no stand-in.
+    Bytes(usize),
+    /// The first slice is a stand-in for `len` bytes of this file at this offset.
+    File { fd: RawFd, offset: u64, len: usize },
+}
+
+impl SendfileQueue {
+    /// Queue `len` bytes (at most [`SENDFILE_CHUNK`]) of `file` from `offset`, and return the
+    /// stand-in hyper is to write in their place.
+    pub fn stand_in(&self, file: Arc<File>, offset: u64, len: usize) -> Bytes {
+        let len = len.min(SENDFILE_CHUNK);
+        let mut state = self.lock();
+        let tag = Tag(state.next_tag);
+        state.next_tag = (state.next_tag + 1) % TAGS;
+        state.ranges.push_back(Range {
+            file,
+            offset,
+            remaining: len,
+            sent: 0,
+            tag,
+        });
+        Bytes::from_static(&STAND_IN[tag.0..tag.0 + len])
+    }
+
+    /// Classify the slices of one write: how many ordinary slices lead, or the range the
+    /// leading stand-in slice stands for. A stand-in that does not match the range at the head
+    /// of the queue is an error (never send the wrong bytes).
+    pub fn front(&self, slices: &[io::IoSlice<'_>]) -> io::Result<Front> {
+        let leading = slices.iter().take_while(|s| !is_stand_in(s)).count();
+        if leading > 0 || slices.is_empty() {
+            return Ok(Front::Bytes(leading));
+        }
+        let slice = &slices[0];
+        let state = self.lock();
+        let Some(range) = state.ranges.front() else {
+            return Err(mismatch());
+        };
+        let start = slice.as_ptr() as usize - STAND_IN.as_ptr() as usize;
+        if start != range.tag.0 + range.sent || slice.len() != range.remaining {
+            return Err(mismatch());
+        }
+        Ok(Front::File {
+            fd: range.file.as_raw_fd(),
+            offset: range.offset + range.sent as u64,
+            len: range.remaining,
+        })
+    }
+
+    /// `n` bytes of the range at the head of the queue went out.
+    pub fn sent(&self, n: usize) {
+        let mut state = self.lock();
+        if let Some(range) = state.ranges.front_mut() {
+            range.sent += n;
+            range.remaining = range.remaining.saturating_sub(n);
+            if range.remaining == 0 {
+                state.ranges.pop_front();
+            }
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, QueueState> {
+        // A panic while holding the lock cannot leave the queue half-updated in a way that
+        // matters more than the connection it belongs to: keep going with its contents.
+        self.state
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+}
+
+/// Whether `slice` lies in the stand-in region.
+pub fn is_stand_in(slice: &[u8]) -> bool {
+    let base = STAND_IN.as_ptr() as usize;
+    let at = slice.as_ptr() as usize;
+    !slice.is_empty() && at >= base && at < base + STAND_IN.len()
+}
+
+fn mismatch() -> io::Error {
+    io::Error::new(
+        io::ErrorKind::InvalidData,
+        "a sendfile stand-in does not match its queued file range",
+    )
+}
+
+/// One `sendfile(2)` of up to `len` bytes of `file` at `offset` to `socket` (non-blocking:
+/// `WouldBlock` when the socket is full). 0 means the file ended early.
+pub fn send_range(socket: RawFd, file: RawFd, offset: u64, len: usize) -> io::Result<usize> {
+    let mut off =
+        libc::off_t::try_from(offset).map_err(|_| io::Error::from_raw_os_error(libc::EOVERFLOW))?;
+    loop {
+        // SAFETY: sendfile reads `file` from `off` and writes to `socket`; both are descriptors
+        // (a closed one is EBADF), and `off` is a local it updates.
+        let n = unsafe { libc::sendfile(socket, file, &mut off, len) };
+        if n >= 0 {
+            return Ok(n as usize);
+        }
+        let err = io::Error::last_os_error();
+        if err.kind() != io::ErrorKind::Interrupted {
+            return Err(err);
+        }
+    }
+}
+
+/// Bring `len` bytes of `file` at `offset` into the page cache (blocks on disk I/O: call it on
+/// the blocking pool), so that the `sendfile` from the connection's thread finds them there.
+pub fn prefetch(file: &File, offset: u64, len: usize) {
+    if let Ok(off) = libc::off64_t::try_from(offset) {
+        // SAFETY: readahead only reads the descriptor's file into the page cache. Its result
+        // does not matter: a failure only means sendfile reads from disk itself.
+        unsafe { libc::readahead(file.as_raw_fd(), off, len) };
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::IoSlice;
+
+    fn file() -> Arc<File> {
+        Arc::new(File::open("/dev/null").unwrap()) // ok: test-only
+    }
+
+    #[test]
+    fn stand_ins_are_recognised_and_matched_in_order() {
+        let queue = SendfileQueue::default();
+        let a = queue.stand_in(file(), 10, 100);
+        let b = queue.stand_in(file(), 0, 50);
+        assert!(is_stand_in(&a) && is_stand_in(&b));
+        assert!(!is_stand_in(b"head"));
+        let head = b"HTTP/1.1 200 OK\r\n\r\n";
+        let front = queue
+            .front(&[IoSlice::new(head), IoSlice::new(&a)])
+            .unwrap(); // ok: test-only
+        assert!(matches!(front, Front::Bytes(1)));
+        match queue.front(&[IoSlice::new(&a)]).unwrap() {
+            // ok: test-only
+            Front::File { offset, len, .. } => assert_eq!((offset, len), (10, 100)),
+            Front::Bytes(_) => panic!("expected the file range"), // ok: test-only
+        }
+        queue.sent(40);
+        // hyper advances its slice by what was written.
+        match queue.front(&[IoSlice::new(&a[40..])]).unwrap() {
+            // ok: test-only
+            Front::File { offset, len, .. } => assert_eq!((offset, len), (50, 60)),
+            Front::Bytes(_) => panic!("expected the rest of the range"), // ok: test-only
+        }
+        // The second stand-in is not the head of the queue yet.
+        assert!(queue.front(&[IoSlice::new(&b)]).is_err());
+        queue.sent(60);
+        assert!(matches!(
+            queue.front(&[IoSlice::new(&b)]),
+            Ok(Front::File { len: 50, .. })
+        ));
+    }
+
+    #[test]
+    fn a_dropped_stand_in_is_not_taken_for_the_next_range() {
+        let queue = SendfileQueue::default();
+        let _dropped = queue.stand_in(file(), 0, 100);
+        let next = queue.stand_in(file(), 0, 100);
+        // Same length, but the tags differ: the write fails instead of sending the wrong range.
+        assert!(queue.front(&[IoSlice::new(&next)]).is_err());
+    }
+}
