@@ -2,6 +2,8 @@
 
 End to end: one ferrocorn worker pinned to CPU 0 (`taskset -c 0`), `wrk -t1 -c1` on CPU 1 against the demo app's
 `/`, the worker's utime + stime from /proc/PID/stat over the requests wrk completed; three windows per mode, median.
+uvicorn serves the same app in the same run, without and with its access log (it has no custom or JSON format of
+its own), when it is installed (benches/requirements.txt).
 In process (`--in-process`): the Python-side work alone (the runner driving a start + body app on a protocol whose
 send completes at once, plus the record written to /dev/null), which a busy machine disturbs far less.
 
@@ -25,6 +27,11 @@ MODES: dict[str, list[str]] = {
     "custom": ["--access-log-format", '%(h)s %(l)s %(u)s %(t)s "%(r)s" %(s)s %(b)s "%(f)s" "%(a)s" %(D)s'],
     "json": ["--log-format", "json"],
 }
+# uvicorn's modes in the same run: (server module, arguments).
+UVICORN_MODES: dict[str, list[str]] = {
+    "uvicorn no-log": ["--no-access-log"],
+    "uvicorn default": [],
+}
 
 
 def cpu_seconds(pid: int) -> float:
@@ -41,9 +48,16 @@ def wrk(port: int, seconds: int) -> int:
 
 
 def end_to_end(seconds: int) -> None:
-    for index, (name, args) in enumerate(MODES.items()):
+    servers = [("ferrocorn", name, args) for name, args in MODES.items()]
+    try:
+        import uvicorn  # noqa: F401
+
+        servers += [("uvicorn", name, args) for name, args in UVICORN_MODES.items()]
+    except ImportError:
+        print("uvicorn is not installed: its rows are left out", file=sys.stderr)
+    for index, (module, name, args) in enumerate(servers):
         port = 18000 + index
-        command = ["taskset", "-c", "0", sys.executable, "-m", "ferrocorn", "ferrocorn.demo:app", "--port", str(port)]
+        command = ["taskset", "-c", "0", sys.executable, "-m", module, "ferrocorn.demo:app", "--port", str(port)]
         server = subprocess.Popen([*command, *args], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         try:
             for _ in range(100):
@@ -61,7 +75,7 @@ def end_to_end(seconds: int) -> None:
         finally:
             server.terminate()
             server.wait()
-        print(f"{name:14s} {[round(run, 1) for run in runs]} median {statistics.median(runs):.1f} CPU us/request")
+        print(f"{name:16s} {[round(run, 1) for run in runs]} median {statistics.median(runs):.1f} CPU us/request")
 
 
 def in_process() -> None:
