@@ -55,7 +55,8 @@ impl Core {
     ) -> PyResult<Self> {
         let settings = ServerSettings::from_py(settings)?;
         let bridge = Arc::new(Bridge::new()?);
-        let runtime = build_runtime(bridge.clone()).map_err(CoreError::Io)?;
+        let runtime =
+            build_runtime(bridge.clone(), settings.access_log.clone()).map_err(CoreError::Io)?;
         let ctx = Arc::new(PyContext {
             create_future: loop_.getattr(intern!(py, "create_future"))?.unbind(),
             create_task: loop_.getattr(intern!(py, "create_task"))?.unbind(),

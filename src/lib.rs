@@ -1,9 +1,10 @@
 //! The Rust core of Ferrocorn: sockets, HTTP parsing and the bridge to asyncio. This file is
 //! the Python module only; `docs/architecture.md` has the layer map, lowest first:
 //!
-//! `errors`, `phase`, `flow` → `bridge` → `tls`, `net` → `settings` → `exchange`, `websocket`
-//! → `jobs` → `shared` → `conn` → `http` → `server` → `asgi` → `core`.
+//! `errors`, `phase`, `flow`, `percent` → `bridge` → `tls`, `net` → `access` → `settings` →
+//! `exchange`, `websocket` → `jobs` → `shared` → `conn` → `http` → `server` → `asgi` → `core`.
 
+mod access;
 mod asgi;
 mod bridge;
 mod conn;
@@ -14,6 +15,7 @@ mod flow;
 mod http;
 mod jobs;
 mod net;
+mod percent;
 mod phase;
 mod server;
 mod settings;

@@ -9,6 +9,7 @@ use pyo3::exceptions::PyKeyError;
 use pyo3::prelude::*;
 use pyo3::types::PyDict;
 
+use crate::access::{AccessFormat, AccessLog, Atom, Segment};
 use crate::errors::{SettingError, TlsConfigError};
 use crate::net::{ProxyVersions, TrustedProxies};
 use crate::tls::{TlsSettings, TlsSetup};
@@ -22,6 +23,9 @@ pub const DEFAULT_MAX_HEADER_SIZE: usize = 64 * 1024;
 /// `ServerSettings`).
 pub struct ServerSettings {
     pub root_path: String,
+    /// The access log, when the core writes it (`native_access_log`); `None` when Python logs
+    /// each record (or there is no access log).
+    pub access_log: Option<Arc<AccessLog>>,
     /// `server`, `date` and the `--header` defaults, added to responses that lack them.
     pub default_headers: Vec<(HeaderName, HeaderValue)>,
     /// `--timeout-keep-alive`: the idle limit of keep-alive connections, HTTP/2 connections and
@@ -104,6 +108,7 @@ impl ServerSettings {
             request_body_timeout: positive_seconds(dict, "", "request_body_timeout")?,
             response_write_timeout: positive_seconds(dict, "", "response_write_timeout")?,
             proxy_protocol: ProxyProtocolSettings::from_py(dict)?,
+            access_log: native_access_log(dict, item(dict, "root_path")?)?,
         })
     }
 }
@@ -302,4 +307,57 @@ fn default_headers(pairs: Vec<(Vec<u8>, Vec<u8>)>) -> PyResult<Vec<(HeaderName, 
 
 fn setting_error(message: &str) -> PyErr {
     SettingError(message.to_owned()).into()
+}
+
+/// `native_access_log`: `None`, or `{"style": "uvicorn"|"atoms"|"json", "colors": bool,
+/// "segments": [("literal", text) | ("atom", key), ...] | None, "fd": int,
+/// "phrases": {status: phrase}}`.
+fn native_access_log(
+    settings: &Bound<'_, PyDict>,
+    root_path: String,
+) -> PyResult<Option<Arc<AccessLog>>> {
+    let dict = match settings.get_item("native_access_log")? {
+        Some(value) if !value.is_none() => value.cast_into::<PyDict>()?,
+        _ => return Ok(None),
+    };
+    let segments = match item::<Option<Vec<(String, String)>>>(&dict, "segments")? {
+        None => None,
+        Some(pairs) => Some(
+            pairs
+                .into_iter()
+                .map(|(kind, text)| match kind.as_str() {
+                    "literal" => Ok(Segment::Literal(text)),
+                    "atom" => Atom::parse(&text).map(Segment::Atom).ok_or_else(|| {
+                        setting_error(&format!("native_access_log: unknown atom {text:?}"))
+                    }),
+                    _ => Err(setting_error(
+                        "native_access_log segments are literal or atom",
+                    )),
+                })
+                .collect::<PyResult<Vec<_>>>()?,
+        ),
+    };
+    let format = match (item::<String>(&dict, "style")?.as_str(), segments) {
+        ("uvicorn", _) => AccessFormat::Uvicorn {
+            colors: item(&dict, "colors")?,
+        },
+        ("atoms", Some(segments)) => AccessFormat::Atoms(segments),
+        ("json", message) => AccessFormat::Json { message },
+        _ => {
+            return Err(setting_error(
+                "native_access_log style must be uvicorn, atoms (with segments) or json",
+            ))
+        }
+    };
+    let mut phrases: Vec<(u16, String)> =
+        item::<std::collections::HashMap<u16, String>>(&dict, "phrases")?
+            .into_iter()
+            .collect();
+    phrases.sort_unstable();
+    Ok(Some(Arc::new(AccessLog::new(
+        format,
+        item(&dict, "fd")?,
+        root_path,
+        phrases,
+    ))))
 }

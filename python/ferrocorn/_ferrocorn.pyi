@@ -1,7 +1,7 @@
 """Type stubs for the Rust extension `ferrocorn._ferrocorn`."""
 
 from collections.abc import Awaitable, Callable, Coroutine
-from typing import Any, TypedDict, final, type_check_only
+from typing import Any, Literal, TypedDict, final, type_check_only
 
 from typing_extensions import Self
 
@@ -76,6 +76,17 @@ class ProxyProtocolSettings(TypedDict):
     allow_ips: list[str]
 
 @type_check_only
+class NativeAccessLogSettings(TypedDict):
+    """The access log written by the core (`ferrocorn.access.native_access_log`): uvicorn's line, gunicorn's
+    atoms as ("literal", text) / ("atom", key) segments, or JSON (with segments for its message, if any)."""
+
+    style: Literal["uvicorn", "atoms", "json"]
+    colors: bool
+    segments: list[tuple[str, str]] | None
+    fd: int
+    phrases: dict[int, str]
+
+@type_check_only
 class ServerSettings(TypedDict):
     """Everything `Core` runs with, checked once in Rust (a bad value raises ValueError)."""
 
@@ -98,6 +109,7 @@ class ServerSettings(TypedDict):
     http2: Http2Settings | None
     websocket: WebSocketSettings | None
     proxy_protocol: ProxyProtocolSettings | None
+    native_access_log: NativeAccessLogSettings | None
 
 @final
 class Core:

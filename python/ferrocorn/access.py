@@ -1,21 +1,34 @@
-"""Access records taken at the END of each response, for `--access-log-format` (gunicorn's atoms) and
-`--log-format json`: they need the response's size and duration, which the default line (uvicorn's, logged by
-the Rust core at `http.response.start`) does not, so the default keeps its cost.
+"""Access records for `--access-log-format` (gunicorn's atoms) and `--log-format json`, and the choice of who
+writes the access log.
 
-The app's `send` is wrapped: it notes the status, the response headers and the body bytes, and the record is
-logged once the last body message is sent (or, for a response the app never finished, when the app ends).
+When the `ferrocorn.access` logger is exactly the built-in configuration (one stream handler on standard output,
+ferrocorn's own formatter, no filters), the Rust core formats and writes every record itself
+(`native_access_log`): no Python object per request, and one write per batch of lines. Otherwise (a
+`--log-config`, an app that adds handlers or filters, gunicorn's handlers) each record goes through Python's
+logging, as below: the default line (uvicorn's) when the response starts, the others at its END (they need the
+response's size and duration): the app's `send` is wrapped to note the status, the response headers and the body
+bytes, and the record is logged once the last body message is sent (or, for a response the app never finished,
+when the app ends).
 """
 
 from __future__ import annotations
 
 import base64
 import binascii
+import http
 import logging
 import os
+import re
+import sys
 import time
 from collections.abc import Awaitable, Callable, Coroutine
-from typing import Any
+from typing import TYPE_CHECKING, Any, Literal
 from urllib.parse import quote
+
+from ferrocorn.logging import AccessFormatter, JsonFormatter
+
+if TYPE_CHECKING:
+    from ferrocorn._ferrocorn import NativeAccessLogSettings
 
 access_logger = logging.getLogger("ferrocorn.access")
 
@@ -221,10 +234,110 @@ class LoggedProtocol:
             exchange.status = message.get("status")
             exchange.response_headers = message.get("headers") or ()
         elif kind == "http.response.body":
-            exchange.bytes += len(message.get("body", b""))
+            if exchange.scope["method"] != "HEAD":  # the server sends no body for HEAD: none is counted
+                exchange.bytes += len(message.get("body", b""))
             if not message.get("more_body", False) and not exchange.logged:
                 sent: Awaitable[None] = self._protocol.send(message)
                 self._access.log(exchange)  # every byte is handed to the server: the response's end
                 return sent
         result: Awaitable[None] = self._protocol.send(message)
         return result
+
+
+# --------------------------------------------------------------------------- written by the core
+
+#: uvicorn's access line, the built-in `access` formatter's format.
+UVICORN_ACCESS_FORMAT = '%(levelprefix)s %(client_addr)s - "%(request_line)s" %(status_code)s'
+#: A printf-style field of an access format: `%(key)s`, or `%%`.
+_FIELD = re.compile(r"%\((?P<key>[^)]*)\)s|%%")
+#: Atoms the core fills in per request (the others are the same for every record).
+_CORE_ATOMS = frozenset("h u t r m U q H s b B f a T D M L".split())
+_HEADER_NAME = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")
+
+
+def native_access_log(access_log_format: str | None) -> NativeAccessLogSettings | None:
+    """The settings for the core to write the access log itself, or None when Python's logging must: the
+    `ferrocorn.access` logger has to be exactly the built-in configuration, so that the core's lines are the
+    ones that configuration would write. Decided once, when the server starts (after the app's lifespan
+    startup, so logging the app configures there is seen)."""
+    logger = access_logger
+    if logger.disabled or not logger.isEnabledFor(logging.INFO) or logger.propagate or logger.filters:
+        return None
+    if len(logger.handlers) != 1 or type(logger.handlers[0]) is not logging.StreamHandler:
+        return None
+    handler: logging.StreamHandler[Any] = logger.handlers[0]
+    if handler.filters or handler.level > logging.INFO or handler.stream is not sys.stdout:
+        return None
+    try:
+        fd = sys.stdout.fileno()
+    except (AttributeError, OSError, ValueError):
+        return None  # not a real file (a test's capture, a StringIO)
+    if (sys.stdout.encoding or "").lower().replace("-", "").replace("_", "") != "utf8":
+        return None  # the core writes UTF-8
+    formatter = handler.formatter
+    style: Literal["uvicorn", "atoms", "json"]
+    segments = None
+    if access_log_format is not None:
+        segments = format_segments(access_log_format)
+        if segments is None:
+            return None
+    if type(formatter) is JsonFormatter:
+        style = "json"
+    elif type(formatter) is AccessFormatter and formatter._fmt == UVICORN_ACCESS_FORMAT and segments is None:
+        style = "uvicorn"
+    elif type(formatter) is AccessFormatter and formatter._fmt == "%(message)s" and segments is not None:
+        style = "atoms"
+    else:
+        return None
+    sys.stdout.flush()  # what Python wrote so far comes before the core's lines
+    return {
+        "style": style,
+        "colors": bool(getattr(formatter, "use_colors", False)),
+        "segments": segments,
+        "fd": fd,
+        "phrases": {status.value: status.phrase for status in http.HTTPStatus},
+    }
+
+
+def format_segments(fmt: str) -> list[tuple[str, str]] | None:
+    """`fmt` as the core's segments: ("literal", text) and ("atom", key) for the atoms that vary per request,
+    with `%%` and the constant atoms (`l`, `p`, `{name}e`, unknown names) already resolved. None if the format
+    uses anything else printf-style (a width, another conversion), which only Python's `%` formats."""
+    segments: list[tuple[str, str]] = []
+    literal: list[str] = []
+    position = 0
+    for match in _FIELD.finditer(fmt):
+        text = fmt[position : match.start()]
+        if "%" in text:
+            return None
+        literal.append(text)
+        position = match.end()
+        key = match.group("key")
+        if key is None:
+            literal.append("%")
+        elif key in _CORE_ATOMS or _header_atom(key):
+            if literal:
+                segments.append(("literal", "".join(literal)))
+                literal = []
+            segments.append(("atom", key))
+        else:
+            value = Atoms(Exchange({"headers": [], "client": None}))._atom(key)
+            literal.append("-" if value is None else value)
+    tail = fmt[position:]
+    if "%" in tail:
+        return None
+    literal.append(tail)
+    if any(literal):
+        segments.append(("literal", "".join(literal)))
+    return segments
+
+
+def _header_atom(key: str) -> bool:
+    """`{name}i` or `{name}o` with a valid header name (other names never match a header: `-`)."""
+    return (
+        key.startswith("{")
+        and len(key) > 3
+        and key[-2] == "}"
+        and key[-1] in "io"
+        and _HEADER_NAME.fullmatch(key[1:-2]) is not None
+    )

@@ -24,6 +24,7 @@ import click
 
 from ferrocorn import _ferrocorn
 from ferrocorn._ferrocorn import ClientDisconnected
+from ferrocorn.access import native_access_log
 from ferrocorn.config import STARTUP_FAILURE, Config
 from ferrocorn.lifespan import Lifespan
 from ferrocorn.sockets import BindTarget, bind_sockets, target_of, unix_socket_paths
@@ -188,13 +189,14 @@ class Server:
         self.servers = list(sockets)
 
         loop = asyncio.get_running_loop()
-        end_access_log = config.end_of_response_access_log
+        native_log = native_access_log(config.access_log_format) if config.access_log else None
+        end_access_log = None if native_log else config.end_of_response_access_log
         runner = make_runner(config.loaded_app)
         self.core = _ferrocorn.Core(
             loop_=loop,
             runner=end_access_log.wrap(runner) if end_access_log else runner,
             log=logger.log,
-            access_log=log_access if config.access_log and end_access_log is None else None,
+            access_log=log_access if config.access_log and not native_log and end_access_log is None else None,
             state=self.lifespan.state,
             settings={
                 "root_path": config.root_path,
@@ -216,6 +218,7 @@ class Server:
                 "http2": config.http2_settings(),
                 "websocket": config.websocket_settings,
                 "proxy_protocol": config.proxy_protocol_settings,
+                "native_access_log": native_log,
             },
         )
         for sock in sockets:

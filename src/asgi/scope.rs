@@ -4,7 +4,6 @@
 //! Keys are interned once, constant sub-objects are cached and copied, and the only
 //! per-request allocations are the objects the app can mutate or that carry request data.
 
-use std::borrow::Cow;
 use std::net::SocketAddr;
 
 use http::{Method, Version};
@@ -14,6 +13,7 @@ use pyo3::{intern, IntoPyObjectExt};
 
 use crate::jobs::{RequestHead, WebSocketHead};
 use crate::net::{ConnInfo, TrustedProxies};
+use crate::percent::percent_decode;
 use crate::tls::TlsInfo;
 
 /// The ASGI HTTP spec version this server implements (2.4: `send()` raises after disconnect).
@@ -331,65 +331,4 @@ fn addr_tuple(py: Python<'_>, addr: SocketAddr) -> PyResult<Bound<'_, PyTuple>> 
     let host = addr.ip().to_string().into_bound_py_any(py)?;
     let port = addr.port().into_bound_py_any(py)?;
     PyTuple::new(py, [host, port])
-}
-
-/// Percent-decode a request path, as `urllib.parse.unquote` does on the bytes level.
-/// Malformed escapes are kept literally.
-pub fn percent_decode(input: &[u8]) -> Cow<'_, [u8]> {
-    if !input.contains(&b'%') {
-        return Cow::Borrowed(input);
-    }
-    let mut out = Vec::with_capacity(input.len());
-    let mut i = 0;
-    while i < input.len() {
-        if input[i] == b'%' && i + 2 < input.len() {
-            if let (Some(hi), Some(lo)) = (hex(input[i + 1]), hex(input[i + 2])) {
-                out.push(hi << 4 | lo);
-                i += 3;
-                continue;
-            }
-        }
-        out.push(input[i]);
-        i += 1;
-    }
-    Cow::Owned(out)
-}
-
-fn hex(byte: u8) -> Option<u8> {
-    match byte {
-        b'0'..=b'9' => Some(byte - b'0'),
-        b'a'..=b'f' => Some(byte - b'a' + 10),
-        b'A'..=b'F' => Some(byte - b'A' + 10),
-        _ => None,
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::percent_decode;
-
-    #[test]
-    fn decodes_escapes_and_utf8() {
-        assert_eq!(percent_decode(b"/a%20b").as_ref(), b"/a b");
-        assert_eq!(
-            String::from_utf8_lossy(&percent_decode(b"/caf%C3%A9")),
-            "/caf\u{e9}"
-        );
-    }
-
-    #[test]
-    fn keeps_malformed_escapes() {
-        assert_eq!(percent_decode(b"/100%").as_ref(), b"/100%");
-        assert_eq!(percent_decode(b"/%zz").as_ref(), b"/%zz");
-        assert_eq!(percent_decode(b"/%4").as_ref(), b"/%4");
-        assert_eq!(percent_decode(b"%41%42").as_ref(), b"AB");
-    }
-
-    #[test]
-    fn borrows_when_nothing_to_decode() {
-        assert!(matches!(
-            percent_decode(b"/plain"),
-            std::borrow::Cow::Borrowed(_)
-        ));
-    }
 }

@@ -9,6 +9,7 @@ use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
 
 use super::{Exchange, FileBody};
+use crate::access::{AccessLog, Finished};
 use crate::errors::BodyAborted;
 
 pub enum ResponseBody {
@@ -17,11 +18,33 @@ pub enum ResponseBody {
     Stream(StreamBody),
     /// Read from a file (`http.response.pathsend`).
     File(FileBody),
+    /// Any of the others, counted for its access record, written when it ends.
+    Logged(Box<LoggedBody>),
 }
 
 impl ResponseBody {
     pub fn stream(exchange: Arc<Exchange>) -> Self {
         ResponseBody::Stream(StreamBody(exchange))
+    }
+
+    /// `body`, whose end (or abandonment) writes `record` to `log`.
+    pub fn logged(body: ResponseBody, log: Arc<AccessLog>, record: Finished) -> Self {
+        ResponseBody::Logged(Box::new(LoggedBody { body, log, record }))
+    }
+}
+
+/// A body that counts what it hands over and writes its access record when dropped: after
+/// its last frame, or when the client left.
+pub struct LoggedBody {
+    body: ResponseBody,
+    log: Arc<AccessLog>,
+    record: Finished,
+}
+
+impl Drop for LoggedBody {
+    fn drop(&mut self) {
+        self.record.end();
+        self.log.finished(&self.record);
     }
 }
 
@@ -67,12 +90,22 @@ impl Body for ResponseBody {
             ResponseBody::Full(bytes) => Poll::Ready(bytes.take().map(|b| Ok(Frame::data(b)))),
             ResponseBody::Stream(stream) => stream.0.poll_out(cx),
             ResponseBody::File(file) => file.poll_frame(cx),
+            ResponseBody::Logged(logged) => {
+                let polled = Pin::new(&mut logged.body).poll_frame(cx);
+                if let Poll::Ready(Some(Ok(frame))) = &polled {
+                    if let Some(data) = frame.data_ref() {
+                        logged.record.bytes += data.len() as u64;
+                    }
+                }
+                polled
+            }
         }
     }
 
     fn is_end_stream(&self) -> bool {
         match self {
             ResponseBody::File(file) => file.remaining() == 0,
+            ResponseBody::Logged(logged) => logged.body.is_end_stream(),
             other => matches!(other, ResponseBody::Full(None)),
         }
     }
@@ -83,6 +116,7 @@ impl Body for ResponseBody {
             ResponseBody::Full(None) => SizeHint::with_exact(0),
             ResponseBody::Stream(_) => SizeHint::default(),
             ResponseBody::File(file) => SizeHint::with_exact(file.remaining()),
+            ResponseBody::Logged(logged) => logged.body.size_hint(),
         }
     }
 }

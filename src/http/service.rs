@@ -18,6 +18,7 @@ use super::framing::{check_framing, Refusal};
 use super::host::validate_host;
 use super::limits::check_limits;
 use super::upgrade;
+use crate::access::{AccessEntry, AccessLog, Finished};
 use crate::bridge::LogLevel;
 use crate::exchange::{
     plain_response, pump_request_body, BodyLimits, Exchange, RequestBody, ResponseBody,
@@ -85,8 +86,16 @@ pub fn handle_request(
             }
         }
         (Ok(()), _) => {
+            let access = shared.settings.access_log.as_ref().map(|log| {
+                let entry = log.entry(&request, conn, shared.settings.proxies.as_ref());
+                (log.clone(), entry)
+            });
             let (response, exchange) = hand_over(shared, conn.clone(), request);
-            Handoff::App(response, Unanswered(Some(Abandon::Request(exchange))))
+            Handoff::Logged(
+                response,
+                Unanswered(Some(Abandon::Request(exchange))),
+                access,
+            )
         }
     };
     answer(handoff)
@@ -96,23 +105,48 @@ pub fn handle_request(
 enum Handoff {
     /// The server answers itself.
     Respond(Response<ResponseBody>),
-    /// The app answers (a response, or a WebSocket handshake's answer).
+    /// The app answers a WebSocket handshake.
     App(ResponseReceiver, Unanswered),
+    /// The app answers a request, with its access record when the core writes the access log.
+    Logged(
+        ResponseReceiver,
+        Unanswered,
+        Option<(Arc<AccessLog>, AccessEntry)>,
+    ),
 }
 
 async fn answer(handoff: Handoff) -> Result<Response<ResponseBody>, Infallible> {
-    match handoff {
-        Handoff::Respond(response) => Ok(response),
-        Handoff::App(response, mut unanswered) => {
-            let response = response.await;
-            unanswered.answered();
-            // An error only if the Python side dropped the job without answering (it always
-            // answers, even for a failing app); the client still gets a well-formed reply.
-            Ok(response.unwrap_or_else(|_| {
-                plain_response(StatusCode::INTERNAL_SERVER_ERROR, "Internal Server Error")
-            }))
-        }
+    let (response, mut unanswered, access) = match handoff {
+        Handoff::Respond(response) => return Ok(response),
+        Handoff::App(response, unanswered) => (response, unanswered, None),
+        Handoff::Logged(response, unanswered, access) => (response, unanswered, access),
+    };
+    let response = response.await;
+    unanswered.answered();
+    // An error only if the Python side dropped the job without answering (it always answers,
+    // even for a failing app); the client still gets a well-formed reply.
+    let response = response.unwrap_or_else(|_| {
+        plain_response(StatusCode::INTERNAL_SERVER_ERROR, "Internal Server Error")
+    });
+    Ok(match access {
+        None => response,
+        Some((log, entry)) => logged(log, entry, response),
+    })
+}
+
+/// The response with its access record: written now (uvicorn's line), or when the body ends.
+fn logged(
+    log: Arc<AccessLog>,
+    entry: AccessEntry,
+    response: Response<ResponseBody>,
+) -> Response<ResponseBody> {
+    let status = response.status().as_u16();
+    if log.at_start() {
+        log.started(&entry, status);
+        return response;
     }
+    let record = Finished::new(&log, entry, status, response.headers());
+    response.map(|body| ResponseBody::logged(body, log, record))
 }
 
 /// What the app's side must be told if the client leaves before the app answered.

@@ -3,6 +3,7 @@
 
 use std::sync::Arc;
 
+use crate::access::AccessLog;
 use crate::bridge::mark_io_thread;
 use crate::jobs::Bridge;
 
@@ -10,14 +11,24 @@ use crate::jobs::Bridge;
 /// parker: a wake from the Python thread writes to the driver's eventfd only when the worker is
 /// parked, so a batch of responses costs one syscall. The current-thread scheduler unparks on
 /// every remote wake: one syscall per response (measured).
-pub fn build_runtime(bridge: Arc<Bridge>) -> std::io::Result<tokio::runtime::Runtime> {
+/// `access_log`: the core's access lines, written out whenever the thread is about to sleep.
+pub fn build_runtime(
+    bridge: Arc<Bridge>,
+    access_log: Option<Arc<AccessLog>>,
+) -> std::io::Result<tokio::runtime::Runtime> {
     tokio::runtime::Builder::new_multi_thread()
         .worker_threads(1)
         .enable_all()
         .thread_name("ferrocorn-io")
         .on_thread_start(io_thread_setup)
-        // Everything the I/O pass produced goes to Python in one wake-up.
-        .on_thread_park(move || bridge.flush())
+        // Everything the I/O pass produced goes to Python in one wake-up, and its access lines
+        // to the log in one write.
+        .on_thread_park(move || {
+            bridge.flush();
+            if let Some(log) = &access_log {
+                log.flush();
+            }
+        })
         .build()
 }
 
