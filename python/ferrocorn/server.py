@@ -147,6 +147,10 @@ class Server:
         self._captured_signals: list[int] = []
         self.limit_max_requests: int | None = None
         self.last_notified = 0.0
+        #: Under a supervisor that replaces workers: called once --limit-max-requests is reached, instead of
+        #: exiting; the worker serves on until its replacement does and the supervisor drains it (SIGTERM).
+        self.request_replacement: Callable[[], None] | None = None
+        self._replacement_requested = False
 
     def run(self, sockets: list[socket.socket] | None = None) -> None:
         asyncio_run(self.serve(sockets=sockets), loop_factory=self.config.get_loop_factory())
@@ -256,8 +260,16 @@ class Server:
                 self.last_notified = now
                 await self.config.callback_notify()
         if self.limit_max_requests is not None and self.core.total_requests >= self.limit_max_requests:
-            logger.warning("Maximum request limit of %d exceeded. Terminating process.", self.limit_max_requests)
-            return True
+            if self.request_replacement is None:
+                logger.warning("Maximum request limit of %d exceeded. Terminating process.", self.limit_max_requests)
+                return True
+            if not self._replacement_requested:
+                self._replacement_requested = True
+                logger.warning(
+                    "Maximum request limit of %d exceeded. Terminating process once its replacement serves.",
+                    self.limit_max_requests,
+                )
+                self.request_replacement()
         return False
 
     async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
