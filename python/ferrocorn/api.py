@@ -12,6 +12,7 @@ from ferrocorn.config import STARTUP_FAILURE, Config
 from ferrocorn.server import Server, log_started_message
 from ferrocorn.sockets import bind_sockets, unix_socket_paths
 from ferrocorn.supervisor import ChangeReload, Multiprocess
+from ferrocorn.systemd import Notifier
 
 logger = logging.getLogger("ferrocorn.error")
 
@@ -22,7 +23,8 @@ def run(app: Any, **kwargs: Any) -> None:
     Takes every keyword `uvicorn.run` takes. Exits with code 3 if the server never started.
 
     Several workers, or one recycled by --limit-worker-lifetime/--limit-worker-memory, run under the
-    supervisor; otherwise this process serves.
+    supervisor; otherwise this process serves. Under systemd, whichever of the two is the service's main
+    process tells it about readiness, the watchdog and the drain ($NOTIFY_SOCKET).
     """
     config = Config(app, **kwargs)
     server = Server(config=config)
@@ -44,10 +46,11 @@ def run(app: Any, **kwargs: Any) -> None:
             ChangeReload(config, target=server.run, sockets=bind_announced_sockets(config)).run()
         elif supervised:
             sockets = bind_announced_sockets(config)
-            supervisor = Multiprocess(config, sockets=sockets)
+            supervisor = Multiprocess(config, sockets=sockets, systemd=Notifier.from_environment())
             supervisor.run()
             supervisor_exit_code = supervisor.exit_code
         else:
+            server.systemd = Notifier.from_environment()
             server.run()
     except KeyboardInterrupt:
         pass

@@ -34,6 +34,7 @@ import click
 from ferrocorn.config import STARTUP_FAILURE, Config
 from ferrocorn.server import Server, asyncio_run
 from ferrocorn.supervisor._subprocess import get_subprocess, spawn
+from ferrocorn.systemd import Notifier
 
 #: The signals the supervisor reacts to, by number, with the name their handler is called after.
 SIGNALS = {
@@ -284,7 +285,7 @@ class Replacement:
 
 
 class Multiprocess:
-    def __init__(self, config: Config, sockets: list[socket.socket]) -> None:
+    def __init__(self, config: Config, sockets: list[socket.socket], systemd: Notifier | None = None) -> None:
         self.config = config
         self.sockets = sockets
         self.processes_num: int = config.workers
@@ -300,8 +301,15 @@ class Multiprocess:
         #: STARTUP_FAILURE once a worker could not start: the app is broken, respawning will not help.
         self.exit_code = 0
         self.signal_queue: list[int] = []
-        #: How often a worker notifies: often enough for --timeout-notify.
-        self.notify_interval = min(1.0, config.timeout_notify / 4)
+        #: The systemd service manager ($NOTIFY_SOCKET), told when every worker serves, on reload and on stop.
+        self.systemd = systemd
+        self.ready_sent = False
+        self.reloading = False
+        # A worker notifies often enough for --timeout-notify and for systemd's watchdog.
+        intervals = [1.0, config.timeout_notify / 4]
+        if systemd is not None and systemd.watchdog_timeout is not None:
+            intervals.append(systemd.watchdog_timeout / 4)
+        self.notify_interval = min(intervals)
         # Signals are queued by the handler and acted on by the main loop. The wake-up pipe cuts
         # the loop's wait short, so a signal is handled at once, not at the next tick.
         self._wakeup_reader, self._wakeup_writer = socket.socketpair()
@@ -322,6 +330,7 @@ class Multiprocess:
         previous_wakeup_fd = signal.set_wakeup_fd(self._wakeup_writer.fileno(), warn_on_full_buffer=False)
         try:
             self.init_processes()
+            self.start_watchdog()
             while not self.should_exit.is_set():
                 self.wait_for_event(TICK)
                 self.handle_signals()
@@ -329,6 +338,9 @@ class Multiprocess:
                 self.reap_retired()
                 self.advance_replacement()
                 self.recycle_workers()
+                self.notify_systemd()
+            if self.systemd is not None:
+                self.systemd.stopping()
             self.terminate_all()
             self.join_all()
         finally:
@@ -481,6 +493,8 @@ class Multiprocess:
         old = self.processes[index]
         new = self.start_worker()
         self.replacement = Replacement(index, old, new, reason, time.monotonic() + REPLACEMENT_TIMEOUT)
+        if self.systemd is not None:
+            self.systemd.status(f"Replacing child process [{old.pid}] ({reason})")
 
     def advance_replacement(self) -> None:
         """Once the new worker serves, it takes the old one's place and the old one drains (SIGTERM). A new worker
@@ -495,6 +509,8 @@ class Multiprocess:
             old.terminate()
             self.retiring.append(old)
             self.worker_replaced(old, new, replacement.reason)
+            if self.systemd is not None and self.ready_sent and not self.reloading:
+                self.systemd.status(self.serving_status())
             return
         if new.exitcode is None and time.monotonic() < replacement.deadline and not self.should_exit.is_set():
             return
@@ -525,6 +541,42 @@ class Multiprocess:
         for process in self.processes:
             process.pending_reason = "reload"
 
+    # --- systemd ---------------------------------------------------------------------------------
+
+    def serving_status(self) -> str:
+        count = len(self.processes)
+        return f"{count} worker{'s' if count != 1 else ''} serving"
+
+    def notify_systemd(self) -> None:
+        """READY=1 once every worker serves; again once a SIGHUP restart is over."""
+        if self.systemd is None:
+            return
+        if not self.ready_sent and all(process.serving for process in self.processes):
+            self.ready_sent = True
+            self.systemd.ready(self.serving_status())
+        elif self.reloading and self.replacement is None:
+            if not any(process.pending_reason == "reload" for process in self.processes):
+                self.reloading = False
+                self.systemd.ready(self.serving_status())
+
+    def start_watchdog(self) -> None:
+        """With $WATCHDOG_USEC, a thread sends WATCHDOG=1 at half that period while a worker's event loop has
+        notified within it: workers whose loops are all blocked stop the pings (one blocked worker among
+        others is replaced through --timeout-notify)."""
+        systemd = self.systemd
+        if systemd is None or systemd.watchdog_interval is None or systemd.watchdog_timeout is None:
+            return
+        interval, timeout = systemd.watchdog_interval, systemd.watchdog_timeout
+
+        def ping() -> None:
+            while not self.should_exit.wait(interval):
+                now = time.monotonic()
+                beats = [process.heartbeat.value for process in list(self.processes)]
+                if any(beat > 0 and now - beat < timeout for beat in beats):
+                    systemd.watchdog()
+
+        threading.Thread(target=ping, daemon=True, name="ferrocorn-watchdog").start()
+
     # --- signals -------------------------------------------------------------------------------
 
     def handle_signals(self) -> None:
@@ -547,6 +599,9 @@ class Multiprocess:
 
     def handle_hup(self) -> None:
         logger.info("Received SIGHUP, restarting processes.")
+        if self.systemd is not None:
+            self.reloading = True
+            self.systemd.reloading()
         self.restart_all()
 
     def handle_ttin(self) -> None:
