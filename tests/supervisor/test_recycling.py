@@ -152,3 +152,22 @@ def test_recycling_is_ignored_with_reload(start_server, tmp_path):
     time.sleep(2.5)
     assert not srv.has_line(LIFETIME_LINE)
     assert srv.get("/pid").status_code == 200
+
+
+def test_a_memory_limit_below_a_fresh_worker_is_reported_not_looped_on(start_server):
+    """The first worker over the limit is replaced; a replacement over it from the start is not, or it would go on
+    forever."""
+    srv = start_server(APP, "--workers", "1", "--limit-worker-memory", "1")
+    line = srv.wait_for_line(MEMORY_LINE, timeout=10)
+    first = int(MEMORY_LINE.search(line).group(1))
+    (second,) = wait_for_workers(srv, 1, exclude={first}, timeout=20)
+    srv.wait_for_line(
+        re.compile(
+            rf"^ERROR: +Child process \[{second}\] uses \d+ MiB as soon as it serves, over its memory limit of 1 MiB: "
+            r"--limit-worker-memory is too low, not replacing it for its memory\.$"
+        ),
+        timeout=10,
+    )
+    time.sleep(2)
+    assert len(lines_matching(srv, MEMORY_LINE)) == 1
+    assert wait_for_workers(srv, 1) == {second}

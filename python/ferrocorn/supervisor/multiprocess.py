@@ -52,6 +52,9 @@ MEMORY_SAMPLE_INTERVAL = 1.0
 RECYCLE_JITTER = 0.1
 #: How long a replacement may take to serve (import, lifespan startup) before it is given up.
 REPLACEMENT_TIMEOUT = 60.0
+#: A worker that replaced one for its memory and is over its own limit this soon after it began serving is not
+#: replaced: the limit is below what a fresh worker needs.
+FRESH = 5.0
 #: After a replacement failed, how long the old workers are kept before recycling is tried again.
 RECYCLE_RETRY_DELAY = 10.0
 #: The reasons a worker is replaced, as `worker_replaced` receives them.
@@ -175,9 +178,11 @@ class Worker:
         #: Its own --limit-worker-lifetime (seconds) and --limit-worker-memory (MiB), jitter applied.
         self.lifetime = _jittered(config.limit_worker_lifetime)
         memory = _jittered(config.limit_worker_memory)
-        self.memory_limit = None if memory is None else int(memory)
+        self.memory_limit = None if memory is None else max(1, int(memory))
         #: Replace it at the next chance, for this reason (set for every worker by SIGHUP).
         self.pending_reason: str | None = None
+        #: It was started to replace a worker that exceeded --limit-worker-memory.
+        self.replaced_for_memory = False
 
     @property
     def pid(self) -> int | None:
@@ -473,7 +478,19 @@ class Multiprocess:
             return "max-requests"
         if sample_memory and process.memory_limit is not None:
             rss = process.rss_mib()
-            if rss is not None and rss > process.memory_limit:
+            fresh = process.replaced_for_memory and now - process.serving_since < FRESH
+            if rss is not None and rss > process.memory_limit and fresh:
+                # It replaced a worker for its memory, and is as big from the start: replacing it would go on
+                # forever.
+                logger.error(
+                    "Child process [%s] uses %d MiB as soon as it serves, over its memory limit of %d MiB: "
+                    "--limit-worker-memory is too low, not replacing it for its memory.",
+                    process.pid,
+                    rss,
+                    process.memory_limit,
+                )
+                process.memory_limit = None
+            elif rss is not None and rss > process.memory_limit:
                 logger.info(
                     "Child process [%s] uses %d MiB, over its memory limit of %d MiB, replacing it.",
                     process.pid,
@@ -492,6 +509,7 @@ class Multiprocess:
         """Start the rolling replacement of the worker at `index`; `advance_replacement` finishes it."""
         old = self.processes[index]
         new = self.start_worker()
+        new.replaced_for_memory = reason == "memory"
         self.replacement = Replacement(index, old, new, reason, time.monotonic() + REPLACEMENT_TIMEOUT)
         if self.systemd is not None:
             self.systemd.status(f"Replacing child process [{old.pid}] ({reason})")
