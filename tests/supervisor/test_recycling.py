@@ -58,7 +58,6 @@ def test_lifetime_replaces_a_single_worker_under_load_without_a_failed_request(s
 
 def test_lifetimes_are_jittered_per_worker_and_replaced_one_at_a_time(start_server):
     srv = start_server(APP, "--workers", "3", "--limit-worker-lifetime", "3")
-    wait_for_workers(srv, 3)
     deadline = time.monotonic() + 30
     while len(lines_matching(srv, LIFETIME_LINE)) < 3:
         assert time.monotonic() < deadline, srv.log_tail()
@@ -79,8 +78,9 @@ def test_memory_limit_replaces_a_growing_worker_without_a_failed_request(start_s
     assert psutil.Process(first).memory_info().rss < 0.8 * limit * 2**20, "a fresh worker is already near the limit"
     load = Load(srv, threads=2)
     try:
-        for _ in range(4):  # 200 MiB more: over any jittered limit
-            assert httpx.get(f"{srv.url}/alloc", timeout=10).text == str(first)
+        for _ in range(4):  # up to 200 MiB more: over any jittered limit
+            if httpx.get(f"{srv.url}/alloc", timeout=10).text != str(first):
+                break  # replaced already: its successor answered
         line = srv.wait_for_line(MEMORY_LINE, timeout=10)
         match = MEMORY_LINE.search(line)
         assert int(match.group(1)) == first
