@@ -383,7 +383,9 @@ class Multiprocess:
         return worker
 
     def worker_replaced(self, old: Worker, new: Worker, reason: str) -> None:
-        """Every replacement of a worker goes through here, `reason` one of REASONS."""
+        """Every replacement of a worker goes through here, `reason` one of REASONS: once `new` serves in `old`'s
+        place for a rolling replacement (reload, max-requests, lifetime, memory), as soon as `new` is started for a
+        worker that died or was killed (crash, healthcheck, heartbeat)."""
         logger.debug("Child process [%s] replaced by [%s] (%s)", old.pid, new.pid, reason)
 
     def terminate_all(self) -> None:
