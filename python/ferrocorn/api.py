@@ -12,6 +12,7 @@ from ferrocorn.config import STARTUP_FAILURE, Config
 from ferrocorn.server import Server, log_started_message
 from ferrocorn.sockets import bind_sockets, unix_socket_paths
 from ferrocorn.supervisor import ChangeReload, Multiprocess
+from ferrocorn.systemd import Notifier
 
 logger = logging.getLogger("ferrocorn.error")
 
@@ -20,23 +21,36 @@ def run(app: Any, **kwargs: Any) -> None:
     """Serve `app` (an ASGI callable or a "module:attribute" string) until stopped.
 
     Takes every keyword `uvicorn.run` takes. Exits with code 3 if the server never started.
+
+    Several workers, or one recycled by --limit-worker-lifetime/--limit-worker-memory, run under the
+    supervisor; otherwise this process serves. Under systemd, whichever of the two is the service's main
+    process tells it about readiness, the watchdog and the drain ($NOTIFY_SOCKET).
     """
     config = Config(app, **kwargs)
     server = Server(config=config)
+    supervised = not config.should_reload and (config.workers > 1 or config.recycles_workers)
 
     if (config.reload or config.workers > 1) and not isinstance(app, str):
         logger.warning("You must pass the application as an import string to enable 'reload' or 'workers'.")
+        sys.exit(STARTUP_FAILURE)
+    if supervised and not isinstance(app, str):
+        logger.warning(
+            "You must pass the application as an import string to enable 'limit_worker_lifetime' or "
+            "'limit_worker_memory': workers are replaced by new processes that import it."
+        )
         sys.exit(STARTUP_FAILURE)
 
     supervisor_exit_code = 0
     try:
         if config.should_reload:
             ChangeReload(config, target=server.run, sockets=bind_announced_sockets(config)).run()
-        elif config.workers > 1:
-            supervisor = Multiprocess(config, sockets=bind_announced_sockets(config))
+        elif supervised:
+            sockets = bind_announced_sockets(config)
+            supervisor = Multiprocess(config, sockets=sockets, systemd=Notifier.from_environment())
             supervisor.run()
             supervisor_exit_code = supervisor.exit_code
         else:
+            server.systemd = Notifier.from_environment()
             server.run()
     except KeyboardInterrupt:
         pass
@@ -47,7 +61,7 @@ def run(app: Any, **kwargs: Any) -> None:
 
     if supervisor_exit_code:
         sys.exit(supervisor_exit_code)
-    if not server.started and not config.should_reload and config.workers == 1:
+    if not server.started and not config.should_reload and not supervised:
         sys.exit(STARTUP_FAILURE)
 
 

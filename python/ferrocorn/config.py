@@ -360,6 +360,26 @@ OPTIONS: tuple[Option, ...] = (
         type=int,
     ),
     Option(
+        "limit_worker_lifetime",
+        ("--limit-worker-lifetime",),
+        None,
+        "Replace each worker after it has served for this many seconds (less up to 10 % of jitter, so workers "
+        "started together are not replaced together). A rolling replacement: the new worker serves before the old "
+        "one drains. Starts the supervisor even without --workers.",
+        type=click.FloatRange(min=0, min_open=True),
+        metavar="SECONDS",
+    ),
+    Option(
+        "limit_worker_memory",
+        ("--limit-worker-memory",),
+        None,
+        "Replace a worker whose resident memory (RSS, sampled every second) exceeds this many MiB (less up to "
+        "10 % of jitter). A rolling replacement: the new worker serves before the old one drains. Starts the "
+        "supervisor even without --workers.",
+        type=click.IntRange(min=1),
+        metavar="MIB",
+    ),
+    Option(
         "limit_request_body_size",
         ("--limit-request-body-size",),
         None,
@@ -603,6 +623,8 @@ class Config:
     backlog: int
     limit_max_requests: int | None
     limit_max_requests_jitter: int
+    limit_worker_lifetime: float | None
+    limit_worker_memory: int | None
     limit_request_body_size: int | None
     limit_request_headers: int
     timeout_keep_alive: float
@@ -671,6 +693,8 @@ class Config:
         self._resolve_reload_settings()
         if self.reload and self.workers > 1:
             logger.warning('"workers" flag is ignored when reloading is enabled.')
+        if self.should_reload and self.recycles_workers:
+            logger.warning("--limit-worker-lifetime and --limit-worker-memory are ignored when reloading is enabled.")
         self.headers = _normalise_headers(self.headers)
         self.bind = _normalise_binds(self.bind)
         if self.access_log_format is not None:
@@ -719,6 +743,11 @@ class Config:
             "per_message_deflate": bool(self.ws_per_message_deflate),
             "write_timeout": float(self.timeout_response_write),
         }
+
+    @property
+    def recycles_workers(self) -> bool:
+        """--limit-worker-lifetime or --limit-worker-memory: the supervisor replaces workers, even a single one."""
+        return self.limit_worker_lifetime is not None or self.limit_worker_memory is not None
 
     @property
     def is_ssl(self) -> bool:

@@ -28,6 +28,7 @@ from ferrocorn.access import native_access_log
 from ferrocorn.config import STARTUP_FAILURE, Config
 from ferrocorn.lifespan import Lifespan
 from ferrocorn.sockets import BindTarget, bind_sockets, target_of, unix_socket_paths
+from ferrocorn.systemd import Notifier
 
 HANDLED_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
@@ -98,7 +99,11 @@ def log_started_message(config: Config, sockets: list[socket.socket]) -> None:
 
 def log_running_on(config: Config, target: BindTarget, sock: socket.socket) -> None:
     """uvicorn's "running on" line for one kind of listener."""
-    if target.kind == "fd":
+    if target.kind == "fd" and target.name:
+        logger.info(
+            "Ferrocorn running on socket %s from systemd (%s) (Press CTRL+C to quit)", sock.getsockname(), target.name
+        )
+    elif target.kind == "fd":
         logger.info("Ferrocorn running on socket %s (Press CTRL+C to quit)", sock.getsockname())
     elif target.kind == "unix":
         logger.info("Ferrocorn running on unix socket %s (Press CTRL+C to quit)", target.path)
@@ -148,6 +153,14 @@ class Server:
         self._captured_signals: list[int] = []
         self.limit_max_requests: int | None = None
         self.last_notified = 0.0
+        #: Under a supervisor that replaces workers: called once --limit-max-requests is reached, instead of
+        #: exiting; the worker serves on until its replacement does and the supervisor drains it (SIGTERM).
+        self.request_replacement: Callable[[], None] | None = None
+        self._replacement_requested = False
+        #: The systemd service manager to tell about readiness, the drain and the watchdog ($NOTIFY_SOCKET):
+        #: set by `run()` for a server that is the whole service, None for a worker or a gunicorn worker.
+        self.systemd: Notifier | None = None
+        self._last_watchdog = 0.0
 
     def run(self, sockets: list[socket.socket] | None = None) -> None:
         asyncio_run(self.serve(sockets=sockets), loop_factory=self.config.get_loop_factory())
@@ -167,6 +180,9 @@ class Server:
         await self.startup(sockets=sockets)
         if self.should_exit:
             return
+        if self.systemd is not None:
+            # Every listener is bound, the lifespan startup is done and the core accepts: the service is up.
+            self.systemd.ready(f"Serving (pid {process_id})")
         await self.main_loop()
         await self.shutdown(sockets=sockets)
         logger.info("Finished server process [%d]", process_id)
@@ -258,13 +274,30 @@ class Server:
             if now - self.last_notified > self.config.timeout_notify:
                 self.last_notified = now
                 await self.config.callback_notify()
+        systemd = self.systemd
+        if systemd is not None and systemd.watchdog_interval is not None:
+            # From the event loop: a loop blocked by the app stops the pings, and systemd acts on it.
+            now = time.monotonic()
+            if now - self._last_watchdog >= systemd.watchdog_interval:
+                self._last_watchdog = now
+                systemd.watchdog()
         if self.limit_max_requests is not None and self.core.total_requests >= self.limit_max_requests:
-            logger.warning("Maximum request limit of %d exceeded. Terminating process.", self.limit_max_requests)
-            return True
+            if self.request_replacement is None:
+                logger.warning("Maximum request limit of %d exceeded. Terminating process.", self.limit_max_requests)
+                return True
+            if not self._replacement_requested:
+                self._replacement_requested = True
+                logger.warning(
+                    "Maximum request limit of %d exceeded. Terminating process once its replacement serves.",
+                    self.limit_max_requests,
+                )
+                self.request_replacement()
         return False
 
     async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
         logger.info("Shutting down")
+        if self.systemd is not None:
+            self.systemd.stopping()
         core = self.core
         core.stop_accepting()
         for sock in self._owned_sockets:

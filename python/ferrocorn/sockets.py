@@ -1,5 +1,5 @@
-"""The listening sockets: bound from --bind, --fd, --uds or --host/--port, by the process that serves them
-or by the reload/workers parent, whose children inherit them."""
+"""The listening sockets: bound from --bind, --fd, --uds or --host/--port, or passed by systemd's socket
+activation, by the process that serves them or by the reload/workers parent, whose children inherit them."""
 
 from __future__ import annotations
 
@@ -8,6 +8,8 @@ import socket
 import weakref
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
+
+from ferrocorn import systemd
 
 if TYPE_CHECKING:
     from ferrocorn.config import Config
@@ -27,6 +29,8 @@ class BindTarget:
     port: int = 0
     path: str = ""
     fd: int = -1
+    #: A socket-activated descriptor's name ($LISTEN_FDNAMES), for the startup line; "" otherwise.
+    name: str = ""
 
 
 #: Which target each socket bound here was bound for: the "running on" lines name targets, not sockets.
@@ -56,9 +60,12 @@ def parse_bind(value: str) -> BindTarget:
 
 
 def bind_targets(config: Config) -> list[BindTarget]:
-    """Where to listen: every --bind, then --fd, --uds or --host/--port as uvicorn picks one of them (fd first).
-    With --bind, --fd and --uds are added when given, --host/--port only when changed from their defaults."""
+    """Where to listen: every --bind and every socket systemd passed ($LISTEN_FDS), then --fd, --uds or
+    --host/--port as uvicorn picks one of them (fd first). With --bind or socket activation, --fd and --uds are
+    added when given, --host/--port only when changed from their defaults."""
     targets = [parse_bind(value) for value in config.bind]
+    named_fds = {target.fd for target in targets if target.kind == "fd"} | {config.fd}
+    targets += [BindTarget("fd", fd=fd, name=name) for fd, name in systemd.listen_fds() if fd not in named_fds]
     if config.fd is not None:
         targets.append(BindTarget("fd", fd=config.fd))
     elif config.uds is not None:
