@@ -24,6 +24,7 @@ use tokio::sync::{oneshot, Notify};
 use crate::bridge::{SendRoom, WaitKind, Waiting, WakeSink};
 use crate::errors::{BodyAborted, Disconnected};
 use crate::flow::{HIGH_WATER, LOW_WATER};
+use crate::net::interim::HintTarget;
 
 pub use file_body::{dup_file, open_file, FileBody};
 pub use request_body::{pump_request_body, BodyLimits, RequestBody};
@@ -98,6 +99,8 @@ pub struct Exchange {
     wakes: Arc<dyn WakeSink>,
     /// The server's count of live exchanges, for `--limit-concurrency`.
     in_flight: Arc<AtomicUsize>,
+    /// Where `http.response.early_hint` messages go, when the connection can carry them.
+    hints: Option<HintTarget>,
 }
 
 impl Drop for Exchange {
@@ -112,6 +115,7 @@ impl Exchange {
         wakes: Arc<dyn WakeSink>,
         in_flight: Arc<AtomicUsize>,
         responder: Responder,
+        hints: Option<HintTarget>,
     ) -> Self {
         in_flight.fetch_add(1, Ordering::AcqRel);
         Self {
@@ -123,6 +127,7 @@ impl Exchange {
             body_space: Notify::new(),
             wakes,
             in_flight,
+            hints,
         }
     }
 
@@ -194,7 +199,23 @@ impl Exchange {
         }
     }
 
+    /// The connection's interim writer for this request, if it can send early hints.
+    pub fn hints(&self) -> Option<&HintTarget> {
+        self.hints.as_ref()
+    }
+
     // --- Python side ------------------------------------------------------------------------
+
+    /// Whether `http.response.early_hint` is offered to the app.
+    pub fn early_hints_offered(&self) -> bool {
+        self.hints.is_some()
+    }
+
+    /// `http.response.early_hint`: queue a `103` with these `Link` values (before the response
+    /// head is handed over). False when it was dropped (no interim writer, or too large).
+    pub fn early_hint(&self, links: &[http::HeaderValue]) -> bool {
+        self.hints.as_ref().is_some_and(|hints| hints.send(links))
+    }
 
     /// Hand the response head (and body handle) to hyper.
     pub fn respond(&self, response: http::Response<ResponseBody>) -> Result<(), Disconnected> {

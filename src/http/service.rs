@@ -24,14 +24,17 @@ use crate::exchange::{
     ResponseReceiver,
 };
 use crate::jobs::{Event, Job, RequestHead};
+use crate::net::interim::HintTarget;
 use crate::net::ConnInfo;
 use crate::shared::Shared;
 use crate::websocket::channel::Channel;
 
+/// `hints`: the connection's interim writer for this request (HTTP/2), if it can send early hints.
 pub fn handle_request(
     shared: &Arc<Shared>,
     conn: &Arc<ConnInfo>,
     request: Request<Incoming>,
+    hints: Option<HintTarget>,
 ) -> impl Future<Output = Result<Response<ResponseBody>, Infallible>> + Send + 'static {
     // RFC 9112 framing and request-target checks, then the Host check: a request failing one
     // never reaches the app.
@@ -85,8 +88,12 @@ pub fn handle_request(
             }
         }
         (Ok(()), _) => {
-            let (response, exchange) = hand_over(shared, conn.clone(), request);
-            Handoff::App(response, Unanswered(Some(Abandon::Request(exchange))))
+            let (response, exchange) = hand_over(shared, conn.clone(), request, hints);
+            Handoff::Hinted(
+                response,
+                Unanswered(Some(Abandon::Request(exchange.clone()))),
+                exchange,
+            )
         }
     };
     answer(handoff)
@@ -98,21 +105,28 @@ enum Handoff {
     Respond(Response<ResponseBody>),
     /// The app answers (a response, or a WebSocket handshake's answer).
     App(ResponseReceiver, Unanswered),
+    /// The app answers a request, and may send early hints before it does.
+    Hinted(ResponseReceiver, Unanswered, Arc<Exchange>),
 }
 
 async fn answer(handoff: Handoff) -> Result<Response<ResponseBody>, Infallible> {
-    match handoff {
-        Handoff::Respond(response) => Ok(response),
-        Handoff::App(response, mut unanswered) => {
-            let response = response.await;
-            unanswered.answered();
-            // An error only if the Python side dropped the job without answering (it always
-            // answers, even for a failing app); the client still gets a well-formed reply.
-            Ok(response.unwrap_or_else(|_| {
-                plain_response(StatusCode::INTERNAL_SERVER_ERROR, "Internal Server Error")
-            }))
-        }
+    let (response, mut unanswered, exchange) = match handoff {
+        Handoff::Respond(response) => return Ok(response),
+        Handoff::App(response, unanswered) => (response, unanswered, None),
+        Handoff::Hinted(response, unanswered, exchange) => (response, unanswered, Some(exchange)),
+    };
+    let response = response.await;
+    unanswered.answered();
+    // The 103s the app sent go out before the response: hyper gets the response only once
+    // the interim writer has written (or dropped) them.
+    if let Some(hints) = exchange.as_deref().and_then(Exchange::hints) {
+        std::future::poll_fn(|cx| hints.poll_written(cx)).await;
     }
+    // An error only if the Python side dropped the job without answering (it always
+    // answers, even for a failing app); the client still gets a well-formed reply.
+    Ok(response.unwrap_or_else(|_| {
+        plain_response(StatusCode::INTERNAL_SERVER_ERROR, "Internal Server Error")
+    }))
 }
 
 /// What the app's side must be told if the client leaves before the app answered.
@@ -145,6 +159,7 @@ fn hand_over(
     shared: &Shared,
     conn: Arc<ConnInfo>,
     request: Request<Incoming>,
+    hints: Option<HintTarget>,
 ) -> (ResponseReceiver, Arc<Exchange>) {
     let id = shared.next_request_id();
     let (responder, response) = oneshot::channel();
@@ -153,6 +168,7 @@ fn hand_over(
         shared.wakes(),
         shared.in_flight(),
         responder,
+        hints,
     ));
     exchange.limit_body(BodyLimits {
         max_size: shared.settings.limit_request_body_size,

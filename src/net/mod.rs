@@ -1,8 +1,9 @@
 //! Sockets and what is known about a connection before HTTP: listeners, the transport every
-//! protocol stack runs over, replayed bytes, which peers are trusted proxies, and the PROXY
-//! protocol header.
+//! protocol stack runs over, replayed bytes, which peers are trusted proxies, the PROXY
+//! protocol header, and the interim writer that puts 103 Early Hints between hyper's HTTP/2 frames.
 
 mod conn_info;
+pub mod interim;
 mod listener;
 pub mod proxy_protocol;
 mod rewind;
