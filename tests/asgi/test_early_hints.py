@@ -8,8 +8,10 @@ touched either dynamic table would break the decoding of the responses after it.
 from __future__ import annotations
 
 import json
+import shutil
 import socket
 import ssl
+import subprocess
 import time
 
 import h2.config
@@ -277,7 +279,9 @@ def tls_server(tmp_path_factory):
     (root / "cert.pem").write_bytes(b"".join(blob.bytes() for blob in cert.cert_chain_pems))
     (root / "key.pem").write_bytes(cert.private_key_pem.bytes())
     (root / "ca.pem").write_bytes(ca.cert_pem.bytes())
-    srv = ServerProcess.ferrocorn(APP, "--ssl-certfile", str(root / "cert.pem"), "--ssl-keyfile", str(root / "key.pem"))
+    srv = ServerProcess.ferrocorn(
+        APP, "--ssl-certfile", str(root / "cert.pem"), "--ssl-keyfile", str(root / "key.pem"), "--early-hints-http1"
+    )
     srv.wait_ready()
     srv.ca_path = str(root / "ca.pem")
     yield srv
@@ -293,6 +297,19 @@ def test_tls_h2_carries_the_103(tls_server):
             informational, status, body = h2_library_exchange(sock, "/hint?tag=tls&n=2", "localhost", "https")
     assert [[v for k, v in h if k == "link"] for h in informational] == [links("tls", 0), links("tls", 1)]
     assert (status, body) == (200, b"tls")
+
+
+@pytest.mark.skipif(shutil.which("curl") is None, reason="curl not installed")
+@pytest.mark.parametrize(("flag", "interim"), [("--http2", "HTTP/2 103"), ("--http1.1", "HTTP/1.1 103 Early Hints")])
+def test_curl_over_tls_shows_the_103_first(tls_server, flag, interim):
+    url = f"https://localhost:{tls_server.port}/hint?tag=curl&links=2"
+    out = subprocess.run(
+        ["curl", "-s", "-i", flag, "--cacert", tls_server.ca_path, url], capture_output=True, timeout=30, check=True
+    ).stdout.decode()
+    blocks = out.replace("\r\n", "\n").split("\n\n")
+    assert blocks[0].splitlines()[0].strip() == interim, out
+    assert [line.split(":", 1)[1].strip() for line in blocks[0].splitlines()[1:]] == links("curl", 0, 2)
+    assert blocks[1].splitlines()[0].split()[1] == "200" and blocks[2] == "curl"
 
 
 # ============================================================================ HTTP/1.1 (--early-hints-http1)
