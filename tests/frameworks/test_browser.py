@@ -3,6 +3,10 @@ over HTTPS with HTTP/2. The page's handler sends a 103 Early Hints naming /hinte
 request it before sending the HTML: Chromium must act on the hint. The page's script opens a WebSocket to the same
 origin and writes the reply into the DOM.
 
+Found with Chromium 156 (Debian): it acts on the 103 of an origin whose certificate it was told to ignore
+(``--ignore-certificate-errors``) for a same-origin ``rel=preload``, and chooses RFC 8441 for the WebSocket; over
+HTTP/1.1 (``--http h11 --early-hints-http1``) it receives the 103 but fetches the stylesheet only after the page.
+
 Skipped only when no Chromium binary is found (``FERROCORN_CHROMIUM``, ``chromium``, ``chromium-browser``,
 ``google-chrome``); Debian's ``apt-get install chromium`` provides one."""
 
