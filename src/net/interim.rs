@@ -551,7 +551,7 @@ impl<S: AsyncWrite + Unpin> InterimIo<S> {
         self.drain_out(cx)
     }
 
-    fn observe_written(&mut self, bufs: &[&[u8]], mut n: usize) {
+    fn observe_written<'b>(&mut self, bufs: impl IntoIterator<Item = &'b [u8]>, mut n: usize) {
         if self.interim.framing != Framing::Http2 {
             return;
         }
@@ -607,7 +607,7 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for InterimIo<S> {
         }
         let polled = Pin::new(&mut this.inner).poll_write(cx, buf);
         if let Poll::Ready(Ok(n)) = polled {
-            this.observe_written(&[buf], n);
+            this.observe_written([buf], n);
         }
         polled
     }
@@ -623,8 +623,7 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for InterimIo<S> {
         }
         let polled = Pin::new(&mut this.inner).poll_write_vectored(cx, bufs);
         if let Poll::Ready(Ok(n)) = polled {
-            let slices: Vec<&[u8]> = bufs.iter().map(|b| &**b).collect();
-            this.observe_written(&slices, n);
+            this.observe_written(bufs.iter().map(|b| &**b), n);
         }
         polled
     }
