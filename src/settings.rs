@@ -34,6 +34,8 @@ pub struct ServerSettings {
     /// The most bytes of request line and headers.
     pub max_header_size: usize,
     pub date_header: bool,
+    /// `--early-hints-http1`: offer `http.response.early_hint` on HTTP/1.1 (always on HTTP/2).
+    pub early_hints_http1: bool,
     pub asgi_version: String,
     /// `--reset-contextvars`: each app task starts from an empty context.
     pub reset_contextvars: bool,
@@ -90,6 +92,7 @@ impl ServerSettings {
             keep_alive_timeout: positive_seconds(dict, "", "keep_alive_timeout")?,
             max_header_size,
             date_header: item(dict, "date_header")?,
+            early_hints_http1: item(dict, "early_hints_http1")?,
             asgi_version: item(dict, "asgi_version")?,
             reset_contextvars: item(dict, "reset_contextvars")?,
             limit_concurrency: item(dict, "limit_concurrency")?,

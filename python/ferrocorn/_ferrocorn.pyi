@@ -95,6 +95,7 @@ class ServerSettings(TypedDict):
     keep_alive_timeout: float
     max_header_size: int | None
     date_header: bool
+    early_hints_http1: bool
     asgi_version: str
     reset_contextvars: bool
     limit_concurrency: int | None

@@ -315,6 +315,14 @@ OPTIONS: tuple[Option, ...] = (
         "date_header", ("--date-header/--no-date-header",), True, "Enable/Disable default Date header.", is_flag=True
     ),
     Option(
+        "early_hints_http1",
+        ("--early-hints-http1/--no-early-hints-http1",),
+        False,
+        "Enable/Disable 103 Early Hints (the http.response.early_hint extension) on HTTP/1.1 connections. Always "
+        "on for HTTP/2; never sent to HTTP/1.0 requests.",
+        is_flag=True,
+    ),
+    Option(
         "forwarded_allow_ips",
         ("--forwarded-allow-ips",),
         None,
@@ -616,6 +624,7 @@ class Config:
     proxy_headers: bool
     server_header: bool
     date_header: bool
+    early_hints_http1: bool
     forwarded_allow_ips: str | list[str]
     proxy_protocol: str
     root_path: str

@@ -220,6 +220,7 @@ class Server:
                 "keep_alive_timeout": float(config.timeout_keep_alive),
                 "max_header_size": config.h11_max_incomplete_event_size,
                 "date_header": config.date_header,
+                "early_hints_http1": config.early_hints_http1,
                 "asgi_version": config.asgi_version,
                 "reset_contextvars": config.reset_contextvars,
                 "limit_concurrency": config.limit_concurrency,

@@ -190,6 +190,30 @@ impl HttpProtocol {
         }
     }
 
+    /// `http.response.early_hint`: a `103 Early Hints` with one `Link` field per entry of
+    /// `links`, written before the response (the scope offers it only where it can be).
+    fn send_early_hint(
+        &mut self,
+        py: Python<'_>,
+        message: &Bound<'_, PyDict>,
+    ) -> PyResult<Py<PyAny>> {
+        let mut links = Vec::new();
+        if let Some(items) = message.get_item(intern!(py, "links"))? {
+            for item in items.try_iter()? {
+                let item = item?;
+                let value = item.cast::<PyBytes>()?.as_bytes();
+                let value = http::HeaderValue::from_bytes(value)
+                    .map_err(|_| ProtocolError::InvalidHeaderValue("link".to_owned()))?;
+                links.push(value);
+            }
+        }
+        if !links.is_empty() {
+            // Dropped when too large for one frame: hints are advisory (RFC 8297).
+            self.exchange.early_hint(&links);
+        }
+        Ok(self.ctx.done(py))
+    }
+
     /// `http.response.trailers`: gather the headers; the last message ends the response.
     fn send_trailers(
         &mut self,
@@ -432,6 +456,11 @@ impl HttpProtocol {
             (ResponseState::Idle, "http.response.start") => {
                 self.start(py, message)?;
                 Ok(self.ctx.done(py))
+            }
+            (ResponseState::Idle, "http.response.early_hint")
+                if self.exchange.early_hints_offered() =>
+            {
+                self.send_early_hint(py, message)
             }
             (ResponseState::Idle, other) => {
                 Err(ProtocolError::ExpectedStart(other.to_owned()).into())

@@ -84,7 +84,11 @@ pub fn build_http_scope<'py>(
 ) -> PyResult<Bound<'py, PyDict>> {
     let scope = build_request_scope(py, cache, &head.parts, &head.conn)?;
     if let Some(extensions) = scope.get_item(intern!(py, "extensions"))? {
-        add_http_extensions(py, extensions.cast::<PyDict>()?, &head.parts)?;
+        let extensions = extensions.cast::<PyDict>()?;
+        add_http_extensions(py, extensions, &head.parts)?;
+        if head.exchange.early_hints_offered() {
+            extensions.set_item(intern!(py, "http.response.early_hint"), PyDict::new(py))?;
+        }
     }
     Ok(scope)
 }
@@ -92,6 +96,7 @@ pub fn build_http_scope<'py>(
 /// The `send` extensions an `http` scope offers (`docs/extensions` in asgiref):
 /// `http.response.pathsend` and `http.response.zerocopysend` always, and `http.response.trailers` where the trailers reach the client: always on HTTP/2, and on
 /// HTTP/1.1 when the request said `TE: trailers` (hyper drops them otherwise, as the spec asks).
+/// (`http.response.early_hint` where the connection has an interim writer: `build_http_scope`.)
 fn add_http_extensions(
     py: Python<'_>,
     extensions: &Bound<'_, PyDict>,

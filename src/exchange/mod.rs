@@ -24,6 +24,7 @@ use tokio::sync::{oneshot, Notify};
 use crate::bridge::{SendRoom, WaitKind, Waiting, WakeSink};
 use crate::errors::{BodyAborted, Disconnected};
 use crate::flow::{HIGH_WATER, LOW_WATER};
+use crate::net::interim::HintTarget;
 use crate::net::sendfile::SendfileQueue;
 
 pub use file_body::{dup_file, open_file, FileBody};
@@ -101,6 +102,8 @@ pub struct Exchange {
     in_flight: Arc<AtomicUsize>,
     /// Where file bodies queue ranges for sendfile(2): cleartext HTTP/1.1 only.
     sendfile: Option<Arc<SendfileQueue>>,
+    /// Where `http.response.early_hint` messages go, when the connection can carry them.
+    hints: Option<HintTarget>,
 }
 
 impl Drop for Exchange {
@@ -116,6 +119,7 @@ impl Exchange {
         in_flight: Arc<AtomicUsize>,
         responder: Responder,
         sendfile: Option<Arc<SendfileQueue>>,
+        hints: Option<HintTarget>,
     ) -> Self {
         in_flight.fetch_add(1, Ordering::AcqRel);
         Self {
@@ -128,6 +132,7 @@ impl Exchange {
             wakes,
             in_flight,
             sendfile,
+            hints,
         }
     }
 
@@ -205,7 +210,23 @@ impl Exchange {
         }
     }
 
+    /// The connection's interim writer for this request, if it can send early hints.
+    pub fn hints(&self) -> Option<&HintTarget> {
+        self.hints.as_ref()
+    }
+
     // --- Python side ------------------------------------------------------------------------
+
+    /// Whether `http.response.early_hint` is offered to the app.
+    pub fn early_hints_offered(&self) -> bool {
+        self.hints.is_some()
+    }
+
+    /// `http.response.early_hint`: queue a `103` with these `Link` values (before the response
+    /// head is handed over). False when it was dropped (no interim writer, or too large).
+    pub fn early_hint(&self, links: &[http::HeaderValue]) -> bool {
+        self.hints.as_ref().is_some_and(|hints| hints.send(links))
+    }
 
     /// Hand the response head (and body handle) to hyper.
     pub fn respond(&self, response: http::Response<ResponseBody>) -> Result<(), Disconnected> {

@@ -4,6 +4,8 @@
 use std::convert::Infallible;
 use std::sync::Arc;
 
+use http::{Request, Version};
+use hyper::body::Incoming;
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioIo, TokioTimer};
@@ -11,6 +13,7 @@ use tokio::io::{AsyncRead, AsyncWrite};
 
 use super::service::handle_request;
 use crate::conn::{drive, ConnActivity, Protocol, TrackedBody};
+use crate::net::interim::{Framing, Interim, InterimIo};
 use crate::net::ConnInfo;
 use crate::settings::ServerSettings;
 use crate::shared::Shared;
@@ -42,13 +45,26 @@ pub async fn serve<S>(shared: &Arc<Shared>, io: S, conn: Arc<ConnInfo>, activity
 where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
+    // `--early-hints-http1`: 103 Early Hints are written by the interim writer (net/interim.rs)
+    // when hyper's buffer is empty; never to an HTTP/1.0 request (RFC 9110 §15.2).
+    let framing = if shared.settings.early_hints_http1 {
+        Framing::Http1
+    } else {
+        Framing::Off
+    };
+    let interim = Arc::new(Interim::new(framing));
+    let io = InterimIo::new(io, interim.clone());
     let service_shared = shared.clone();
     let service_activity = activity.clone();
-    let service = service_fn(move |request| {
+    let service = service_fn(move |request: Request<Incoming>| {
         // Counted open until hyper is done with the response: the drain tells a connection
         // between requests from a busy one by it.
         let guard = service_activity.begin();
-        let response = handle_request(&service_shared, &conn, request);
+        let hints = match request.version() {
+            Version::HTTP_11 => interim.accept(),
+            _ => None,
+        };
+        let response = handle_request(&service_shared, &conn, request, hints);
         async move {
             let response = match response.await {
                 Ok(response) => response,

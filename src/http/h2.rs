@@ -19,6 +19,7 @@ use super::service::handle_request;
 use super::stream_executor::{Joined, StreamExecutor};
 use super::upgrade::is_websocket_request;
 use crate::conn::{drive, ConnActivity, Protocol, StreamHold, TrackedBody};
+use crate::net::interim::{Framing, Interim, InterimIo};
 use crate::net::ConnInfo;
 use crate::settings::Http2Settings;
 use crate::shared::Shared;
@@ -77,9 +78,14 @@ where
     );
     // The idle clock starts with HTTP/2, not with the connection.
     activity.mark_idle();
+    // 103 Early Hints are written between h2's frames by the interim writer (net/interim.rs).
+    let interim = Arc::new(Interim::new(Framing::Http2));
+    let io = InterimIo::new(io, interim.clone());
     let service_shared = shared.clone();
     let service_activity = activity.clone();
     let service = service_fn(move |mut request: Request<Incoming>| {
+        // Called once per stream h2 hands to hyper, in order: the interim writer's target for it.
+        let hints = interim.accept();
         let guard = service_activity.begin();
         if is_websocket_request(&request) {
             // The response ends with the 200, but the stream carries the WebSocket after it:
@@ -90,7 +96,7 @@ where
         let response = match malformed(&request) {
             // hyper answers a service error carrying an h2 reason with RST_STREAM(reason).
             Some(reason) => Err(h2::Error::from(reason)),
-            None => Ok(handle_request(&service_shared, &conn, request)),
+            None => Ok(handle_request(&service_shared, &conn, request, hints)),
         };
         async move {
             let response = match response?.await {

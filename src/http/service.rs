@@ -25,14 +25,17 @@ use crate::exchange::{
     ResponseReceiver,
 };
 use crate::jobs::{Event, Job, RequestHead};
+use crate::net::interim::HintTarget;
 use crate::net::ConnInfo;
 use crate::shared::Shared;
 use crate::websocket::channel::Channel;
 
+/// `hints`: the connection's interim writer for this request (HTTP/2), if it can send early hints.
 pub fn handle_request(
     shared: &Arc<Shared>,
     conn: &Arc<ConnInfo>,
     request: Request<Incoming>,
+    hints: Option<HintTarget>,
 ) -> impl Future<Output = Result<Response<ResponseBody>, Infallible>> + Send + 'static {
     // RFC 9112 framing and request-target checks, then the Host check: a request failing one
     // never reaches the app.
@@ -90,12 +93,13 @@ pub fn handle_request(
                 let entry = log.entry(&request, conn, shared.settings.proxies.as_ref());
                 (log.clone(), entry)
             });
-            let (response, exchange) = hand_over(shared, conn.clone(), request);
-            Handoff::Logged(
+            let (response, exchange) = hand_over(shared, conn.clone(), request, hints);
+            Handoff::Request(AppRequest {
                 response,
-                Unanswered(Some(Abandon::Request(exchange))),
+                unanswered: Unanswered(Some(Abandon::Request(exchange.clone()))),
+                exchange,
                 access,
-            )
+            })
         }
     };
     answer(handoff)
@@ -107,22 +111,37 @@ enum Handoff {
     Respond(Response<ResponseBody>),
     /// The app answers a WebSocket handshake.
     App(ResponseReceiver, Unanswered),
-    /// The app answers a request, with its access record when the core writes the access log.
-    Logged(
-        ResponseReceiver,
-        Unanswered,
-        Option<(Arc<AccessLog>, AccessEntry)>,
-    ),
+    /// The app answers a request.
+    Request(AppRequest),
+}
+
+/// A request the app answers: early hints it sends go out before its response, and its access
+/// record is written when the core writes the access log.
+struct AppRequest {
+    response: ResponseReceiver,
+    unanswered: Unanswered,
+    exchange: Arc<Exchange>,
+    access: Option<(Arc<AccessLog>, AccessEntry)>,
 }
 
 async fn answer(handoff: Handoff) -> Result<Response<ResponseBody>, Infallible> {
-    let (response, mut unanswered, access) = match handoff {
+    let (response, mut unanswered, exchange, access) = match handoff {
         Handoff::Respond(response) => return Ok(response),
-        Handoff::App(response, unanswered) => (response, unanswered, None),
-        Handoff::Logged(response, unanswered, access) => (response, unanswered, access),
+        Handoff::App(response, unanswered) => (response, unanswered, None, None),
+        Handoff::Request(request) => (
+            request.response,
+            request.unanswered,
+            Some(request.exchange),
+            request.access,
+        ),
     };
     let response = response.await;
     unanswered.answered();
+    // The 103s the app sent go out before the response: hyper gets the response only once
+    // the interim writer has written (or dropped) them.
+    if let Some(hints) = exchange.as_deref().and_then(Exchange::hints) {
+        std::future::poll_fn(|cx| hints.poll_written(cx)).await;
+    }
     // An error only if the Python side dropped the job without answering (it always answers,
     // even for a failing app); the client still gets a well-formed reply.
     let response = response.unwrap_or_else(|_| {
@@ -179,6 +198,7 @@ fn hand_over(
     shared: &Shared,
     conn: Arc<ConnInfo>,
     request: Request<Incoming>,
+    hints: Option<HintTarget>,
 ) -> (ResponseReceiver, Arc<Exchange>) {
     let id = shared.next_request_id();
     let (responder, response) = oneshot::channel();
@@ -193,6 +213,7 @@ fn hand_over(
         shared.in_flight(),
         responder,
         sendfile,
+        hints,
     ));
     exchange.limit_body(BodyLimits {
         max_size: shared.settings.limit_request_body_size,

@@ -1,8 +1,10 @@
 //! Sockets and what is known about a connection before HTTP: listeners, the transport every
 //! protocol stack runs over, replayed bytes, file ranges sent with sendfile(2), which peers are
-//! trusted proxies, and the PROXY protocol header.
+//! trusted proxies, the PROXY protocol header, and the interim writer that puts 103 Early Hints
+//! between hyper's messages and frames.
 
 mod conn_info;
+pub mod interim;
 mod listener;
 pub mod proxy_protocol;
 mod rewind;
