@@ -2,10 +2,14 @@
 //! arbitrary bytes to one parser of untrusted input and must never panic, hang or read out of
 //! bounds, whatever it returns.
 
+use std::sync::Arc;
+
 use http::{HeaderValue, Request};
 
+use crate::access::{AccessFormat, AccessLog, Atom, Finished, Segment};
+
 use crate::http::{check_framing, validate_host};
-use crate::net::TrustedProxies;
+use crate::net::{ConnInfo, TrustedProxies};
 use crate::tls::{parse_pem, private_key, select_ciphers};
 use crate::websocket::deflate::{negotiate, Deflate};
 use crate::websocket::frame::{parse_close, parse_header, unmask};
@@ -111,5 +115,64 @@ pub fn pem_and_keys(data: &[u8]) {
 pub fn cipher_string(data: &[u8]) {
     if let Ok(spec) = std::str::from_utf8(data) {
         let _ = select_ciphers(spec);
+    }
+}
+
+/// Access records (`access/`): a request of any target and headers, rendered as uvicorn's line
+/// (coloured), gunicorn's every atom and JSON, as the core writes them (into /dev/null).
+pub fn access_record(data: &[u8]) {
+    const HEADERS: [&str; 6] = [
+        "user-agent",
+        "authorization",
+        "referer",
+        "x-request-id",
+        "x-forwarded-for",
+        "x-test",
+    ];
+    let (target, rest) = split(data);
+    let mut builder = Request::builder().uri(target);
+    for (name, value) in HEADERS.iter().zip(rest.split(|&b| b == 0)) {
+        if let Ok(value) = HeaderValue::from_bytes(value) {
+            builder = builder.header(*name, value);
+        }
+    }
+    let Ok(request) = builder.body(()) else {
+        return;
+    };
+    let Ok(devnull) = std::fs::OpenOptions::new().write(true).open("/dev/null") else {
+        return;
+    };
+    let conn = ConnInfo::tcp(([127, 0, 0, 1], 4000).into(), None, true);
+    let proxies = TrustedProxies::parse(&["*"]);
+    let atoms = || {
+        "h u t r m U q H s b f a T D M L {x-test}i {content-type}o"
+            .split(' ')
+            .filter_map(Atom::parse)
+            .map(Segment::Atom)
+            .collect::<Vec<_>>()
+    };
+    let formats = [
+        AccessFormat::Uvicorn { colors: true },
+        AccessFormat::Atoms(atoms()),
+        AccessFormat::Json { message: None },
+        AccessFormat::Json {
+            message: Some(atoms()),
+        },
+    ];
+    for format in formats {
+        let fd = std::os::fd::AsRawFd::as_raw_fd(&devnull);
+        let log = Arc::new(AccessLog::new(
+            format,
+            fd,
+            "/root".to_owned(),
+            vec![(200, "OK".to_owned())],
+        ));
+        let entry = log.entry(&request, &conn, Some(&proxies));
+        log.started(&entry, 200);
+        let mut finished = Finished::new(&log, entry, 599, request.headers());
+        finished.bytes = 7;
+        finished.end();
+        log.finished(&finished);
+        log.flush();
     }
 }
