@@ -19,7 +19,7 @@ CI_OTHER_PYTHON ?= $(firstword $(wildcard $(HOME)/.pyenv/versions/3.13.*/bin/pyt
 SMOKE_TESTS ?= tests/http1 tests/asgi
 SMOKE_DIR ?= /tmp/ferrocorn-smoke
 
-.PHONY: help install lint layers stubtest test ci fmt bench smoke-pythons smoke-ci-python
+.PHONY: help install lint layers stubtest test ci tools fmt bench smoke-pythons smoke-ci-python
 
 help: ## list the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-z-]+:.*## / {printf "  make %-9s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -53,7 +53,20 @@ test: ## Rust unit tests, then the black-box Python suite (needs an installed fe
 	cargo test --locked
 	$(PYTHON) -m pytest tests
 
-ci: lint test ## lint, then test: what CI runs after `make install`
+ci: tools lint test smoke-ci-python ## system tools, lint, test, the wheel for a second CPython: what CI runs after `make install`
+
+# Tests that drive curl, h2load or a real browser skip without them; CI machines start without them.
+TOOLS = curl:curl h2load:nghttp2-client chromium:chromium
+
+tools: ## install the system tools some tests drive (curl, h2load, chromium) when missing (root with apt)
+	@missing=""; for pair in $(TOOLS); do \
+		command -v $${pair%%:*} >/dev/null 2>&1 || missing="$$missing $${pair#*:}"; \
+	done; \
+	if [ -z "$$missing" ]; then echo "tools: all present"; \
+	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+		echo "tools: installing$$missing"; \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing >/dev/null; \
+	else echo "tools: missing$$missing (not root or no apt): the tests that drive them skip"; fi
 
 smoke-pythons: ## a wheel per other CPython (OTHER_PYTHONS), installed in a fresh venv with no Rust in reach, runs SMOKE_TESTS
 	@for py in $(OTHER_PYTHONS); do \
