@@ -1,7 +1,7 @@
 //! The Rust core of Ferrocorn: sockets, HTTP parsing and the bridge to asyncio. This file is
 //! the Python module only; `docs/architecture.md` has the layer map, lowest first:
 //!
-//! `errors`, `phase`, `flow` → `bridge` → `tls`, `net` → `settings` → `exchange`, `websocket`
+//! `errors`, `phase`, `flow`, `metrics` → `bridge` → `tls`, `net` → `settings` → `exchange`, `websocket`
 //! → `jobs` → `shared` → `conn` → `http` → `server` → `asgi` → `core`.
 
 mod asgi;
@@ -13,6 +13,7 @@ mod exchange;
 mod flow;
 mod http;
 mod jobs;
+mod metrics;
 mod net;
 mod phase;
 mod server;

@@ -76,6 +76,13 @@ class ProxyProtocolSettings(TypedDict):
     allow_ips: list[str]
 
 @type_check_only
+class MetricsSlot(TypedDict):
+    """`--metrics-bind`: the shared-memory block (`ferrocorn.metrics`) and this worker's slot in it."""
+
+    path: str
+    slot: int
+
+@type_check_only
 class ServerSettings(TypedDict):
     """Everything `Core` runs with, checked once in Rust (a bad value raises ValueError)."""
 
@@ -98,6 +105,7 @@ class ServerSettings(TypedDict):
     http2: Http2Settings | None
     websocket: WebSocketSettings | None
     proxy_protocol: ProxyProtocolSettings | None
+    metrics: MetricsSlot | None
 
 @final
 class Core:

@@ -26,6 +26,7 @@ from ferrocorn import _ferrocorn
 from ferrocorn._ferrocorn import ClientDisconnected
 from ferrocorn.config import STARTUP_FAILURE, Config
 from ferrocorn.lifespan import Lifespan
+from ferrocorn.metrics import MetricsServer, MetricsSlot, start_metrics_server
 from ferrocorn.sockets import BindTarget, bind_sockets, target_of, unix_socket_paths
 
 HANDLED_SIGNALS = (signal.SIGINT, signal.SIGTERM)
@@ -147,6 +148,9 @@ class Server:
         self._captured_signals: list[int] = []
         self.limit_max_requests: int | None = None
         self.last_notified = 0.0
+        #: `--metrics-bind`: this worker's slot, given by the supervisor (or its own, see startup()).
+        self.metrics_slot: MetricsSlot | None = None
+        self.metrics: MetricsServer | None = None
 
     def run(self, sockets: list[socket.socket] | None = None) -> None:
         asyncio_run(self.serve(sockets=sockets), loop_factory=self.config.get_loop_factory())
@@ -186,6 +190,16 @@ class Server:
                 sys.exit(STARTUP_FAILURE)
             self._owned_sockets = sockets
         self.servers = list(sockets)
+        if self.metrics_slot is None and config.metrics_bind is not None:
+            # Not a supervised worker: this process serves its own metrics.
+            try:
+                self.metrics = start_metrics_server(config.metrics_bind, slots=1)
+            except SystemExit:
+                for sock in self._owned_sockets:
+                    sock.close()
+                await self.lifespan.shutdown()
+                raise
+            self.metrics_slot = self.metrics.block.acquire() if self.metrics else None
 
         loop = asyncio.get_running_loop()
         end_access_log = config.end_of_response_access_log
@@ -216,6 +230,7 @@ class Server:
                 "http2": config.http2_settings(),
                 "websocket": config.websocket_settings,
                 "proxy_protocol": config.proxy_protocol_settings,
+                "metrics": self.metrics_slot,
             },
         )
         for sock in sockets:
@@ -285,6 +300,9 @@ class Server:
                 os.remove(path)
         if not self.force_exit:
             await self.lifespan.shutdown()
+        if self.metrics is not None:
+            self.metrics.close()
+            self.metrics = None
 
     async def _wait_for_requests(self) -> None:
         core = self.core

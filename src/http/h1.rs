@@ -11,6 +11,7 @@ use tokio::io::{AsyncRead, AsyncWrite};
 
 use super::service::handle_request;
 use crate::conn::{drive, ConnActivity, Protocol, TrackedBody};
+use crate::metrics;
 use crate::net::ConnInfo;
 use crate::settings::ServerSettings;
 use crate::shared::Shared;
@@ -45,13 +46,18 @@ where
         // Counted open until hyper is done with the response: the drain tells a connection
         // between requests from a busy one by it.
         let guard = service_activity.begin();
+        let mut meter = service_shared
+            .settings
+            .metrics
+            .request(metrics::Protocol::Http1);
         let response = handle_request(&service_shared, &conn, request);
         async move {
             let response = match response.await {
                 Ok(response) => response,
                 Err(never) => match never {},
             };
-            Ok::<_, Infallible>(response.map(|body| TrackedBody::new(body, guard)))
+            meter.responded(response.status().as_u16());
+            Ok::<_, Infallible>(response.map(|body| TrackedBody::new(body, guard, meter)))
         }
     });
     let connection = shared
