@@ -3,6 +3,8 @@ known traffic, alone and with --workers (totals across workers, a killed worker'
 
 from __future__ import annotations
 
+import os
+import signal
 import socket
 import threading
 import time
@@ -131,7 +133,62 @@ def test_gauges_count_what_is_open(start_server):
     wait_for(port, settled)
 
 
-@pytest.mark.parametrize("workers", ["1"])
+def test_workers_are_summed_and_a_killed_worker_loses_no_count(start_server):
+    port = free_port()
+    srv = start_server(APP, "--lifespan", "off", "--workers", "2", "--metrics-bind", f"127.0.0.1:{port}")
+    assert wait_for(port, lambda s: len(s.workers()) == 2).workers() == {"0", "1"}
+    send_known_traffic(srv)
+    # Fresh connections, so that both workers serve some.
+    pids = {int(httpx.get(f"{srv.url}/pid", timeout=5).text) for _ in range(20)}
+    scrape = wait_for(port, settled)
+    assert scrape.total("ferrocorn_requests_total", protocol="http/1.1", status_class="2xx") == 9 + 20
+    assert scrape.total("ferrocorn_request_body_bytes_total") == 1234
+    assert scrape.total("ferrocorn_request_duration_seconds_count") == 14 + 20
+    assert scrape.total("ferrocorn_worker_restarts_total") == 0
+
+    victim = pids.pop()
+    os.kill(victim, signal.SIGKILL)
+    scrape = wait_for(port, lambda s: s.total("ferrocorn_worker_restarts_total", reason="crash") == 1)
+    assert scrape.total("ferrocorn_worker_restarts_total") == 1
+    # The dead worker's counts stay in the totals; the replacement continues its slot.
+    assert scrape.total("ferrocorn_requests_total") == 14 + 20
+    assert scrape.total("ferrocorn_response_body_bytes_total") >= 59
+    assert scrape.workers() == {"0", "1"}
+    served = 0
+    deadline = time.monotonic() + 15
+    while served < 10:
+        assert time.monotonic() < deadline, srv.log_tail()
+        try:
+            if httpx.get(f"{srv.url}/ok", timeout=5).status_code == 200:
+                served += 1
+        except httpx.TransportError:
+            pass  # the killed worker's connection
+    scrape = wait_for(port, settled)
+    assert scrape.total("ferrocorn_requests_total", protocol="http/1.1", status_class="2xx") == 9 + 20 + 10
+
+
+def test_sighup_replacements_are_counted_and_keep_every_count(start_server):
+    port = free_port()
+    srv = start_server(APP, "--lifespan", "off", "--workers", "2", "--metrics-bind", f"127.0.0.1:{port}")
+    wait_for(port, lambda s: len(s.workers()) == 2)
+    for _ in range(6):
+        assert httpx.get(f"{srv.url}/ok", timeout=5).status_code == 200
+    mark = srv.mark()
+    srv.send_signal(signal.SIGHUP)
+    # Each new worker serves before the old one leaves, so the first takes a third slot; the second takes the
+    # first old worker's slot (freed by then) and continues its counts.
+    scrape = wait_for(port, lambda s: s.total("ferrocorn_worker_restarts_total", reason="reload") == 2, timeout=30)
+    assert scrape.total("ferrocorn_worker_restarts_total") == 2
+    assert scrape.workers() == {"0", "1", "2"}
+    assert scrape.total("ferrocorn_requests_total") == 6
+    assert srv.lines_since(mark), "no log line after SIGHUP"
+    for _ in range(4):
+        assert httpx.get(f"{srv.url}/ok", timeout=5).status_code == 200
+    scrape = wait_for(port, settled)
+    assert scrape.total("ferrocorn_requests_total", status_class="2xx") == 10
+
+
+@pytest.mark.parametrize("workers", ["1", "2"])
 def test_metrics_port_in_use_is_a_startup_failure(run_process, workers):
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", 0))

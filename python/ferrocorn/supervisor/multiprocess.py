@@ -23,6 +23,7 @@ from typing import Any
 import click
 
 from ferrocorn.config import STARTUP_FAILURE, Config
+from ferrocorn.metrics import MetricsSlot, SupervisorMetrics, start_metrics_server
 from ferrocorn.server import Server, asyncio_run
 from ferrocorn.supervisor._subprocess import get_subprocess, spawn
 
@@ -42,9 +43,16 @@ logger = logging.getLogger("ferrocorn.error")
 # --- in the worker --------------------------------------------------------------------------
 
 
-def run_worker(config: Config, sockets: list[socket.socket], healthcheck: Connection, heartbeat: Any) -> None:
+def run_worker(
+    config: Config,
+    sockets: list[socket.socket],
+    healthcheck: Connection,
+    heartbeat: Any,
+    metrics: MetricsSlot | None = None,
+) -> None:
     """A worker's main: serve until told to stop, answering the parent's pings and notifying it meanwhile."""
     server = Server(config=config)
+    server.metrics_slot = metrics
     responder = HealthcheckResponder(server, healthcheck)
     responder.start()
 
@@ -115,13 +123,21 @@ class HealthcheckResponder(threading.Thread):
 class Worker:
     """The parent's handle on one worker process and its healthcheck pipe."""
 
-    def __init__(self, config: Config, sockets: list[socket.socket]) -> None:
+    def __init__(self, config: Config, sockets: list[socket.socket], metrics: SupervisorMetrics | None = None) -> None:
         self.parent_conn, child_conn = spawn.Pipe()
         #: When the worker last notified (time.monotonic()); 0 until it serves.
         self.heartbeat = spawn.RawValue("d", 0.0)
         target = functools.partial(run_worker, config)
+        #: `--metrics-bind`: where the worker counts (its gauges zeroed); given back when it has exited.
+        self.metrics = metrics
+        self.metrics_slot = metrics.acquire() if metrics else None
         self.process = get_subprocess(
-            config, target=target, sockets=sockets, healthcheck=child_conn, heartbeat=self.heartbeat
+            config,
+            target=target,
+            sockets=sockets,
+            healthcheck=child_conn,
+            heartbeat=self.heartbeat,
+            metrics=self.metrics_slot,
         )
         self._child_conn = child_conn
         #: The last healthcheck went unanswered while the pipe stayed open: the worker hangs.
@@ -202,6 +218,18 @@ class Worker:
     def join(self) -> None:
         logger.info("Waiting for child process [%s]", self.process.pid)
         self.process.join()
+        if self.metrics:
+            self.metrics.release(self.metrics_slot)
+            self.metrics = None
+
+
+def restart_reason(worker: Worker, silent: bool) -> str:
+    """Why a dead or unresponsive worker is replaced (`ferrocorn_worker_restarts_total`'s label)."""
+    if silent or worker.silent:
+        return "notify_timeout"
+    if worker.hung:
+        return "healthcheck"
+    return "exit" if worker.exitcode == 0 else "crash"
 
 
 class Multiprocess:
@@ -219,6 +247,8 @@ class Multiprocess:
         self._wakeup_reader, self._wakeup_writer = socket.socketpair()
         self._wakeup_reader.setblocking(False)
         self._wakeup_writer.setblocking(False)
+        #: `--metrics-bind`: the endpoint and the workers' shared counters (exits 3 if it cannot bind).
+        self.metrics = SupervisorMetrics(start_metrics_server(config.metrics_bind))
 
     def signal_handler(self, sig: int, frame: FrameType | None) -> None:
         self.signal_queue.append(sig)
@@ -244,6 +274,7 @@ class Multiprocess:
             signal.set_wakeup_fd(previous_wakeup_fd)
             self._wakeup_reader.close()
             self._wakeup_writer.close()
+            self.metrics.close()
 
         message = f"Stopping parent process [{pid}]"
         color_message = "Stopping parent process [{}]".format(click.style(str(pid), fg="cyan", bold=True))
@@ -265,7 +296,7 @@ class Multiprocess:
             self.processes.append(self.start_worker())
 
     def start_worker(self) -> Worker:
-        worker = Worker(self.config, self.sockets)
+        worker = Worker(self.config, self.sockets, self.metrics)
         worker.start()
         return worker
 
@@ -308,6 +339,7 @@ class Multiprocess:
                 self.should_exit.set()
                 return
             logger.info("Child process [%s] died", process.pid)
+            self.metrics.worker_restarted(restart_reason(process, silent))
             self.processes[index] = self.start_worker()
 
     def restart_all(self) -> None:
@@ -328,6 +360,7 @@ class Multiprocess:
                 return
             old_process.terminate()
             old_process.join()
+            self.metrics.worker_restarted("reload")
             self.processes[index] = new_process
 
     def handle_signals(self) -> None:
