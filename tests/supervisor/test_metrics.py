@@ -188,6 +188,25 @@ def test_sighup_replacements_are_counted_and_keep_every_count(start_server):
     assert scrape.total("ferrocorn_requests_total", status_class="2xx") == 10
 
 
+def test_a_worker_recycled_by_max_requests_is_an_exit(start_server):
+    port = free_port()
+    args = ("--lifespan", "off", "--workers", "2", "--limit-max-requests", "3", "--metrics-bind", f"127.0.0.1:{port}")
+    srv = start_server(APP, *args)
+    sent = 0
+    deadline = time.monotonic() + 20
+    while Scrape(port).total("ferrocorn_worker_restarts_total", reason="exit") == 0:
+        assert time.monotonic() < deadline, srv.log_tail()
+        try:
+            if httpx.get(f"{srv.url}/ok", timeout=5).status_code == 200:
+                sent += 1
+        except httpx.TransportError:
+            pass  # a worker leaving
+        time.sleep(0.05)
+    scrape = wait_for(port, settled)
+    assert scrape.total("ferrocorn_worker_restarts_total", reason="crash") == 0
+    assert scrape.total("ferrocorn_requests_total", status_class="2xx") == sent
+
+
 @pytest.mark.parametrize("workers", ["1", "2"])
 def test_metrics_port_in_use_is_a_startup_failure(run_process, workers):
     with socket.socket() as taken:
