@@ -1,8 +1,9 @@
 //! The Rust core of Ferrocorn: sockets, HTTP parsing and the bridge to asyncio. This file is
 //! the Python module only; `docs/architecture.md` has the layer map, lowest first:
 //!
-//! `errors`, `phase`, `flow`, `percent` → `bridge` → `tls`, `net` → `access` → `settings` →
-//! `exchange`, `websocket` → `jobs` → `shared` → `conn` → `http` → `server` → `asgi` → `core`.
+//! `errors`, `phase`, `flow`, `percent`, `metrics` → `bridge` → `tls`, `net` → `access` →
+//! `settings` → `exchange`, `websocket` → `jobs` → `shared` → `conn` → `http` → `server` →
+//! `asgi` → `core`.
 
 mod access;
 mod asgi;
@@ -14,6 +15,7 @@ mod exchange;
 mod flow;
 mod http;
 mod jobs;
+mod metrics;
 mod net;
 mod percent;
 mod phase;

@@ -1,6 +1,7 @@
 //! Every setting the server runs with, read from what Python passes and checked once at
 //! startup: a value the core cannot use is one `ValueError` before any socket is served.
 
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -11,6 +12,7 @@ use pyo3::types::PyDict;
 
 use crate::access::{AccessFormat, AccessLog, Atom, Segment};
 use crate::errors::{SettingError, TlsConfigError};
+use crate::metrics::Metrics;
 use crate::net::{ProxyVersions, TrustedProxies};
 use crate::tls::{TlsSettings, TlsSetup};
 
@@ -63,6 +65,8 @@ pub struct ServerSettings {
     pub response_write_timeout: Duration,
     /// `--proxy-protocol`; `None` when off.
     pub proxy_protocol: Option<ProxyProtocolSettings>,
+    /// `--metrics-bind`: this worker's slot of the metrics block (off: counts nothing).
+    pub metrics: Metrics,
 }
 
 impl ServerSettings {
@@ -112,8 +116,26 @@ impl ServerSettings {
             response_write_timeout: positive_seconds(dict, "", "response_write_timeout")?,
             proxy_protocol: ProxyProtocolSettings::from_py(dict)?,
             access_log: native_access_log(dict, item(dict, "root_path")?)?,
+            metrics: metrics_slot(dict)?,
         })
     }
+}
+
+/// The `metrics` setting: `None`, or `{"path": str, "slot": int}`, the shared-memory block
+/// (`python/ferrocorn/metrics.py`) and this worker's slot in it.
+fn metrics_slot(dict: &Bound<'_, PyDict>) -> PyResult<Metrics> {
+    let Some(metrics) = dict.get_item("metrics")?.filter(|value| !value.is_none()) else {
+        return Ok(Metrics::default());
+    };
+    let metrics = metrics.cast::<PyDict>()?;
+    let path: PathBuf = item(metrics, "path")?;
+    let slot: usize = item(metrics, "slot")?;
+    Metrics::map(&path, slot).map_err(|err| {
+        setting_error(&format!(
+            "metrics: cannot map slot {slot} of {}: {err}",
+            path.display()
+        ))
+    })
 }
 
 /// `--proxy-protocol`: the header versions TCP connections start with, and the peers trusted to

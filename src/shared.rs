@@ -10,6 +10,7 @@ use tokio::time::Instant;
 
 use crate::bridge::WakeSink;
 use crate::jobs::Bridge;
+use crate::metrics::Gauge;
 use crate::phase::Phase;
 use crate::settings::ServerSettings;
 
@@ -102,21 +103,28 @@ impl Shared {
     /// task) until the guard is dropped.
     pub fn track_connection(self: &Arc<Self>) -> ConnectionGuard {
         self.connections.fetch_add(1, Ordering::AcqRel);
-        ConnectionGuard(self.clone())
+        ConnectionGuard {
+            shared: self.clone(),
+            _open: self.settings.metrics.connection_open(),
+        }
     }
 }
 
 /// Keeps the live-connection count exact, whichever way a connection task ends.
-pub struct ConnectionGuard(Arc<Shared>);
+pub struct ConnectionGuard {
+    shared: Arc<Shared>,
+    /// `--metrics-bind`'s open-connection gauge.
+    _open: Gauge,
+}
 
 impl ConnectionGuard {
     pub fn shared(&self) -> &Arc<Shared> {
-        &self.0
+        &self.shared
     }
 }
 
 impl Drop for ConnectionGuard {
     fn drop(&mut self) {
-        self.0.connections.fetch_sub(1, Ordering::AcqRel);
+        self.shared.connections.fetch_sub(1, Ordering::AcqRel);
     }
 }

@@ -87,6 +87,13 @@ class NativeAccessLogSettings(TypedDict):
     phrases: dict[int, str]
 
 @type_check_only
+class MetricsSlot(TypedDict):
+    """`--metrics-bind`: the shared-memory block (`ferrocorn.metrics`) and this worker's slot in it."""
+
+    path: str
+    slot: int
+
+@type_check_only
 class ServerSettings(TypedDict):
     """Everything `Core` runs with, checked once in Rust (a bad value raises ValueError)."""
 
@@ -111,6 +118,7 @@ class ServerSettings(TypedDict):
     websocket: WebSocketSettings | None
     proxy_protocol: ProxyProtocolSettings | None
     native_access_log: NativeAccessLogSettings | None
+    metrics: MetricsSlot | None
 
 @final
 class Core:

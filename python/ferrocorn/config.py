@@ -339,6 +339,15 @@ OPTIONS: tuple[Option, ...] = (
         type=click.Choice(["off", "v1", "v2", "auto"]),
     ),
     Option(
+        "metrics_bind",
+        ("--metrics-bind",),
+        None,
+        "Serve Prometheus metrics (GET /metrics) for the whole server, every worker included, on this "
+        "HOST:PORT or [IPv6]:PORT. Off by default.",
+        type=str,
+        metavar="HOST:PORT",
+    ),
+    Option(
         "root_path",
         ("--root-path",),
         "",
@@ -627,6 +636,7 @@ class Config:
     early_hints_http1: bool
     forwarded_allow_ips: str | list[str]
     proxy_protocol: str
+    metrics_bind: str | None
     root_path: str
     limit_concurrency: int | None
     backlog: int

@@ -27,6 +27,7 @@ from ferrocorn._ferrocorn import ClientDisconnected
 from ferrocorn.access import native_access_log
 from ferrocorn.config import STARTUP_FAILURE, Config
 from ferrocorn.lifespan import Lifespan
+from ferrocorn.metrics import MetricsServer, MetricsSlot, start_metrics_server
 from ferrocorn.sockets import BindTarget, bind_sockets, target_of, unix_socket_paths
 from ferrocorn.systemd import Notifier
 
@@ -161,6 +162,9 @@ class Server:
         #: set by `run()` for a server that is the whole service, None for a worker or a gunicorn worker.
         self.systemd: Notifier | None = None
         self._last_watchdog = 0.0
+        #: `--metrics-bind`: this worker's slot, given by the supervisor (or its own, see startup()).
+        self.metrics_slot: MetricsSlot | None = None
+        self.metrics: MetricsServer | None = None
 
     def run(self, sockets: list[socket.socket] | None = None) -> None:
         asyncio_run(self.serve(sockets=sockets), loop_factory=self.config.get_loop_factory())
@@ -203,6 +207,16 @@ class Server:
                 sys.exit(STARTUP_FAILURE)
             self._owned_sockets = sockets
         self.servers = list(sockets)
+        if self.metrics_slot is None and config.metrics_bind is not None:
+            # Not a supervised worker: this process serves its own metrics.
+            try:
+                self.metrics = start_metrics_server(config.metrics_bind, slots=1)
+            except SystemExit:
+                for sock in self._owned_sockets:
+                    sock.close()
+                await self.lifespan.shutdown()
+                raise
+            self.metrics_slot = self.metrics.block.acquire() if self.metrics else None
 
         loop = asyncio.get_running_loop()
         native_log = native_access_log(config.access_log_format) if config.access_log else None
@@ -236,6 +250,7 @@ class Server:
                 "websocket": config.websocket_settings,
                 "proxy_protocol": config.proxy_protocol_settings,
                 "native_access_log": native_log,
+                "metrics": self.metrics_slot,
             },
         )
         for sock in sockets:
@@ -322,6 +337,9 @@ class Server:
                 os.remove(path)
         if not self.force_exit:
             await self.lifespan.shutdown()
+        if self.metrics is not None:
+            self.metrics.close()
+            self.metrics = None
 
     async def _wait_for_requests(self) -> None:
         core = self.core

@@ -13,6 +13,7 @@ use hyper::body::Incoming;
 use super::Exchange;
 use crate::bridge::WaitKind;
 use crate::flow::HIGH_WATER;
+use crate::metrics::Metrics;
 
 /// Where a request's body is when the request reaches Python.
 pub enum RequestBody {
@@ -35,6 +36,8 @@ pub struct BodyLimits {
     /// `--timeout-request-body`: a body with no bytes for this long (while the server waits
     /// for them) fails with 408.
     pub idle_timeout: Option<Duration>,
+    /// `--metrics-bind`: where the body's bytes are counted.
+    pub metrics: Metrics,
 }
 
 impl Exchange {
@@ -105,6 +108,7 @@ pub async fn pump_request_body(exchange: Arc<Exchange>, mut body: Incoming) {
                         return;
                     }
                     if !data.is_empty() {
+                        limits.metrics.request_bytes(data.len());
                         state.buffered += data.len();
                         state.chunks.push_back(data);
                     }

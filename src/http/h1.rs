@@ -13,6 +13,7 @@ use tokio::io::{AsyncRead, AsyncWrite};
 
 use super::service::handle_request;
 use crate::conn::{drive, ConnActivity, Protocol, TrackedBody};
+use crate::metrics;
 use crate::net::interim::{Framing, Interim, InterimIo};
 use crate::net::ConnInfo;
 use crate::settings::ServerSettings;
@@ -64,13 +65,18 @@ where
             Version::HTTP_11 => interim.accept(),
             _ => None,
         };
+        let mut meter = service_shared
+            .settings
+            .metrics
+            .request(metrics::Protocol::Http1);
         let response = handle_request(&service_shared, &conn, request, hints);
         async move {
             let response = match response.await {
                 Ok(response) => response,
                 Err(never) => match never {},
             };
-            Ok::<_, Infallible>(response.map(|body| TrackedBody::new(body, guard)))
+            meter.responded(response.status().as_u16());
+            Ok::<_, Infallible>(response.map(|body| TrackedBody::new(body, guard, meter)))
         }
     });
     let connection = shared

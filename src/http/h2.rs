@@ -19,6 +19,7 @@ use super::service::handle_request;
 use super::stream_executor::{Joined, StreamExecutor};
 use super::upgrade::is_websocket_request;
 use crate::conn::{drive, ConnActivity, Protocol, StreamHold, TrackedBody};
+use crate::metrics;
 use crate::net::interim::{Framing, Interim, InterimIo};
 use crate::net::ConnInfo;
 use crate::settings::Http2Settings;
@@ -87,6 +88,10 @@ where
         // Called once per stream h2 hands to hyper, in order: the interim writer's target for it.
         let hints = interim.accept();
         let guard = service_activity.begin();
+        let mut meter = service_shared
+            .settings
+            .metrics
+            .request(metrics::Protocol::Http2);
         if is_websocket_request(&request) {
             // The response ends with the 200, but the stream carries the WebSocket after it:
             // it stays counted as open (no idle timeout, GOAWAY deferred) until the session ends.
@@ -103,7 +108,8 @@ where
                 Ok(response) => response,
                 Err(never) => match never {},
             };
-            Ok::<_, h2::Error>(response.map(|body| TrackedBody::new(body, guard)))
+            meter.responded(response.status().as_u16());
+            Ok::<_, h2::Error>(response.map(|body| TrackedBody::new(body, guard, meter)))
         }
     });
     let connection = Joined::new(

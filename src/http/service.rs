@@ -218,6 +218,7 @@ fn hand_over(
     exchange.limit_body(BodyLimits {
         max_size: shared.settings.limit_request_body_size,
         idle_timeout: Some(shared.settings.request_body_timeout),
+        metrics: shared.settings.metrics,
     });
     let (parts, body) = request.into_parts();
     let body = if body.is_end_stream() {

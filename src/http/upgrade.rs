@@ -106,6 +106,7 @@ async fn run_after_upgrade(
     // HTTP/1.1: the connection task ends with the upgrade, so the session counts as the
     // connection. HTTP/2: the stream stays counted as open on its connection.
     let _counted = stream_hold.is_none().then(|| shared.track_connection());
+    let _open = shared.settings.metrics.websocket_open();
     let _stream_hold = stream_hold;
     Session::new(
         TokioIo::new(upgraded),

@@ -49,6 +49,7 @@ async fn accept_loop(shared: Arc<Shared>, endpoint: Endpoint) {
         };
         match accepted {
             Ok(accepted) => {
+                shared.settings.metrics.connection_accepted();
                 let guard = shared.track_connection();
                 let unix_path = endpoint.unix_path.clone();
                 tokio::spawn(async move {

@@ -32,6 +32,7 @@ from typing import Any
 import click
 
 from ferrocorn.config import STARTUP_FAILURE, Config
+from ferrocorn.metrics import RESTART_REASONS, MetricsSlot, SupervisorMetrics, start_metrics_server
 from ferrocorn.server import Server, asyncio_run
 from ferrocorn.supervisor._subprocess import get_subprocess, spawn
 from ferrocorn.systemd import Notifier
@@ -57,8 +58,8 @@ REPLACEMENT_TIMEOUT = 60.0
 FRESH = 5.0
 #: After a replacement failed, how long the old workers are kept before recycling is tried again.
 RECYCLE_RETRY_DELAY = 10.0
-#: The reasons a worker is replaced, as `worker_replaced` receives them.
-REASONS = ("crash", "healthcheck", "heartbeat", "reload", "max-requests", "lifetime", "memory")
+#: The reasons a worker is replaced, as `worker_replaced` receives them (and metrics label them).
+REASONS = RESTART_REASONS
 
 logger = logging.getLogger("ferrocorn.error")
 
@@ -73,10 +74,12 @@ def run_worker(
     heartbeat: Any,
     retire: Any,
     notify_interval: float,
+    metrics: MetricsSlot | None = None,
 ) -> None:
     """A worker's main: serve until told to stop, answering the parent's pings and notifying it meanwhile.
     At --limit-max-requests it sets `retire` (shared with the parent) and serves on until it is replaced."""
     server = Server(config=config)
+    server.metrics_slot = metrics
     responder = HealthcheckResponder(server, healthcheck)
     responder.start()
 
@@ -152,13 +155,22 @@ class HealthcheckResponder(threading.Thread):
 class Worker:
     """The parent's handle on one worker process and its healthcheck pipe."""
 
-    def __init__(self, config: Config, sockets: list[socket.socket], notify_interval: float = 1.0) -> None:
+    def __init__(
+        self,
+        config: Config,
+        sockets: list[socket.socket],
+        notify_interval: float = 1.0,
+        metrics: SupervisorMetrics | None = None,
+    ) -> None:
         self.parent_conn, child_conn = spawn.Pipe()
         #: When the worker last notified (time.monotonic()); 0 until it serves.
         self.heartbeat = spawn.RawValue("d", 0.0)
         #: Set to 1 by the worker once it reached --limit-max-requests: it asks to be replaced.
         self.retire = spawn.RawValue("b", 0)
         target = functools.partial(run_worker, config)
+        #: `--metrics-bind`: where the worker counts (its gauges zeroed); given back when it has exited.
+        self.metrics = metrics
+        self.metrics_slot = metrics.acquire() if metrics else None
         self.process = get_subprocess(
             config,
             target=target,
@@ -167,6 +179,7 @@ class Worker:
             heartbeat=self.heartbeat,
             retire=self.retire,
             notify_interval=notify_interval,
+            metrics=self.metrics_slot,
         )
         self._child_conn = child_conn
         #: The last healthcheck went unanswered while the pipe stayed open: the worker hangs.
@@ -271,6 +284,9 @@ class Worker:
     def join(self) -> None:
         logger.info("Waiting for child process [%s]", self.process.pid)
         self.process.join()
+        if self.metrics:
+            self.metrics.release(self.metrics_slot)
+            self.metrics = None
 
 
 def _jittered(limit: float | None) -> float | None:
@@ -320,6 +336,8 @@ class Multiprocess:
         self._wakeup_reader, self._wakeup_writer = socket.socketpair()
         self._wakeup_reader.setblocking(False)
         self._wakeup_writer.setblocking(False)
+        #: `--metrics-bind`: the endpoint and the workers' shared counters (exits 3 if it cannot bind).
+        self.metrics = SupervisorMetrics(start_metrics_server(config.metrics_bind))
 
     def signal_handler(self, sig: int, frame: FrameType | None) -> None:
         self.signal_queue.append(sig)
@@ -352,6 +370,7 @@ class Multiprocess:
             signal.set_wakeup_fd(previous_wakeup_fd)
             self._wakeup_reader.close()
             self._wakeup_writer.close()
+            self.metrics.close()
 
         message = f"Stopping parent process [{pid}]"
         color_message = "Stopping parent process [{}]".format(click.style(str(pid), fg="cyan", bold=True))
@@ -378,7 +397,7 @@ class Multiprocess:
             self.processes.append(self.start_worker())
 
     def start_worker(self) -> Worker:
-        worker = Worker(self.config, self.sockets, self.notify_interval)
+        worker = Worker(self.config, self.sockets, self.notify_interval, self.metrics)
         worker.start()
         return worker
 
@@ -387,6 +406,7 @@ class Multiprocess:
         place for a rolling replacement (reload, max-requests, lifetime, memory), as soon as `new` is started for a
         worker that died or was killed (crash, healthcheck, heartbeat)."""
         logger.debug("Child process [%s] replaced by [%s] (%s)", old.pid, new.pid, reason)
+        self.metrics.worker_restarted(reason)
 
     def terminate_all(self) -> None:
         if self.replacement is not None:
