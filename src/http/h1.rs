@@ -10,7 +10,7 @@ use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::io::{AsyncRead, AsyncWrite};
 
 use super::service::handle_request;
-use crate::conn::{drive, ConnActivity, Protocol, TrackedBody};
+use crate::conn::{drive, ConnActivity, LastWords, Protocol, TrackedBody};
 use crate::net::ConnInfo;
 use crate::settings::ServerSettings;
 use crate::shared::Shared;
@@ -54,6 +54,8 @@ where
             Ok::<_, Infallible>(response.map(|body| TrackedBody::new(body, guard)))
         }
     });
+    // LastWords: the 408 of a head that took too long (conn/last_words.rs).
+    let io = LastWords::new(io, activity.clone());
     let connection = shared
         .http1
         .serve_connection(TokioIo::new(io), service)

@@ -18,7 +18,7 @@ use tokio::io::{AsyncRead, AsyncWrite};
 use super::service::handle_request;
 use super::stream_executor::{Joined, StreamExecutor};
 use super::upgrade::is_websocket_request;
-use crate::conn::{drive, ConnActivity, Protocol, StreamHold, TrackedBody};
+use crate::conn::{drive, ConnActivity, HeaderBlockWatch, Protocol, StreamHold, TrackedBody};
 use crate::net::ConnInfo;
 use crate::settings::Http2Settings;
 use crate::shared::Shared;
@@ -100,6 +100,8 @@ where
             Ok::<_, h2::Error>(response.map(|body| TrackedBody::new(body, guard)))
         }
     });
+    // The slow-head clock's view of the client's frames (conn/header_blocks.rs).
+    let io = HeaderBlockWatch::new(io, activity.clone());
     let connection = Joined::new(
         builder.serve_connection(TokioIo::new(io), service),
         executor,
