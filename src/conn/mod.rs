@@ -8,10 +8,12 @@ mod client_clock;
 mod drive;
 mod header_blocks;
 mod last_words;
+mod stream_progress;
 mod tracked_body;
 
 pub use activity::{ConnActivity, StreamGuard, StreamHold};
 pub use drive::{drive, Protocol};
 pub use header_blocks::HeaderBlockWatch;
 pub use last_words::LastWords;
+pub use stream_progress::StreamProgress;
 pub use tracked_body::TrackedBody;

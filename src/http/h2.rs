@@ -18,7 +18,9 @@ use tokio::io::{AsyncRead, AsyncWrite};
 use super::service::handle_request;
 use super::stream_executor::{Joined, StreamExecutor};
 use super::upgrade::is_websocket_request;
-use crate::conn::{drive, ConnActivity, HeaderBlockWatch, Protocol, StreamHold, TrackedBody};
+use crate::conn::{
+    drive, ConnActivity, HeaderBlockWatch, Protocol, StreamHold, StreamProgress, TrackedBody,
+};
 use crate::net::ConnInfo;
 use crate::settings::Http2Settings;
 use crate::shared::Shared;
@@ -68,7 +70,7 @@ where
     let Some(h2) = &shared.settings.http2 else {
         return;
     };
-    let executor = StreamExecutor::default();
+    let executor = StreamExecutor::new(shared.settings.response_write_timeout);
     let builder = builder(
         h2,
         shared.settings.date_header,
@@ -79,8 +81,12 @@ where
     activity.mark_idle();
     let service_shared = shared.clone();
     let service_activity = activity.clone();
+    let service_executor = executor.clone();
     let service = service_fn(move |mut request: Request<Incoming>| {
         let guard = service_activity.begin();
+        // The response's progress, watched by the stream's watchdog (stream_executor.rs).
+        let progress = StreamProgress::new();
+        service_executor.watch_next(progress.clone());
         if is_websocket_request(&request) {
             // The response ends with the 200, but the stream carries the WebSocket after it:
             // it stays counted as open (no idle timeout, GOAWAY deferred) until the session ends.
@@ -97,7 +103,7 @@ where
                 Ok(response) => response,
                 Err(never) => match never {},
             };
-            Ok::<_, h2::Error>(response.map(|body| TrackedBody::new(body, guard)))
+            Ok::<_, h2::Error>(response.map(|body| TrackedBody::watched(body, guard, progress)))
         }
     });
     // The slow-head clock's view of the client's frames (conn/header_blocks.rs).

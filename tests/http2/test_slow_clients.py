@@ -2,7 +2,8 @@
 END_HEADERS and no CONTINUATION, or a HEADERS frame that trickles) gets GOAWAY and the close
 (``--timeout-request-head``); a request body that stalls gets 408 on its stream and the app ``http.disconnect``
 (``--timeout-request-body``); a client that stops reading the socket is dropped and the app's ``send()`` raises
-(``--timeout-response-write``). Limits are 1 s; each test allows the limit plus a margin."""
+(``--timeout-response-write``), and so is a stream whose flow-control window the client never opens (the stream is
+reset, the connection goes on). Limits are 1 s; each test allows the limit plus a margin."""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ from hyperframe.frame import (
     DataFrame,
     GoAwayFrame,
     HeadersFrame,
+    RstStreamFrame,
     WindowUpdateFrame,
 )
 
@@ -24,6 +26,7 @@ from tests.support.server import ServerProcess
 
 INITIAL_WINDOW_SIZE = 0x4
 MAX_WINDOW = 2**31 - 1
+CANCEL = 0x8
 
 
 @pytest.fixture(scope="module")
@@ -127,3 +130,50 @@ def test_slow_but_complete_header_blocks_are_not_cut(strict):
         time.sleep(1.5)
         conn.send(conn.request(3, "/"))
         assert conn.response(3)["status"] == 200
+
+
+def test_stream_whose_window_never_opens_is_reset_and_send_raises(strict):
+    """The client reads the socket (and answers PINGs) but never sends WINDOW_UPDATE for stream 1: after the write
+    limit the stream is reset with CANCEL and the app's ``send()`` raises; a second stream is then served."""
+    marker = new_marker()
+    mark = strict.mark()
+    with H2Conn(strict.port, settings={INITIAL_WINDOW_SIZE: 100}) as conn:
+        conn.send(conn.request(1, "/stream?chunks=1000&size=16384", extra=[(b"x-marker", marker.encode())]))
+        started = time.monotonic()
+        frames = conn.collect(lambda f: isinstance(f, RstStreamFrame) and f.stream_id == 1, 1 + SLACK + 3)
+        elapsed = time.monotonic() - started
+        assert frames[-1] is not None, f"connection closed: {frames}"
+        assert frames[-1].error_code == CANCEL, frames[-1]
+        sent = sum(len(f.data) for f in frames if isinstance(f, DataFrame) and f.stream_id == 1)
+        assert sent == 100, sent  # the window, no more
+        line = strict.wait_for_line(f"SEND-RAISED {marker} ", start=mark, timeout=5)
+        assert line == f"SEND-RAISED {marker} ClientDisconnected", line
+        conn.send(conn.request(3, "/"))
+        response = conn.response(3)
+        assert response["status"] == 200 and response["body"] == b"0 bytes", response
+    assert 0.8 <= elapsed <= 1 + SLACK, elapsed
+
+
+def test_stream_whose_window_opens_slowly_is_not_reset(strict):
+    """A window opened 16 KiB at a time, every 0.4 s, for longer than the limit: the response completes."""
+    with H2Conn(strict.port, settings={INITIAL_WINDOW_SIZE: 16384}) as conn:
+        conn.send(conn.request(1, "/stream?chunks=8&size=16384"))
+        started = time.monotonic()
+        received = 0
+        while True:
+            frame = conn.next_frame(5)
+            assert frame is not None, "connection closed"
+            assert not isinstance(frame, RstStreamFrame), frame
+            if isinstance(frame, DataFrame) and frame.stream_id == 1:
+                received += len(frame.data)
+                if "END_STREAM" in frame.flags:
+                    break
+                if frame.data:
+                    time.sleep(0.4)
+                    conn.send(
+                        WindowUpdateFrame(1, window_increment=len(frame.data)),
+                        WindowUpdateFrame(0, window_increment=len(frame.data)),
+                    )
+        elapsed = time.monotonic() - started
+    assert received == 8 * 16384
+    assert elapsed > 1, "the response went faster than the limit: the test proves nothing"
