@@ -19,7 +19,7 @@ CI_OTHER_PYTHON ?= $(firstword $(wildcard $(HOME)/.pyenv/versions/3.13.*/bin/pyt
 SMOKE_TESTS ?= tests/http1 tests/asgi
 SMOKE_DIR ?= /tmp/ferrocorn-smoke
 
-.PHONY: help install lint layers stubtest test ci tools fmt bench smoke-pythons smoke-ci-python
+.PHONY: help install lint layers stubtest test ci tools fmt bench smoke-pythons smoke-ci-python fuzz-smoke
 
 help: ## list the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-z-]+:.*## / {printf "  make %-9s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -53,7 +53,7 @@ test: ## Rust unit tests, then the black-box Python suite (needs an installed fe
 	cargo test --locked
 	$(PYTHON) -m pytest tests
 
-ci: tools lint test smoke-ci-python ## system tools, lint, test, the wheel for a second CPython: what CI runs after `make install`
+ci: tools lint test smoke-ci-python fuzz-smoke ## system tools, lint, test, a second CPython's wheel, the fuzz smoke: what CI runs after `make install`
 
 # Tests that drive curl, h2load or a real browser skip without them; CI machines start without them.
 TOOLS = curl:curl h2load:nghttp2-client chromium:chromium
@@ -88,6 +88,36 @@ smoke-ci-python: ## (part of ci) smoke-pythons for CI_OTHER_PYTHON, the wheel us
 	else \
 		echo "smoke-ci-python: no CPython 3.13 under pyenv, skipped"; \
 	fi
+
+# Fuzzing (fuzz/, docs/hardening.md): every cargo-fuzz target, built in one cargo invocation with the
+# flags `cargo fuzz build -O` uses (libFuzzer, AddressSanitizer; no cargo-fuzz binary needed), then
+# each run FUZZ_SECONDS from its committed seeds into a throw-away corpus. A crash, leak or timeout
+# fails the target (its input is left in fuzz/artifacts/<target>/).
+FUZZ_TOOLCHAIN ?= +nightly
+FUZZ_SECONDS ?= 20
+FUZZ_TRIPLE ?= $(shell rustc $(FUZZ_TOOLCHAIN) -vV 2>/dev/null | sed -n 's/^host: //p')
+FUZZ_TARGET_DIR ?= $(or $(CARGO_TARGET_DIR),fuzz/target)
+FUZZ_TARGETS := $(basename $(notdir $(wildcard fuzz/fuzz_targets/*.rs)))
+FUZZ_RUSTFLAGS = -Cpasses=sancov-module -Cllvm-args=-sanitizer-coverage-level=4 \
+	-Cllvm-args=-sanitizer-coverage-inline-8bit-counters -Cllvm-args=-sanitizer-coverage-pc-table \
+	-Cllvm-args=-sanitizer-coverage-trace-compares --cfg fuzzing \
+	-Cllvm-args=-simplifycfg-branch-fold-threshold=0 -Zsanitizer=address \
+	-Cllvm-args=-sanitizer-coverage-stack-depth -Ccodegen-units=1
+
+fuzz-smoke: ## build every fuzz target (nightly), run each FUZZ_SECONDS (20) s from its seeds; fails on a crash
+	RUSTFLAGS="$(FUZZ_RUSTFLAGS)" cargo $(FUZZ_TOOLCHAIN) build --manifest-path fuzz/Cargo.toml \
+		--target $(FUZZ_TRIPLE) --release --config 'profile.release.debug="line-tables-only"' \
+		--target-dir $(FUZZ_TARGET_DIR) --bins
+	@corpus=$$(mktemp -d) && trap 'rm -rf "$$corpus"' EXIT && \
+	for target in $(FUZZ_TARGETS); do \
+		echo "== $$target ($(FUZZ_SECONDS) s)"; \
+		mkdir -p "$$corpus/$$target" fuzz/artifacts/$$target && \
+		ASAN_OPTIONS=detect_odr_violation=0 $(FUZZ_TARGET_DIR)/$(FUZZ_TRIPLE)/release/$$target \
+			-artifact_prefix=fuzz/artifacts/$$target/ -max_total_time=$(FUZZ_SECONDS) \
+			"$$corpus/$$target" fuzz/seeds/$$target 2>"$$corpus/$$target.log" \
+			|| { tail -n 40 "$$corpus/$$target.log"; echo "fuzz-smoke: $$target failed"; exit 1; }; \
+		grep -E '^#[0-9]+[[:space:]]+DONE' "$$corpus/$$target.log" || tail -n 2 "$$corpus/$$target.log"; \
+	done
 
 fmt: ## apply rustfmt and ruff's formatting and safe fixes
 	cargo fmt --all

@@ -56,6 +56,12 @@ pub struct ServerSettings {
     pub limit_request_body_size: Option<u64>,
     /// `--limit-request-headers`: the most header fields in a request (431 past it).
     pub limit_request_headers: usize,
+    /// `--limit-request-line`: the longest HTTP/1.x request line, or HTTP/2 `:path` (414 past
+    /// it); `None` (0 on the command line, as gunicorn): no limit.
+    pub limit_request_line: Option<usize>,
+    /// `--limit-request-field-size`: the longest header field, name and value (431 past it);
+    /// `None` (0): no limit.
+    pub limit_request_field_size: Option<usize>,
     /// `--timeout-request-head`: an HTTP/1.1 request head must be complete this long after its
     /// first byte.
     pub request_head_timeout: Duration,
@@ -111,6 +117,8 @@ impl ServerSettings {
                 0 => return Err(setting_error("limit_request_headers must be at least 1")),
                 count => count,
             },
+            limit_request_line: zero_means_unlimited(item(dict, "limit_request_line")?),
+            limit_request_field_size: zero_means_unlimited(item(dict, "limit_request_field_size")?),
             request_head_timeout: positive_seconds(dict, "", "request_head_timeout")?,
             request_body_timeout: positive_seconds(dict, "", "request_body_timeout")?,
             response_write_timeout: positive_seconds(dict, "", "response_write_timeout")?,
@@ -305,6 +313,11 @@ fn item<'py, T: FromPyObjectOwned<'py>>(dict: &Bound<'py, PyDict>, key: &str) ->
         .get_item(key)?
         .ok_or_else(|| PyKeyError::new_err(format!("missing setting {key:?}")))?;
     value.extract::<T>().map_err(Into::into)
+}
+
+/// A size limit where 0 means none (gunicorn's convention).
+fn zero_means_unlimited(limit: usize) -> Option<usize> {
+    (limit > 0).then_some(limit)
 }
 
 /// A number of seconds under `key` that must be positive and finite; `section` names the

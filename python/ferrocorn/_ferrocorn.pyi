@@ -108,6 +108,10 @@ class ServerSettings(TypedDict):
     limit_concurrency: int | None
     limit_request_body_size: int | None
     limit_request_headers: int
+    #: 0: no limit.
+    limit_request_line: int
+    #: 0: no limit.
+    limit_request_field_size: int
     forwarded_allow_ips: list[str] | None
     tls: TlsConfig | None
     tls_handshake_timeout: float

@@ -413,6 +413,24 @@ OPTIONS: tuple[Option, ...] = (
         type=click.IntRange(1, 10000),
     ),
     Option(
+        "limit_request_line",
+        ("--limit-request-line",),
+        8190,
+        "Longest request line (method, target and version; on HTTP/2 the :path), in bytes: a longer one is "
+        "answered 414. 0: no limit (the head as a whole stays bounded by --h11-max-incomplete-event-size).",
+        type=click.IntRange(min=0),
+        metavar="BYTES",
+    ),
+    Option(
+        "limit_request_field_size",
+        ("--limit-request-field-size",),
+        8190,
+        "Longest header field (name plus value), in bytes, on HTTP/1.1 and HTTP/2: a request with a longer one is "
+        "answered 431. 0: no limit (the head as a whole stays bounded by --h11-max-incomplete-event-size).",
+        type=click.IntRange(min=0),
+        metavar="BYTES",
+    ),
+    Option(
         "timeout_keep_alive",
         ("--timeout-keep-alive",),
         5,
@@ -646,6 +664,8 @@ class Config:
     limit_worker_memory: int | None
     limit_request_body_size: int | None
     limit_request_headers: int
+    limit_request_line: int
+    limit_request_field_size: int
     timeout_keep_alive: float
     timeout_tls_handshake: float
     timeout_request_head: float

@@ -240,6 +240,8 @@ class Server:
                 "limit_concurrency": config.limit_concurrency,
                 "limit_request_body_size": config.limit_request_body_size,
                 "limit_request_headers": config.limit_request_headers,
+                "limit_request_line": config.limit_request_line,
+                "limit_request_field_size": config.limit_request_field_size,
                 "forwarded_allow_ips": config.trusted_proxies if config.proxy_headers else None,
                 "tls": config.tls,
                 "tls_handshake_timeout": float(config.timeout_tls_handshake),

@@ -58,6 +58,7 @@ class FerrocornWorker(Worker):  # type: ignore[misc]  # gunicorn ships no type i
             "limit_concurrency": cfg.worker_connections,
             "forwarded_allow_ips": cfg.forwarded_allow_ips,
             "backlog": cfg.backlog,
+            **_request_limits(cfg),
         }
         if cfg.is_ssl:
             ssl = cfg.ssl_options
@@ -104,6 +105,26 @@ class FerrocornWorker(Worker):  # type: ignore[misc]  # gunicorn ships no type i
         # Called from the event loop's tick: a loop blocked by the app stops the heartbeat, and
         # the arbiter replaces the worker after --timeout.
         self.notify()
+
+
+#: gunicorn's bounds (gunicorn/http/message.py): a longer `limit_request_line` is cut to this, and a
+#: `limit_request_fields` of 0 or above this means this.
+_GUNICORN_MAX_REQUEST_LINE = 8190
+_GUNICORN_MAX_HEADERS = 32768
+
+
+def _request_limits(cfg: Any) -> dict[str, int]:
+    """gunicorn's `--limit-request-line`, `--limit-request-fields` and `--limit-request-field_size`, as
+    gunicorn reads them: 0 means no limit for the line and (as its documentation says) the field size; a line
+    limit above 8190 is 8190; a field count of 0 or above 32768 is 32768. gunicorn measures a field line with
+    its ': ' and CRLF, Ferrocorn name plus value, so Ferrocorn admits a field up to 4 bytes longer."""
+    line = cfg.limit_request_line
+    fields = cfg.limit_request_fields
+    return {
+        "limit_request_line": min(line, _GUNICORN_MAX_REQUEST_LINE),
+        "limit_request_headers": fields if 0 < fields <= _GUNICORN_MAX_HEADERS else _GUNICORN_MAX_HEADERS,
+        "limit_request_field_size": cfg.limit_request_field_size,
+    }
 
 
 #: Settings passed through even when None: None is their "off".

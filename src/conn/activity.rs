@@ -5,9 +5,10 @@
 
 use std::os::fd::RawFd;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
+use bytes::Bytes;
 use tokio::time::Instant;
 
 use crate::net::{input_pending, ReadCount, WriteStall};
@@ -28,6 +29,12 @@ pub struct ConnActivity {
     /// The socket, to peek for bytes not read yet. Valid for as long as the connection (which
     /// owns the socket) is being served: only the connection's own task peeks.
     fd: RawFd,
+    /// What an HTTP/1.1 connection says before the server closes it mid-head (its 408), once
+    /// the driver has decided to (`LastWords`).
+    last_words: OnceLock<Bytes>,
+    /// HTTP/2: when the request header block now open began (microseconds since `origin`), 0
+    /// while none is (`HeaderBlockWatch`).
+    header_block_since_us: AtomicU64,
 }
 
 impl ConnActivity {
@@ -41,6 +48,8 @@ impl ConnActivity {
             origin: Instant::now(),
             idle_since_us: AtomicU64::new(0),
             fd,
+            last_words: OnceLock::new(),
+            header_block_since_us: AtomicU64::new(0),
         })
     }
 
@@ -80,6 +89,12 @@ impl ConnActivity {
         self.reads() != self.reads_at_idle.load(Ordering::Relaxed) || self.input_pending()
     }
 
+    /// Bytes reached hyper (counted like a read from the socket: TLS may have read them from
+    /// the socket with the handshake, before the connection became idle).
+    pub fn note_read(&self) {
+        self.reads.add_one();
+    }
+
     /// Whether bytes were read since the connection last became idle (hyper may hold part of a
     /// request head); unlike [`Self::request_arriving`], no system call.
     pub fn read_since_idle(&self) -> bool {
@@ -102,6 +117,35 @@ impl ConnActivity {
             return None;
         }
         Some(self.idle_since() + limit)
+    }
+
+    /// The connection is to say `words` and end (HTTP/1.1, see `LastWords`).
+    pub fn say_last_words(&self, words: Bytes) {
+        let _ = self.last_words.set(words); // said once: a second farewell has nothing to add
+    }
+
+    pub fn last_words(&self) -> Option<&Bytes> {
+        self.last_words.get()
+    }
+
+    /// HTTP/2: a request header block began (`open`) or ended.
+    pub fn note_header_block(&self, open: bool) {
+        let us = if open {
+            u64::try_from(self.origin.elapsed().as_micros())
+                .unwrap_or(u64::MAX)
+                .max(1)
+        } else {
+            0
+        };
+        self.header_block_since_us.store(us, Ordering::Relaxed);
+    }
+
+    /// HTTP/2: since when a request header block has been open, if one is.
+    pub fn header_block_open_since(&self) -> Option<Instant> {
+        match self.header_block_since_us.load(Ordering::Relaxed) {
+            0 => None,
+            us => Some(self.origin + Duration::from_micros(us)),
+        }
     }
 
     fn idle_since(&self) -> Instant {

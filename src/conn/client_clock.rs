@@ -5,6 +5,8 @@
 //!   idle, so it cannot tell a silent keep-alive connection from a slow head: here the idle clock
 //!   runs until the first byte of the next head arrives, then the head clock runs from that byte
 //!   until hyper hands the request to the service.
+//! * HTTP/2 request head (`--timeout-request-head`): a request header block that has begun and
+//!   not ended (`HeaderBlockWatch`) for that long.
 //! * Response write (`--timeout-response-write`), every protocol: a socket that has refused
 //!   every write for that long belongs to a client that stopped reading; the connection is
 //!   dropped, so the app's `send()` raises `ClientDisconnected` instead of waiting for ever.
@@ -20,8 +22,10 @@ use super::ConnActivity;
 
 pub struct ClientClock {
     /// The HTTP/1.1 limits, `(keep-alive idle, request head)`; `None` on HTTP/2 (which has its
-    /// own idle limit and no slow head: h2 bounds a header block by size).
+    /// own idle limit, and `http2_head`).
     http1: Option<(Duration, Duration)>,
+    /// HTTP/2: the request head limit, on a header block that stays open (`HeaderBlockWatch`).
+    http2_head: Option<Duration>,
     write_limit: Duration,
     /// The request count and the instant at which the next head's first bytes were seen.
     head_began: Option<(u64, Instant)>,
@@ -43,11 +47,13 @@ pub enum Expiry {
 impl ClientClock {
     pub fn new(
         http1: Option<(Duration, Duration)>,
+        http2_head: Option<Duration>,
         write_limit: Duration,
         activity: &ConnActivity,
     ) -> Self {
         let mut clock = Self {
             http1,
+            http2_head,
             write_limit,
             head_began: None,
             armed: None,
@@ -120,9 +126,14 @@ impl ClientClock {
             }
             _ => None,
         };
-        match (write, http1) {
-            (Some(a), Some(b)) => Some(if a.0 <= b.0 { a } else { b }),
-            (a, b) => a.or(b),
-        }
+        let http2_head = self.http2_head.and_then(|limit| {
+            activity
+                .header_block_open_since()
+                .map(|since| (since + limit, Expiry::Head))
+        });
+        [write, http1, http2_head]
+            .into_iter()
+            .flatten()
+            .min_by_key(|(at, _)| *at)
     }
 }

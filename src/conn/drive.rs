@@ -11,7 +11,8 @@
 //! start its request, renewed while bytes keep coming.
 //!
 //! The slow-client timeouts (HTTP/1.1 keep-alive idle and request head, and the response write
-//! timeout of every protocol) are [`ClientClock`]'s: the connection is dropped when one expires.
+//! timeout of every protocol) are [`ClientClock`]'s: the connection is dropped when one expires,
+//! after a `408 Request Timeout` when it is an HTTP/1.1 head that took too long.
 //!
 //! HTTP/2 defers its GOAWAY by [`GOAWAY_DEFERRAL_LIMIT`] when streams were open as the drain
 //! began: Python's h2 library (httpx, httpcore) fails every in-flight request when it receives a
@@ -27,6 +28,7 @@ use std::time::Duration;
 use tokio::time::Instant;
 
 use super::client_clock::{ClientClock, Expiry};
+use super::last_words::request_timeout_response;
 use super::ConnActivity;
 use crate::bridge::LogLevel;
 use crate::phase::PhaseAction;
@@ -43,6 +45,9 @@ const GOAWAY_CLOSE_LIMIT: Duration = Duration::from_secs(2);
 const CLOSE_RECHECK: Duration = Duration::from_millis(250);
 /// The timer's deadline while nothing is timed.
 const FAR_AWAY: Duration = Duration::from_secs(3600);
+/// The longest a connection whose head timed out spends on its farewell (HTTP/1.1: saying its
+/// 408 and waiting for the client to close; HTTP/2: its GOAWAY) before it is dropped.
+const FAREWELL_LIMIT: Duration = Duration::from_secs(1);
 
 /// The protocol hyper speaks on a connection given to [`drive`].
 #[derive(Clone, Copy)]
@@ -242,15 +247,14 @@ pub async fn drive<C>(
     tokio::pin!(connection);
     let mut phase = shared.phase();
     let mut shutdown = Shutdown::new(shared, activity, protocol);
-    let http1_limits = match protocol {
-        Protocol::Http1 => Some((
-            shared.settings.keep_alive_timeout,
-            shared.settings.request_head_timeout,
-        )),
-        Protocol::Http2 { .. } => None,
+    let head_limit = shared.settings.request_head_timeout;
+    let (http1_limits, http2_head) = match protocol {
+        Protocol::Http1 => (Some((shared.settings.keep_alive_timeout, head_limit)), None),
+        Protocol::Http2 { .. } => (None, Some(head_limit)),
     };
     let mut clock = ClientClock::new(
         http1_limits,
+        http2_head,
         shared.settings.response_write_timeout,
         activity,
     );
@@ -296,6 +300,25 @@ pub async fn drive<C>(
             },
             () = client_timer, if client_deadline.is_some() => {
                 match clock.expired(activity, serving) {
+                    Some(Expiry::Head) if matches!(protocol, Protocol::Http2 { .. }) => {
+                        // A header block left open: GOAWAY, then the close (within a second,
+                        // whatever the client does; its other streams get that second).
+                        report_slow_client(shared, Expiry::Head);
+                        graceful_shutdown(connection.as_mut());
+                        let _ = tokio::time::timeout(FAREWELL_LIMIT, connection.as_mut()).await;
+                        return;
+                    }
+                    Some(Expiry::Head) if activity.write_stalled_since().is_none() => {
+                        // RFC 9110 §15.5.9: the client that began a head gets 408 before the
+                        // close. No request is open (the head clock runs only then) and nothing
+                        // is unflushed (the socket refuses no write), so the 408 follows the
+                        // last response whole; the stream under hyper says it (LastWords) at
+                        // hyper's next read, then ends.
+                        report_slow_client(shared, Expiry::Head);
+                        activity.say_last_words(request_timeout_response(shared.settings.date_header));
+                        let _ = tokio::time::timeout(FAREWELL_LIMIT, connection.as_mut()).await;
+                        return;
+                    }
                     Some(expiry) => {
                         report_slow_client(shared, expiry);
                         Next::Close

@@ -1,21 +1,32 @@
 //! A response body that keeps its request counted as open on its connection until it ends (and
-//! its metrics meter running).
+//! its metrics meter running); on HTTP/2 it also reports its progress ([`StreamProgress`]) and
+//! hands hyper its data in pieces of at most [`PIECE`] bytes, so that progress is seen at that
+//! granularity (h2 takes a whole chunk into its buffer however large it is, and hyper asks for the
+//! next only once it has gone).
 
 use std::pin::Pin;
+use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
 
-use super::StreamGuard;
+use super::{StreamGuard, StreamProgress};
 use crate::exchange::ResponseBody;
 use crate::metrics::RequestMeter;
+
+/// The largest piece of body an HTTP/2 stream hands hyper at a time.
+const PIECE: usize = 64 * 1024;
 
 pub struct TrackedBody {
     body: ResponseBody,
     _guard: StreamGuard,
     /// `--metrics-bind`: counts the body's bytes; the request ends when it is dropped.
     meter: RequestMeter,
+    /// HTTP/2 only.
+    progress: Option<Arc<StreamProgress>>,
+    /// The rest of a data frame larger than [`PIECE`].
+    rest: Option<Bytes>,
 }
 
 impl TrackedBody {
@@ -24,7 +35,30 @@ impl TrackedBody {
             body,
             _guard: guard,
             meter,
+            progress: None,
+            rest: None,
         }
+    }
+
+    /// An HTTP/2 response body, reporting its progress.
+    pub fn watched(
+        body: ResponseBody,
+        guard: StreamGuard,
+        meter: RequestMeter,
+        progress: Arc<StreamProgress>,
+    ) -> Self {
+        Self {
+            progress: Some(progress),
+            ..Self::new(body, guard, meter)
+        }
+    }
+
+    /// The next piece of `data`, the rest kept for the next call.
+    fn piece(&mut self, mut data: Bytes) -> Bytes {
+        if data.len() > PIECE {
+            self.rest = Some(data.split_off(PIECE));
+        }
+        data
     }
 }
 
@@ -37,20 +71,48 @@ impl Body for TrackedBody {
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
         let this = self.get_mut();
-        let frame = Pin::new(&mut this.body).poll_frame(cx);
-        if let Poll::Ready(Some(Ok(frame))) = &frame {
+        let polled = match this.progress.clone() {
+            None => Pin::new(&mut this.body).poll_frame(cx),
+            Some(progress) => {
+                progress.pulled();
+                let polled = match this.rest.take() {
+                    Some(rest) => Poll::Ready(Some(Ok(Frame::data(this.piece(rest))))),
+                    None => match Pin::new(&mut this.body).poll_frame(cx) {
+                        Poll::Ready(Some(Ok(frame))) => match frame.into_data() {
+                            Ok(data) => Poll::Ready(Some(Ok(Frame::data(this.piece(data))))),
+                            Err(frame) => Poll::Ready(Some(Ok(frame))),
+                        },
+                        other => other,
+                    },
+                };
+                if let Poll::Ready(Some(Ok(frame))) = &polled {
+                    if frame.data_ref().is_some_and(|data| !data.is_empty()) {
+                        progress.handed();
+                    }
+                }
+                polled
+            }
+        };
+        if let Poll::Ready(Some(Ok(frame))) = &polled {
             if let Some(data) = frame.data_ref() {
                 this.meter.sent(data.len());
             }
         }
-        frame
+        polled
     }
 
     fn is_end_stream(&self) -> bool {
-        self.body.is_end_stream()
+        self.rest.is_none() && self.body.is_end_stream()
     }
 
     fn size_hint(&self) -> SizeHint {
-        self.body.size_hint()
+        let rest = self.rest.as_ref().map_or(0, |rest| rest.len() as u64);
+        let body = self.body.size_hint();
+        let mut hint = SizeHint::new();
+        hint.set_lower(body.lower() + rest);
+        if let Some(upper) = body.upper() {
+            hint.set_upper(upper + rest);
+        }
+        hint
     }
 }

@@ -12,7 +12,7 @@ use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::io::{AsyncRead, AsyncWrite};
 
 use super::service::handle_request;
-use crate::conn::{drive, ConnActivity, Protocol, TrackedBody};
+use crate::conn::{drive, ConnActivity, LastWords, Protocol, TrackedBody};
 use crate::metrics;
 use crate::net::interim::{Framing, Interim, InterimIo};
 use crate::net::ConnInfo;
@@ -79,6 +79,8 @@ where
             Ok::<_, Infallible>(response.map(|body| TrackedBody::new(body, guard, meter)))
         }
     });
+    // LastWords: the 408 of a head that took too long (conn/last_words.rs).
+    let io = LastWords::new(io, activity.clone());
     let connection = shared
         .http1
         .serve_connection(TokioIo::new(io), service)

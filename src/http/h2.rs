@@ -18,7 +18,9 @@ use tokio::io::{AsyncRead, AsyncWrite};
 use super::service::handle_request;
 use super::stream_executor::{Joined, StreamExecutor};
 use super::upgrade::is_websocket_request;
-use crate::conn::{drive, ConnActivity, Protocol, StreamHold, TrackedBody};
+use crate::conn::{
+    drive, ConnActivity, HeaderBlockWatch, Protocol, StreamHold, StreamProgress, TrackedBody,
+};
 use crate::metrics;
 use crate::net::interim::{Framing, Interim, InterimIo};
 use crate::net::ConnInfo;
@@ -70,7 +72,7 @@ where
     let Some(h2) = &shared.settings.http2 else {
         return;
     };
-    let executor = StreamExecutor::default();
+    let executor = StreamExecutor::new(shared.settings.response_write_timeout);
     let builder = builder(
         h2,
         shared.settings.date_header,
@@ -84,6 +86,7 @@ where
     let io = InterimIo::new(io, interim.clone());
     let service_shared = shared.clone();
     let service_activity = activity.clone();
+    let service_executor = executor.clone();
     let service = service_fn(move |mut request: Request<Incoming>| {
         // Called once per stream h2 hands to hyper, in order: the interim writer's target for it.
         let hints = interim.accept();
@@ -92,6 +95,9 @@ where
             .settings
             .metrics
             .request(metrics::Protocol::Http2);
+        // The response's progress, watched by the stream's watchdog (stream_executor.rs).
+        let progress = StreamProgress::new();
+        service_executor.watch_next(progress.clone());
         if is_websocket_request(&request) {
             // The response ends with the 200, but the stream carries the WebSocket after it:
             // it stays counted as open (no idle timeout, GOAWAY deferred) until the session ends.
@@ -109,9 +115,13 @@ where
                 Err(never) => match never {},
             };
             meter.responded(response.status().as_u16());
-            Ok::<_, h2::Error>(response.map(|body| TrackedBody::new(body, guard, meter)))
+            Ok::<_, h2::Error>(
+                response.map(|body| TrackedBody::watched(body, guard, meter, progress)),
+            )
         }
     });
+    // The slow-head clock's view of the client's frames (conn/header_blocks.rs).
+    let io = HeaderBlockWatch::new(io, activity.clone());
     let connection = Joined::new(
         builder.serve_connection(TokioIo::new(io), service),
         executor,

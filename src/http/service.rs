@@ -16,7 +16,7 @@ use tokio::sync::oneshot;
 
 use super::framing::{check_framing, Refusal};
 use super::host::validate_host;
-use super::limits::check_limits;
+use super::limits::{check_limits, HeadLimits};
 use super::upgrade;
 use crate::access::{AccessEntry, AccessLog, Finished};
 use crate::bridge::LogLevel;
@@ -37,8 +37,8 @@ pub fn handle_request(
     request: Request<Incoming>,
     hints: Option<HintTarget>,
 ) -> impl Future<Output = Result<Response<ResponseBody>, Infallible>> + Send + 'static {
-    // RFC 9112 framing and request-target checks, then the Host check: a request failing one
-    // never reaches the app.
+    // RFC 9112 framing and request-target checks, then the Host check, then the limits: a
+    // request failing one never reaches the app.
     let host = check_framing(&request)
         .and_then(|()| {
             validate_host(&request).map_err(|reason| Refusal {
@@ -46,13 +46,7 @@ pub fn handle_request(
                 reason,
             })
         })
-        .and_then(|()| {
-            check_limits(
-                &request,
-                shared.settings.limit_request_body_size,
-                shared.settings.limit_request_headers,
-            )
-        });
+        .and_then(|()| check_limits(&request, &HeadLimits::of(&shared.settings)));
     // Upgrade requests (HTTP/1.1) and extended CONNECTs (HTTP/2) are WebSockets, unless
     // `--ws none` serves them as plain HTTP.
     let websocket = host.is_ok() && upgrade::is_websocket_request(&request);

@@ -5,14 +5,23 @@
 //! at once: one flush, so one `writev`, per response (measured: ~1 syscall per request under
 //! `h2load -m10`). Polled here instead, all the streams whose responses arrived in one batch
 //! from Python are advanced first and the connection flushes their frames together.
+//!
+//! Each stream is also watched here: a response that hyper cannot send because the client never
+//! opens its flow-control window (`conn::StreamProgress`) for `--timeout-response-write` is
+//! dropped, which resets the stream (RST_STREAM CANCEL) and tells the app its client is gone
+//! (its `send()` raises `ClientDisconnected`); the connection's other streams go on.
 
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
+use std::time::Duration;
 
 use futures_util::stream::{FuturesUnordered, StreamExt};
 use parking_lot::Mutex;
+use tokio::time::{Instant, Sleep};
+
+use crate::conn::StreamProgress;
 
 type StreamFuture = Pin<Box<dyn Future<Output = ()> + Send>>;
 
@@ -20,9 +29,30 @@ type StreamFuture = Pin<Box<dyn Future<Output = ()> + Send>>;
 const PASSES_PER_POLL: usize = 4;
 
 /// The executor given to hyper's HTTP/2 builder: it queues stream futures for [`Joined`].
-#[derive(Clone, Default)]
+#[derive(Clone)]
 pub struct StreamExecutor {
-    spawned: Arc<Mutex<Vec<StreamFuture>>>,
+    spawned: Arc<Mutex<Vec<Watched>>>,
+    /// The progress of the stream hyper spawns next (see [`StreamExecutor::watch_next`]).
+    next: Arc<Mutex<Option<Arc<StreamProgress>>>>,
+    /// `--timeout-response-write`.
+    stall_limit: Duration,
+}
+
+impl StreamExecutor {
+    pub fn new(stall_limit: Duration) -> Self {
+        Self {
+            spawned: Arc::default(),
+            next: Arc::default(),
+            stall_limit,
+        }
+    }
+
+    /// The stream hyper spawns next reports its progress here. hyper calls the service for a new
+    /// stream and spawns the stream's future right after, in the same poll of the connection:
+    /// the service calls this, and the spawn picks it up.
+    pub fn watch_next(&self, progress: Arc<StreamProgress>) {
+        *self.next.lock() = Some(progress);
+    }
 }
 
 impl<F> hyper::rt::Executor<F> for StreamExecutor
@@ -30,9 +60,60 @@ where
     F: Future<Output = ()> + Send + 'static,
 {
     fn execute(&self, future: F) {
+        let watch = self.next.lock().take().map(|progress| Watch {
+            progress,
+            limit: self.stall_limit,
+            timer: None,
+        });
         // Always called from inside `Joined::poll` (hyper spawns streams while the connection
         // is polled), which picks the future up before it returns.
-        self.spawned.lock().push(Box::pin(future));
+        self.spawned.lock().push(Watched {
+            stream: Box::pin(future),
+            watch,
+        });
+    }
+}
+
+/// A stream's future, and its watchdog.
+struct Watched {
+    stream: StreamFuture,
+    watch: Option<Watch>,
+}
+
+struct Watch {
+    progress: Arc<StreamProgress>,
+    limit: Duration,
+    /// Armed while the response is stalled.
+    timer: Option<Pin<Box<Sleep>>>,
+}
+
+impl Future for Watched {
+    type Output = ();
+
+    /// Ready when the stream is done, or when its response has been stalled too long: then the
+    /// stream's future is dropped, which resets the stream.
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+        let this = self.get_mut();
+        if this.stream.as_mut().poll(cx).is_ready() {
+            return Poll::Ready(());
+        }
+        let Some(watch) = &mut this.watch else {
+            return Poll::Pending;
+        };
+        let Some(since) = watch.progress.stalled_since() else {
+            return Poll::Pending;
+        };
+        let deadline = since + watch.limit;
+        if deadline <= Instant::now() {
+            return Poll::Ready(());
+        }
+        let timer = watch
+            .timer
+            .get_or_insert_with(|| Box::pin(tokio::time::sleep_until(deadline)));
+        if timer.deadline() != deadline {
+            timer.as_mut().reset(deadline);
+        }
+        timer.as_mut().poll(cx)
     }
 }
 
@@ -41,7 +122,7 @@ where
 pub struct Joined<C> {
     connection: Pin<Box<C>>,
     executor: StreamExecutor,
-    streams: FuturesUnordered<StreamFuture>,
+    streams: FuturesUnordered<Watched>,
 }
 
 impl<C> Joined<C> {

@@ -39,6 +39,12 @@ impl ReadCount {
     pub fn get(&self) -> u64 {
         self.0.load(Ordering::Relaxed)
     }
+
+    /// A read above the socket returned data (a layer that buffers, such as TLS, may hand out
+    /// bytes it read from the socket earlier).
+    pub fn add_one(&self) {
+        self.0.fetch_add(1, Ordering::Relaxed);
+    }
 }
 
 /// Since when the socket has refused every write: tells a client that stopped reading (its

@@ -1,6 +1,7 @@
-"""``--limit-request-body-size`` and ``--limit-request-headers`` over HTTP/1.1, with raw sockets: a declared body over
-the limit is answered 413 before the app runs; a chunked body that grows past it ends with 413 and ``http.disconnect``
-for the app; too many header fields get 431. The app (tests/apps/witness.py) logs what it is given."""
+"""The request limits over HTTP/1.1, with raw sockets: ``--limit-request-body-size`` (a declared body over the limit
+is answered 413 before the app runs; a chunked body that grows past it ends with 413 and ``http.disconnect`` for the
+app), ``--limit-request-headers`` (too many header fields get 431), ``--limit-request-line`` (414) and
+``--limit-request-field-size`` (431). The app (tests/apps/witness.py) logs what it is given."""
 
 from __future__ import annotations
 
@@ -11,12 +12,16 @@ from tests.support.raw import chunked
 from tests.support.server import ServerProcess
 
 LIMIT = 1000
+LINE_LIMIT = 100
+FIELD_LIMIT = 60
 
 
 @pytest.fixture(scope="module")
 def limited():
     srv = ServerProcess.ferrocorn(
-        "tests.apps.witness:app", "--limit-request-body-size", str(LIMIT), "--limit-request-headers", "10"
+        "tests.apps.witness:app",
+        *("--limit-request-body-size", str(LIMIT), "--limit-request-headers", "10"),
+        *("--limit-request-line", str(LINE_LIMIT), "--limit-request-field-size", str(FIELD_LIMIT)),
     )
     srv.wait_ready()
     yield srv
@@ -103,3 +108,90 @@ def test_no_body_limit_by_default_and_env_var(start_server):
     with srv.raw() as conn:
         conn.send(post("env", b"Content-Length: 11", body=b"x" * 11))
         assert conn.read_response().status == 413
+
+
+def request_line(length: int, method: bytes = b"GET") -> bytes:
+    """``METHOD /aaa… HTTP/1.1`` exactly ``length`` bytes long (without its CRLF)."""
+    fixed = len(method) + len(b" / HTTP/1.1")
+    return method + b" /" + b"a" * (length - fixed) + b" HTTP/1.1"
+
+
+def assert_refused_with(server: ServerProcess, payload: bytes, marker: str, status: int) -> None:
+    """``status``, the connection closed, the app never called, the refusal logged."""
+    mark = server.mark()
+    with server.raw() as conn:
+        conn.send(payload)
+        response = conn.read_response()
+        assert response.status == status, (response.status, response.body)
+        assert conn.is_closed(timeout=5)
+    lines = sync_log(server, mark, marker)
+    assert not [line for line in lines if line.startswith(f"SAW {marker} ")]
+    assert any(INVALID in line for line in lines), lines
+
+
+@pytest.mark.parametrize("method", [b"GET", b"OPTIONS"])
+def test_request_line_at_the_limit_is_served_and_one_byte_more_is_414(limited, method):
+    marker = new_marker()
+    line = request_line(LINE_LIMIT, method)
+    assert len(line) == LINE_LIMIT
+    with limited.raw() as conn:
+        conn.send(request(line, marker=marker))
+        assert conn.read_response().status == 200
+    marker = new_marker()
+    assert_refused_with(limited, request(request_line(LINE_LIMIT + 1, method), marker=marker), marker, 414)
+
+
+def test_absolute_form_target_counts_in_full(limited):
+    target = b"http://x/" + b"b" * (LINE_LIMIT - len(b"GET http://x/ HTTP/1.1"))
+    served = b"GET " + target + b" HTTP/1.1"
+    assert len(served) == LINE_LIMIT
+    with limited.raw() as conn:
+        conn.send(request(served, marker=new_marker()))
+        assert conn.read_response().status == 200
+    marker = new_marker()
+    assert_refused_with(limited, request(b"GET " + target + b"b HTTP/1.1", marker=marker), marker, 414)
+
+
+def test_field_at_the_size_limit_is_served_and_one_byte_more_is_431(limited):
+    """Name plus value: ``X-Long`` (6 bytes) and a value of FIELD_LIMIT - 6."""
+    marker = new_marker()
+    with limited.raw() as conn:
+        conn.send(request(b"GET / HTTP/1.1", b"X-Long: " + b"v" * (FIELD_LIMIT - 6), marker=marker))
+        assert conn.read_response().status == 200
+    marker = new_marker()
+    too_long = b"X-Long: " + b"v" * (FIELD_LIMIT - 5)
+    assert_refused_with(limited, request(b"GET / HTTP/1.1", too_long, marker=marker), marker, 431)
+
+
+def test_line_and_field_defaults_and_zero(start_server):
+    """8190 bytes each by default; 0 lifts the limit (a longer line or field is served up to the head limit);
+    a line longer than the whole head limit (--h11-max-incomplete-event-size) gets hyper's 431, never a silent
+    close."""
+    srv = start_server("tests.apps.witness:app")
+    with srv.raw() as conn:
+        conn.send(request(request_line(8190), b"X-Long: " + b"v" * (8190 - 6)))
+        assert conn.read_response().status == 200
+    with srv.raw() as conn:
+        conn.send(request(request_line(8191)))
+        assert conn.read_response().status == 414
+        assert conn.is_closed(timeout=5)
+    with srv.raw() as conn:
+        conn.send(request(b"GET / HTTP/1.1", b"X-Long: " + b"v" * (8191 - 6)))
+        assert conn.read_response().status == 431
+        assert conn.is_closed(timeout=5)
+    # beyond hyper's head buffer (64 KiB by default): the head is too large before the line ends
+    with srv.raw() as conn:
+        conn.send(request(request_line(70_000)))
+        assert conn.read_response().status == 431
+        assert conn.is_closed(timeout=5)
+    unlimited = start_server(
+        "tests.apps.witness:app",
+        env={"FERROCORN_LIMIT_REQUEST_LINE": "0", "FERROCORN_LIMIT_REQUEST_FIELD_SIZE": "0"},
+    )
+    with unlimited.raw() as conn:
+        conn.send(request(request_line(20_000), b"X-Long: " + b"v" * 20_000))
+        assert conn.read_response().status == 200
+    with unlimited.raw() as conn:
+        conn.send(request(request_line(70_000)))
+        assert conn.read_response().status == 431
+        assert conn.is_closed(timeout=5)

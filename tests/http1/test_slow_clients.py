@@ -1,6 +1,7 @@
 """Slow-client timeouts over HTTP/1.1, with raw sockets that hold a connection open the slow way: a head that trickles
-in (``--timeout-request-head``), a silent keep-alive connection (``--timeout-keep-alive``, a separate clock), a request
-body that stalls (``--timeout-request-body``: 408 and ``http.disconnect``), a client that stops reading the response
+in or stalls (``--timeout-request-head``: 408, then the close), a silent keep-alive connection
+(``--timeout-keep-alive``, a separate clock, closed without a 408), a request body that stalls
+(``--timeout-request-body``: 408 and ``http.disconnect``), a client that stops reading the response
 (``--timeout-response-write``: dropped, the app's ``send()`` raises). Each limit is 1 s here; each test allows the
 limit plus a generous margin. The app (tests/apps/witness.py) logs what it is given."""
 
@@ -65,7 +66,40 @@ def test_trickling_head_is_closed_after_the_head_timeout(strict):
         conn.sendall(b"GET / HTTP/1.1\r\nHost: x\r\nX-Marker: " + marker.encode() + b"\r\n")
         elapsed = closed_within(conn, 1, trickle=b"X-Slow: abcdefghijklmnop\r\n")
     assert 0.8 <= elapsed <= 1 + SLACK, elapsed
+    assert_408(conn.buf)
     assert not [line for line in strict.lines_since(mark) if line.startswith(f"SAW {marker} ")]
+
+
+def assert_408(received: bytes) -> None:
+    """Exactly one complete ``408 Request Timeout`` that closes the connection, and nothing else."""
+    head, _, body = received.partition(b"\r\n\r\n")
+    lines = head.split(b"\r\n")
+    assert lines[0] == b"HTTP/1.1 408 Request Timeout", received
+    fields = {name.lower(): value.strip() for name, _, value in (line.partition(b":") for line in lines[1:])}
+    assert fields[b"connection"] == b"close", received
+    assert body == b"Request Timeout" and int(fields[b"content-length"]) == len(body), received
+
+
+def test_stalled_head_gets_408_then_the_close(strict):
+    """RFC 9110 §15.5.9: part of a head, then nothing: 408 with Connection: close, then EOF, within the limit plus a
+    second."""
+    with strict.raw() as conn:
+        conn.sendall(b"GET / HTTP/1.1\r\nHost: x\r\n")
+        elapsed = closed_within(conn, 1)
+    assert 0.8 <= elapsed <= 1 + SLACK, elapsed
+    assert_408(conn.buf)
+
+
+def test_408_follows_the_previous_response_whole(strict):
+    """On a kept-alive connection: the answer to the first request, then the 408 for the stalled second head."""
+    with strict.raw() as conn:
+        conn.sendall(request(b"GET / HTTP/1.1"))
+        assert conn.read_response().status == 200
+        assert conn.buf == b""
+        conn.sendall(b"GET / HTTP/1.1\r\nHo")
+        elapsed = closed_within(conn, 1)
+    assert 0.8 <= elapsed <= 1 + SLACK, elapsed
+    assert_408(conn.buf)
 
 
 def test_head_timeout_is_counted_from_the_first_byte_not_from_idle(strict):
@@ -86,6 +120,7 @@ def test_silent_connection_lasts_the_keep_alive_timeout_not_the_head_timeout(str
     with strict.raw() as conn:
         elapsed = closed_within(conn, 3)
     assert 2.8 <= elapsed <= 3 + SLACK, elapsed
+    assert conn.buf == b"", "a connection that never sent a byte gets no 408"
 
 
 def test_idle_keep_alive_connection_is_closed_after_the_keep_alive_timeout(strict):
@@ -94,6 +129,7 @@ def test_idle_keep_alive_connection_is_closed_after_the_keep_alive_timeout(stric
         assert conn.read_response().status == 200
         elapsed = closed_within(conn, 3)
     assert 2.8 <= elapsed <= 3 + SLACK, elapsed
+    assert conn.buf == b"", "an idle keep-alive connection is closed without a 408"
 
 
 @pytest.mark.parametrize("framing", ["content-length", "chunked"])

@@ -1,6 +1,8 @@
-"""``--limit-request-body-size`` and ``--limit-request-headers`` over HTTP/2 (h2c, frame by frame): a declared
-content-length over the limit is answered 413 before the app runs, a body that grows past it ends with 413 and
-``http.disconnect`` for the app, and too many header fields get 431."""
+"""The request limits over HTTP/2 (h2c, frame by frame): a declared content-length over
+``--limit-request-body-size`` is answered 413 before the app runs, a body that grows past it ends with 413 and
+``http.disconnect`` for the app; more header fields than ``--limit-request-headers`` get 431, a ``:path`` longer than
+``--limit-request-line`` 414, a field longer than ``--limit-request-field-size`` 431. Each refusal ends its stream
+only: the connection serves the next one."""
 
 from __future__ import annotations
 
@@ -12,12 +14,16 @@ from tests.support.h2 import H2Conn
 from tests.support.server import ServerProcess
 
 LIMIT = 1000
+LINE_LIMIT = 100
+FIELD_LIMIT = 60
 
 
 @pytest.fixture(scope="module")
 def limited():
     srv = ServerProcess.ferrocorn(
-        "tests.apps.witness:app", "--limit-request-body-size", str(LIMIT), "--limit-request-headers", "10"
+        "tests.apps.witness:app",
+        *("--limit-request-body-size", str(LIMIT), "--limit-request-headers", "10"),
+        *("--limit-request-line", str(LINE_LIMIT), "--limit-request-field-size", str(FIELD_LIMIT)),
     )
     srv.wait_ready()
     yield srv
@@ -74,3 +80,27 @@ def test_header_count_limit(limited, extra, status):
         assert conn.response(3)["status"] == 200
     limited.wait_for_line(f"SAW {marker}-barrier", start=mark)
     assert saw(limited, mark, marker) == (status == 200)
+
+
+def refused_then_next_served(server: ServerProcess, path: str, fields: list, status: int | None) -> None:
+    """Stream 1 (``path``, ``fields``) gets ``status`` (None: 200 and the app saw it); stream 3 is served."""
+    marker = new_marker()
+    mark = server.mark()
+    with H2Conn(server.port) as conn:
+        conn.send(conn.request(1, path, extra=[(b"x-marker", marker.encode()), *fields]))
+        assert conn.response(1)["status"] == (status or 200)
+        conn.send(conn.request(3, "/", extra=[(b"x-marker", (marker + "-barrier").encode())]))
+        assert conn.response(3)["status"] == 200
+    server.wait_for_line(f"SAW {marker}-barrier", start=mark)
+    assert saw(server, mark, marker) == (status is None)
+
+
+@pytest.mark.parametrize(("length", "status"), [(LINE_LIMIT, None), (LINE_LIMIT + 1, 414)])
+def test_path_longer_than_the_line_limit_is_414(limited, length, status):
+    refused_then_next_served(limited, "/" + "p" * (length - 1), [], status)
+
+
+@pytest.mark.parametrize(("length", "status"), [(FIELD_LIMIT, None), (FIELD_LIMIT + 1, 431)])
+def test_field_longer_than_the_field_size_limit_is_431(limited, length, status):
+    """Name plus value: ``x-long`` (6 bytes) and the rest."""
+    refused_then_next_served(limited, "/", [(b"x-long", b"v" * (length - 6))], status)

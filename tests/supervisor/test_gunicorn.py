@@ -188,3 +188,32 @@ def test_gunicorns_tls_settings_terminate_tls_in_the_worker(run_process, tmp_pat
     with httpx.Client(verify=str(ca_file), http2=False) as client:
         response = client.get(f"https://127.0.0.1:{srv.port}/tls")
     assert response.status_code == 200 and "path=/tls" in response.text
+
+
+def _status(srv: ServerProcess, line: bytes, *fields: bytes) -> int:
+    with srv.raw() as conn:
+        conn.send(b"\r\n".join([line, b"Host: x", *fields]) + b"\r\n\r\n")
+        return conn.read_response().status
+
+
+def _line(length: int) -> bytes:
+    """``GET /aaa… HTTP/1.1``, ``length`` bytes without its CRLF (as gunicorn measures it)."""
+    return b"GET /" + b"a" * (length - len(b"GET / HTTP/1.1")) + b" HTTP/1.1"
+
+
+def test_gunicorns_request_limits_apply(run_process):
+    """--limit-request-line (414), --limit-request-fields and --limit-request-field_size (431) as gunicorn reads
+    them; and gunicorn's default line limit, 4094."""
+    srv = start_gunicorn(
+        run_process,
+        *("--limit-request-line", "100", "--limit-request-fields", "5", "--limit-request-field_size", "50"),
+    )
+    assert _status(srv, _line(100)) == 200
+    assert _status(srv, _line(101)) == 414
+    assert _status(srv, _line(20), *(b"X-%d: v" % i for i in range(4))) == 200  # Host and 4 more: 5 fields
+    assert _status(srv, _line(20), *(b"X-%d: v" % i for i in range(5))) == 431
+    assert _status(srv, _line(20), b"X-Long: " + b"v" * (50 - 6)) == 200
+    assert _status(srv, _line(20), b"X-Long: " + b"v" * (51 - 6)) == 431
+    default = start_gunicorn(run_process)
+    assert _status(default, _line(4094)) == 200
+    assert _status(default, _line(4095)) == 414

@@ -1,6 +1,6 @@
-"""Slow-client timeouts over TLS (HTTP/1.1 after the handshake): a trickling head is closed after
-``--timeout-request-head``, a stalled body gets 408 after ``--timeout-request-body``, a client that stops reading is
-dropped after ``--timeout-response-write``."""
+"""Slow-client timeouts over TLS (HTTP/1.1 after the handshake): a trickling or stalled head gets 408 and is closed
+after ``--timeout-request-head``, a stalled body gets 408 after ``--timeout-request-body``, a client that stops
+reading is dropped after ``--timeout-response-write``."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import time
 import pytest
 
 from tests.http1.test_framing import new_marker, request
-from tests.http1.test_slow_clients import SLACK, closed_within
+from tests.http1.test_slow_clients import SLACK, assert_408, closed_within
 from tests.support.server import ServerProcess
 from tests.tls.test_tls import ca, pki, tls_args  # noqa: F401 - the fixtures
 
@@ -41,6 +41,15 @@ def test_trickling_head_over_tls_is_closed(strict, pki):  # noqa: F811
         conn.sendall(b"GET / HTTP/1.1\r\nHost: x\r\n")
         elapsed = closed_within(conn, 1, trickle=b"X-Slow: abcdefghijklmnop\r\n")
     assert 0.8 <= elapsed <= 1 + SLACK, elapsed
+    assert_408(conn.buf)
+
+
+def test_stalled_head_over_tls_gets_408_then_the_close(strict, pki):  # noqa: F811
+    with tls_raw(strict, pki) as conn:
+        conn.sendall(b"GET / HTTP/1.1\r\nHost: x\r\n")
+        elapsed = closed_within(conn, 1)
+    assert 0.8 <= elapsed <= 1 + SLACK, elapsed
+    assert_408(conn.buf)
 
 
 def test_stalled_body_over_tls_gets_408(strict, pki):  # noqa: F811
