@@ -11,7 +11,6 @@ from typing import Any
 from ferrocorn.config import STARTUP_FAILURE, Config
 from ferrocorn.server import Server, log_started_message
 from ferrocorn.sockets import bind_sockets, unix_socket_paths
-from ferrocorn.supervisor import ChangeReload, Multiprocess
 
 logger = logging.getLogger("ferrocorn.error")
 
@@ -31,8 +30,14 @@ def run(app: Any, **kwargs: Any) -> None:
     supervisor_exit_code = 0
     try:
         if config.should_reload:
+            # The supervisors are imported only when used: the reloader's watchfiles (and anyio) and
+            # multiprocessing are ~1.5 MiB of a single worker's memory.
+            from ferrocorn.supervisor import ChangeReload
+
             ChangeReload(config, target=server.run, sockets=bind_announced_sockets(config)).run()
         elif config.workers > 1:
+            from ferrocorn.supervisor import Multiprocess
+
             supervisor = Multiprocess(config, sockets=bind_announced_sockets(config))
             supervisor.run()
             supervisor_exit_code = supervisor.exit_code
