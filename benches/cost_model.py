@@ -175,7 +175,7 @@ def load(kind: str, port: int, seconds: float, cpu: str) -> int:
     if kind in ("c64", "c256", "c1"):
         conns = kind[1:]
         out = subprocess.run(
-            ["taskset", "-c", cpu, "wrk", "-t1", f"-c{conns}", f"-d{seconds}s", f"http://{HOST}:{port}/"],
+            ["taskset", "-c", cpu, "wrk", "-t1", f"-c{conns}", f"-d{int(seconds)}s", f"http://{HOST}:{port}/"],
             capture_output=True,
             text=True,
             check=True,
@@ -199,7 +199,7 @@ def load(kind: str, port: int, seconds: float, cpu: str) -> int:
     raise SystemExit(f"unknown load {kind}")
 
 
-def perf_syscalls(pids: list[int], seconds: float) -> tuple[subprocess.Popen[str], Path]:
+def perf_count(pids: list[int], seconds: float, events: str) -> tuple[subprocess.Popen[str], Path]:
     out = Path(tempfile.mkstemp(prefix="perf-stat-")[1])
     tids = [tid for pid in pids for tid in os.listdir(f"/proc/{pid}/task")]
     proc = subprocess.Popen(
@@ -210,7 +210,7 @@ def perf_syscalls(pids: list[int], seconds: float) -> tuple[subprocess.Popen[str
             "-x,",
             "--per-thread",
             "-e",
-            "syscalls:sys_enter_*",
+            events,
             "-t",
             ",".join(tids),
             "-o",
@@ -234,7 +234,7 @@ def parse_perf(out: Path) -> dict[str, Counter[str]]:
             continue
         thread, count, event = parts[0], int(parts[1]), parts[3]
         if count:
-            per_thread.setdefault(thread, Counter())[event.replace("syscalls:sys_enter_", "")] += count
+            per_thread.setdefault(thread, Counter())[event.split(":")[-1].replace("sys_enter_", "")] += count
     out.unlink()
     return per_thread
 
@@ -248,7 +248,8 @@ def cpu_command(args: argparse.Namespace) -> None:
             pids = server.pids()
             before_threads = thread_stats(pids)
             before = sum(process_cpu([pid]) for pid in pids)
-            perf = perf_syscalls(pids, args.seconds) if args.syscalls else None
+            events = args.events or ("syscalls:sys_enter_*" if args.syscalls else None)
+            perf = perf_count(pids, args.seconds, events) if events else None
             requests = load(args.load, server.port, args.seconds, args.client_cpu)
             after = sum(process_cpu([pid]) for pid in pids)
             after_threads = thread_stats(pids)
@@ -270,7 +271,8 @@ def cpu_command(args: argparse.Namespace) -> None:
                     if total < requests * 0.001:
                         continue
                     top = ", ".join(f"{k} {v / requests:.3f}" for k, v in counts.most_common(10))
-                    line += f"\n    syscalls/req {thread}: {total / requests:.3f}: {top}"
+                    kind = "syscalls" if args.syscalls else "events"
+                    line += f"\n    {kind}/req {thread}: {total / requests:.3f}: {top}"
             print(line, flush=True)
         print(
             f"{args.server} {args.load}: median {statistics.median(results):.2f} CPU µs/req "
@@ -316,6 +318,11 @@ def main() -> None:
     cpu.add_argument("--seconds", type=float, default=5)
     cpu.add_argument("--runs", type=int, default=3)
     cpu.add_argument("--syscalls", action="store_true", help="count syscalls by kind with perf stat")
+    cpu.add_argument(
+        "--events",
+        help="other perf events to count per thread and request instead, e.g. uprobes on the allocators "
+        "(docs/performance.md: 'perf probe -x _ferrocorn*.so --add mi_malloc_aligned')",
+    )
     cpu.add_argument("--rss", action="store_true", help="print the RSS after the runs")
     rss = sub.add_parser("rss", help="idle RSS of the process tree")
     rss.add_argument("servers", nargs="+")
