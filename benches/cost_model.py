@@ -80,7 +80,7 @@ class Server:
             command = ["nginx", "-c", str(conf), "-p", str(self.tmp)]
         else:
             command = server_command(name, f"benches.apps:{app}", self.port, extra)
-        env = dict(os.environ, PYTHONPATH=str(REPO_ROOT))
+        env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [str(REPO_ROOT), os.environ.get("PYTHONPATH")])))
         self.log = open(self.tmp / "server.log", "wb")  # noqa: SIM115 (closed in stop)
         self.proc = subprocess.Popen(
             ["taskset", "-c", cpu, *command],

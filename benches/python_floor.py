@@ -8,8 +8,9 @@ core, no I/O:
 - ``runner``: the same through ferrocorn's per-request runner (``server.make_runner``);
 - ``task (asyncio|uvloop)``: the runner's coroutine run as one Task per request, created in batches
   of 64 (as a drained batch of the bridge starts them) and run to completion by the loop;
-- ``eager task``: the same with ``asyncio.eager_task_factory`` (CPython 3.12+): the Task's first
-  step runs inside ``create_task``, so a request that never suspends is never scheduled;
+- ``eager task``: the same created as ferrocorn does on CPython 3.12+ (``asyncio.Task(coro,
+  loop=loop, eager_start=True)``): the Task's first step runs inside the call, so a request that
+  never suspends is never scheduled;
 - ``scope``: copying a 14-key scope template and setting the per-request values.
 
     python benches/python_floor.py
@@ -18,6 +19,7 @@ core, no I/O:
 from __future__ import annotations
 
 import asyncio
+import functools
 import statistics
 import sys
 import time
@@ -104,9 +106,8 @@ def main() -> None:
     measure("coroutine (app only, send(None))", coroutine)
     measure("runner (ferrocorn's run_http + app)", through_runner)
 
-    def tasks(loop: asyncio.AbstractEventLoop) -> Callable[[], None]:
+    def tasks(loop: asyncio.AbstractEventLoop, create_task: Callable[[Any], Any]) -> Callable[[], None]:
         async def batches() -> None:
-            create_task = loop.create_task
             for _ in range(N // BATCH):
                 for _ in range(BATCH):
                     create_task(runner(scope, protocol))  # type: ignore[arg-type]
@@ -123,10 +124,11 @@ def main() -> None:
         pass
     for loop_name, factory in loops:
         loop = factory()
-        measure(f"task per request ({loop_name})", tasks(loop))
+        measure(f"task per request ({loop_name})", tasks(loop, loop.create_task))
         if sys.version_info >= (3, 12):
-            loop.set_task_factory(asyncio.eager_task_factory)  # type: ignore[attr-defined]
-            measure(f"eager task per request ({loop_name})", tasks(loop))
+            # As ferrocorn starts them (server.eager_task_factory).
+            eager = functools.partial(asyncio.Task, loop=loop, eager_start=True)
+            measure(f"eager task per request ({loop_name})", tasks(loop, eager))
         loop.close()
 
     template = dict.fromkeys(

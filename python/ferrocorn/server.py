@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import os
 import signal
@@ -58,6 +59,18 @@ def make_runner(app: Any) -> Callable[[dict[str, Any], CoreProtocol], Coroutine[
                 logger.error(problem)
 
     return run_http
+
+
+def eager_task_factory(loop: asyncio.AbstractEventLoop) -> Callable[[Coroutine[Any, Any, None]], Any] | None:
+    """How the core creates each request's Task: on CPython 3.12+, started eagerly (its first step runs
+    inside the call, so an app that answers without waiting is never scheduled: no loop callback, no
+    extra iteration), unless the app's lifespan set a task factory of its own, which then decides.
+
+    The Task is real from its first instruction: `asyncio.current_task()` is the request's task and
+    the app runs in the task's own copy of the context, as with `loop.create_task`."""
+    if sys.version_info < (3, 12) or loop.get_task_factory() is not None:
+        return None
+    return functools.partial(asyncio.Task, loop=loop, eager_start=True)
 
 
 def log_access(scope: dict[str, Any], status: int) -> None:
@@ -196,6 +209,7 @@ class Server:
             log=logger.log,
             access_log=log_access if config.access_log and end_access_log is None else None,
             state=self.lifespan.state,
+            eager_task=eager_task_factory(loop),
             settings={
                 "root_path": config.root_path,
                 "default_headers": config.encoded_headers,
