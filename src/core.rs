@@ -41,9 +41,11 @@ pub struct Core {
 impl Core {
     /// `runner(scope, protocol)` returns the coroutine that runs the app for one request;
     /// `log(level, message)` and `access_log(scope, status)` log; `state` is the lifespan state
-    /// each scope gets a copy of.
+    /// each scope gets a copy of. `eager_task(coroutine)`, when given, creates each request's
+    /// task with an eager start instead of `loop_.create_task`.
     #[new]
-    #[pyo3(signature = (*, loop_, runner, log, settings, access_log=None, state=None))]
+    #[pyo3(signature = (*, loop_, runner, log, settings, access_log=None, state=None, eager_task=None))]
+    #[allow(clippy::too_many_arguments)] // the keyword-only constructor Python calls
     fn new(
         py: Python<'_>,
         loop_: &Bound<'_, PyAny>,
@@ -52,6 +54,7 @@ impl Core {
         settings: &Bound<'_, PyDict>,
         access_log: Option<Py<PyAny>>,
         state: Option<Py<PyDict>>,
+        eager_task: Option<Py<PyAny>>,
     ) -> PyResult<Self> {
         let settings = ServerSettings::from_py(settings)?;
         let bridge = Arc::new(Bridge::new()?);
@@ -59,7 +62,11 @@ impl Core {
             build_runtime(bridge.clone(), settings.access_log.clone()).map_err(CoreError::Io)?;
         let ctx = Arc::new(PyContext {
             create_future: loop_.getattr(intern!(py, "create_future"))?.unbind(),
-            create_task: loop_.getattr(intern!(py, "create_task"))?.unbind(),
+            eager: eager_task.is_some(),
+            create_task: match eager_task {
+                Some(eager_task) => eager_task,
+                None => loop_.getattr(intern!(py, "create_task"))?.unbind(),
+            },
             runner,
             fresh_context: if settings.reset_contextvars {
                 Some(py.import("contextvars")?.getattr("Context")?.unbind())
@@ -128,7 +135,7 @@ impl Core {
     }
 
     /// Handle everything the I/O thread queued since the last call.
-    fn drain(&mut self, py: Python<'_>) {
+    fn drain(&self, py: Python<'_>) {
         self.dispatcher.drain(py);
     }
 

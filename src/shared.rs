@@ -67,6 +67,14 @@ impl Shared {
         self.in_flight.clone()
     }
 
+    /// Changes whenever a request starts or a connection opens or closes.
+    pub fn activity(&self) -> (u64, usize) {
+        (
+            self.next_request_id.load(Ordering::Relaxed),
+            self.connection_count(),
+        )
+    }
+
     pub fn connection_count(&self) -> usize {
         self.connections.load(Ordering::Acquire)
     }

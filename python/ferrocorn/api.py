@@ -11,7 +11,6 @@ from typing import Any
 from ferrocorn.config import STARTUP_FAILURE, Config
 from ferrocorn.server import Server, log_started_message
 from ferrocorn.sockets import bind_sockets, unix_socket_paths
-from ferrocorn.supervisor import ChangeReload, Multiprocess
 from ferrocorn.systemd import Notifier
 
 logger = logging.getLogger("ferrocorn.error")
@@ -43,8 +42,14 @@ def run(app: Any, **kwargs: Any) -> None:
     supervisor_exit_code = 0
     try:
         if config.should_reload:
+            # The supervisors are imported only when used: the reloader's watchfiles (and anyio) and
+            # multiprocessing are ~1.5 MiB of a single worker's memory.
+            from ferrocorn.supervisor import ChangeReload
+
             ChangeReload(config, target=server.run, sockets=bind_announced_sockets(config)).run()
         elif supervised:
+            from ferrocorn.supervisor import Multiprocess
+
             sockets = bind_announced_sockets(config)
             supervisor = Multiprocess(config, sockets=sockets, systemd=Notifier.from_environment())
             supervisor.run()

@@ -1043,18 +1043,26 @@ UVICORN_LOGGER_NAMES = {
 
 def _for_ferrocorn(config: dict[str, Any]) -> dict[str, Any]:
     """Point `uvicorn.logging.*` formatter classes at ferrocorn's (same formats) when uvicorn is
-    not installed, so a log config written for uvicorn loads unchanged."""
+    not installed, so a log config written for uvicorn loads unchanged.
+
+    uvicorn is imported only when the config names it: its package brings its reloaders and
+    watchfiles (~1.5 MiB of every worker's memory)."""
+    uses_uvicorn = [
+        (formatter, key)
+        for formatter in config.get("formatters", {}).values()
+        for key in ("()", "class")
+        if isinstance(formatter.get(key), str) and formatter[key].startswith("uvicorn.logging.")
+    ]
+    if not uses_uvicorn:
+        return config
     try:
         import uvicorn.logging  # noqa: F401
     except ImportError:
         pass
     else:
         return config
-    for formatter in config.get("formatters", {}).values():
-        for key in ("()", "class"):
-            value = formatter.get(key)
-            if isinstance(value, str) and value.startswith("uvicorn.logging."):
-                formatter[key] = "ferrocorn.logging." + value.removeprefix("uvicorn.logging.")
+    for formatter, key in uses_uvicorn:
+        formatter[key] = "ferrocorn.logging." + formatter[key].removeprefix("uvicorn.logging.")
     return config
 
 

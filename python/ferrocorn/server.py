@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import os
 import signal
@@ -17,7 +18,7 @@ import threading
 import time
 from collections.abc import Callable, Coroutine, Generator
 from types import FrameType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
 
 import click
@@ -27,9 +28,12 @@ from ferrocorn._ferrocorn import ClientDisconnected
 from ferrocorn.access import native_access_log
 from ferrocorn.config import STARTUP_FAILURE, Config
 from ferrocorn.lifespan import Lifespan
-from ferrocorn.metrics import MetricsServer, MetricsSlot, start_metrics_server
 from ferrocorn.sockets import BindTarget, bind_sockets, target_of, unix_socket_paths
 from ferrocorn.systemd import Notifier
+
+if TYPE_CHECKING:
+    # Imported when --metrics-bind is used: http.server is memory a single worker need not carry.
+    from ferrocorn.metrics import MetricsServer, MetricsSlot
 
 HANDLED_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
@@ -61,6 +65,18 @@ def make_runner(app: Any) -> Callable[[dict[str, Any], CoreProtocol], Coroutine[
                 logger.error(problem)
 
     return run_http
+
+
+def eager_task_factory(loop: asyncio.AbstractEventLoop) -> Callable[[Coroutine[Any, Any, None]], Any] | None:
+    """How the core creates each request's Task: on CPython 3.12+, started eagerly (its first step runs
+    inside the call, so an app that answers without waiting is never scheduled: no loop callback, no
+    extra iteration), unless the app's lifespan set a task factory of its own, which then decides.
+
+    The Task is real from its first instruction: `asyncio.current_task()` is the request's task and
+    the app runs in the task's own copy of the context, as with `loop.create_task`."""
+    if sys.version_info < (3, 12) or loop.get_task_factory() is not None:
+        return None
+    return functools.partial(asyncio.Task, loop=loop, eager_start=True)
 
 
 def log_access(scope: dict[str, Any], status: int) -> None:
@@ -209,6 +225,8 @@ class Server:
         self.servers = list(sockets)
         if self.metrics_slot is None and config.metrics_bind is not None:
             # Not a supervised worker: this process serves its own metrics.
+            from ferrocorn.metrics import start_metrics_server
+
             try:
                 self.metrics = start_metrics_server(config.metrics_bind, slots=1)
             except SystemExit:
@@ -228,6 +246,7 @@ class Server:
             log=logger.log,
             access_log=log_access if config.access_log and not native_log and end_access_log is None else None,
             state=self.lifespan.state,
+            eager_task=eager_task_factory(loop),
             settings={
                 "root_path": config.root_path,
                 "default_headers": config.encoded_headers,

@@ -13,7 +13,11 @@ use crate::bridge::LogLevel;
 
 pub struct PyContext {
     pub create_future: Py<PyAny>,
+    /// `create_task(coroutine)`: the loop's, or one starting the task eagerly (its first step
+    /// runs at once, inside the call).
     pub create_task: Py<PyAny>,
+    /// Whether `create_task` starts tasks eagerly.
+    pub eager: bool,
     /// `runner(scope, protocol)` returns the coroutine that runs the app for one request.
     pub runner: Py<PyAny>,
     /// `contextvars.Context`, when every request must start from an empty context.

@@ -1,8 +1,10 @@
 //! The asyncio side of the bridge: each batch of events becomes app tasks started (one per
 //! request or WebSocket), parked futures woken, and log records.
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
+use parking_lot::Mutex;
 use pyo3::intern;
 use pyo3::prelude::*;
 use pyo3::types::PyDict;
@@ -18,8 +20,10 @@ pub struct Dispatcher {
     ctx: Arc<PyContext>,
     bridge: Arc<Bridge>,
     /// The event vector handed back to the bridge, so that the steady state allocates nothing.
-    spare: Vec<Event>,
-    total_requests: u64,
+    /// Taken out for the length of a drain: the app's first step may run inside it (eager
+    /// start), and nothing here is borrowed meanwhile, so the app may read the core's counters.
+    spare: Mutex<Vec<Event>>,
+    total_requests: AtomicU64,
 }
 
 impl Dispatcher {
@@ -27,14 +31,15 @@ impl Dispatcher {
         Self {
             ctx,
             bridge,
-            spare: Vec::with_capacity(256),
-            total_requests: 0,
+            spare: Mutex::new(Vec::with_capacity(256)),
+            total_requests: AtomicU64::new(0),
         }
     }
 
     /// Handle everything the I/O thread queued since the last call.
-    pub fn drain(&mut self, py: Python<'_>) {
-        let mut events = self.bridge.take(std::mem::take(&mut self.spare));
+    pub fn drain(&self, py: Python<'_>) {
+        let spare = std::mem::take(&mut *self.spare.lock());
+        let mut events = self.bridge.take(spare);
         for event in events.drain(..) {
             let outcome = match event {
                 Event::Start(Job::Request(head)) => self.start_request(py, head),
@@ -47,12 +52,12 @@ impl Dispatcher {
                 self.report(py, err);
             }
         }
-        self.spare = events;
+        *self.spare.lock() = events;
     }
 
     /// Requests and WebSockets handed to an app since start.
     pub fn total_requests(&self) -> u64 {
-        self.total_requests
+        self.total_requests.load(Ordering::Relaxed)
     }
 
     /// Apps still running.
@@ -75,8 +80,8 @@ impl Dispatcher {
         Ok(tasks.len())
     }
 
-    fn start_request(&mut self, py: Python<'_>, head: Box<RequestHead>) -> PyResult<()> {
-        self.total_requests += 1;
+    fn start_request(&self, py: Python<'_>, head: Box<RequestHead>) -> PyResult<()> {
+        self.total_requests.fetch_add(1, Ordering::Relaxed);
         let scope = build_http_scope(py, &self.ctx.scope_cache, &head)?;
         let RequestHead {
             id,
@@ -94,8 +99,8 @@ impl Dispatcher {
         self.start_app(py, id, scope, protocol.into_any())
     }
 
-    fn start_websocket(&mut self, py: Python<'_>, head: Box<WebSocketHead>) -> PyResult<()> {
-        self.total_requests += 1;
+    fn start_websocket(&self, py: Python<'_>, head: Box<WebSocketHead>) -> PyResult<()> {
+        self.total_requests.fetch_add(1, Ordering::Relaxed);
         let scope = build_websocket_scope(py, &self.ctx.scope_cache, &head)?;
         let WebSocketHead {
             id,
@@ -143,11 +148,16 @@ impl Dispatcher {
             )?,
             None => self.ctx.create_task.call1(py, (coroutine,))?,
         };
+        // With an eager start (CPython 3.12+, `server.py`) the app's first step has run inside
+        // `create_task`: an app that finished there has already released its id.
+        if self.ctx.eager && task.call_method0(py, intern!(py, "done"))?.is_truthy(py)? {
+            return Ok(());
+        }
         self.ctx.active.lock().insert(id, Active { protocol, task });
         Ok(())
     }
 
-    fn wake(&mut self, py: Python<'_>, id: u64) -> PyResult<()> {
+    fn wake(&self, py: Python<'_>, id: u64) -> PyResult<()> {
         let (request_id, kind) = split_wake_id(id);
         let protocol = self
             .ctx

@@ -68,8 +68,36 @@ impl ClientClock {
     }
 
     /// After a poll of the connection: notes a head that began and re-arms. `true` if the
-    /// deadline changed (the caller's timer must be reset).
+    /// caller's timer must be reset.
+    ///
+    /// The timer is lazy: it is reset only when the deadline comes *earlier* than the one armed
+    /// (or one appears where none was). A deadline that moves later (each response pushes the
+    /// keep-alive deadline on) or goes away (a request is open) leaves the timer where it is;
+    /// when it fires, [`ClientClock::expired`] finds nothing due and re-arms it exactly. So a
+    /// request costs no timer registration, where it cost two (measured: docs/performance.md),
+    /// and no deadline is ever missed: the armed one is never later than the true one.
     pub fn observe(&mut self, activity: &ConnActivity, serving: bool) -> bool {
+        self.note_head(activity);
+        let next = self.deadline(activity, serving).map(|(at, _)| at);
+        let earlier = match (self.armed, next) {
+            (_, None) => false,
+            (None, Some(_)) => true,
+            (Some(armed), Some(at)) => at < armed,
+        };
+        if earlier {
+            self.armed = next;
+        }
+        earlier
+    }
+
+    /// Re-arm at the exact deadline (after the timer fired).
+    fn rearm(&mut self, activity: &ConnActivity, serving: bool) {
+        self.note_head(activity);
+        self.armed = self.deadline(activity, serving).map(|(at, _)| at);
+    }
+
+    /// Notes the instant the next head's first bytes were seen.
+    fn note_head(&mut self, activity: &ConnActivity) {
         if self.http1.is_some() && activity.active() == 0 {
             let requests = activity.requests();
             let stale = self
@@ -81,10 +109,6 @@ impl ClientClock {
                     .then(|| (requests, Instant::now()));
             }
         }
-        let armed = self.deadline(activity, serving).map(|(at, _)| at);
-        let changed = armed != self.armed;
-        self.armed = armed;
-        changed
     }
 
     /// At the armed deadline: what expired, if anything (it re-arms otherwise).
@@ -103,7 +127,7 @@ impl ClientClock {
             other => other,
         };
         if expiry.is_none() {
-            self.observe(activity, serving);
+            self.rearm(activity, serving);
         }
         expiry
     }

@@ -17,6 +17,7 @@ use crate::phase::Phase;
 use crate::shared::Shared;
 
 pub use runtime::build_runtime;
+use runtime::IdleMemory;
 
 /// A listener plus what the scope reports as `server` for a Unix socket.
 pub struct Endpoint {
@@ -24,15 +25,20 @@ pub struct Endpoint {
     pub unix_path: Option<Arc<str>>,
 }
 
-/// Runs until the phase becomes [`Phase::Stopped`].
+/// Runs until the phase becomes [`Phase::Stopped`]; meanwhile hands free memory back once the
+/// server goes quiet ([`IdleMemory`]).
 pub async fn serve(shared: Arc<Shared>, endpoints: Vec<Endpoint>) {
     for endpoint in endpoints {
         tokio::spawn(accept_loop(shared.clone(), endpoint));
     }
     let mut phase = shared.phase();
+    let mut memory = IdleMemory::new(shared.activity());
     while *phase.borrow_and_update() != Phase::Stopped {
-        if phase.changed().await.is_err() {
-            break;
+        tokio::select! {
+            changed = phase.changed() => if changed.is_err() {
+                break;
+            },
+            () = tokio::time::sleep(IdleMemory::PERIOD) => memory.check(shared.activity()),
         }
     }
 }

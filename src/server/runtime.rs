@@ -1,5 +1,5 @@
 //! The tokio runtime: one I/O thread, tuned so that one wake-up of Python carries a whole I/O
-//! pass's events.
+//! pass's events; and the allocator's memory handed back to the system once the I/O goes quiet.
 
 use std::sync::Arc;
 
@@ -42,5 +42,50 @@ fn io_thread_setup() {
     // SAFETY: plain syscall on the calling thread with a valid parameter struct.
     unsafe {
         libc::sched_setscheduler(0, libc::SCHED_BATCH, &param);
+    }
+}
+
+/// Watches the server's activity (requests started, connections open) once a period, and hands
+/// the allocator's free memory back to the system once it has stopped changing: mimalloc
+/// purges freed pages only from inside its own calls, so after a burst of connections the
+/// memory they used stayed resident for as long as the server then stayed idle.
+pub struct IdleMemory {
+    last: (u64, usize),
+    returned: bool,
+}
+
+impl IdleMemory {
+    /// How often the activity is looked at.
+    pub const PERIOD: std::time::Duration = std::time::Duration::from_secs(1);
+
+    pub fn new(activity: (u64, usize)) -> Self {
+        Self {
+            last: activity,
+            returned: true,
+        }
+    }
+
+    /// Called on the I/O thread once a [`IdleMemory::PERIOD`] with the current activity.
+    pub fn check(&mut self, activity: (u64, usize)) {
+        if activity != self.last {
+            self.last = activity;
+            self.returned = false;
+        } else if !self.returned {
+            self.returned = true;
+            return_free_memory();
+        }
+    }
+}
+
+/// Purge the calling thread's free pages and every arena's (mimalloc's `mi_collect(true)`).
+fn return_free_memory() {
+    #[cfg(not(feature = "fuzzing"))]
+    {
+        extern "C" {
+            fn mi_collect(force: bool);
+        }
+        // SAFETY: mimalloc's own entry point (linked through the `mimalloc` crate, our global
+        // allocator); it only touches the allocator's state, from the calling thread.
+        unsafe { mi_collect(true) }
     }
 }

@@ -30,6 +30,7 @@ INFLIGHT = {"slow": 0, "slow_started": 0, "slow_finished": 0}
 LIFESPAN: dict = {"loop": None, "scope": None, "startup": False}
 
 request_var: contextvars.ContextVar = contextvars.ContextVar("request_var", default="unset")
+EAGER_VAR: contextvars.ContextVar = contextvars.ContextVar("eager_var")
 
 CHUNK_64K = bytes(range(256)) * 256
 
@@ -364,6 +365,23 @@ async def ep_asyncio_task(scope, receive, send, q):
     await asyncio.sleep(0.01)
     info["same_task_after_sleep"] = asyncio.current_task() is t
     info["loop_type"] = type_name(asyncio.get_running_loop())
+    await respond_json(send, info)
+
+
+async def ep_asyncio_eager(scope, receive, send, q):
+    """Whether this first step runs inside an eager start (CPython 3.12+ keeps such tasks in a set of
+    its own until they first suspend), and whether the task is real and its context its own."""
+    t = asyncio.current_task()
+    eager_tasks = getattr(asyncio.tasks, "_eager_tasks", set())
+    info = {
+        "eager": t in eager_tasks,
+        "is_task": isinstance(t, asyncio.Task),
+        "context_value_before": EAGER_VAR.get("unset"),
+    }
+    EAGER_VAR.set(q.get("value", "set"))
+    await asyncio.sleep(0)
+    info["same_task_after_sleep0"] = asyncio.current_task() is t
+    info["context_value_after"] = EAGER_VAR.get("unset")
     await respond_json(send, info)
 
 
@@ -745,6 +763,7 @@ ROUTES = {
     "/extensions/check": ep_extensions_check,
     "/lifespan-info": ep_lifespan_info,
     "/asyncio/task": ep_asyncio_task,
+    "/asyncio/eager": ep_asyncio_eager,
     "/asyncio/sleep": ep_asyncio_sleep,
     "/asyncio/contextvar": ep_asyncio_contextvar,
     "/asyncio/barrier": ep_asyncio_barrier,

@@ -85,3 +85,30 @@ def test_many_concurrent_short_requests(router_server):
     with concurrent.futures.ThreadPoolExecutor(16) as pool:
         results = list(pool.map(lambda i: router_server.get("/asyncio/sleep", params={"delay": 0.01}), range(n)))
     assert all(r.status_code == 200 for r in results)
+
+
+def test_requests_start_eagerly_on_cpython_312_with_a_real_task(router_server):
+    """On CPython 3.12+ each request's Task starts eagerly (its first step runs at once, not scheduled),
+    and is still a real task with a context of its own; on 3.10/3.11 it is an ordinary task."""
+    with router_server.client() as c:
+        for i in range(3):
+            info = c.get("/asyncio/eager", params={"value": f"v{i}"}).json()
+            assert info == {
+                "eager": sys.version_info >= (3, 12),
+                "is_task": True,
+                "context_value_before": "unset",
+                "same_task_after_sleep0": True,
+                "context_value_after": f"v{i}",
+            }
+
+
+def test_apps_finished_in_their_first_step_are_not_left_running(start_server):
+    """An app that answers without suspending finishes inside an eager start: the server must not count
+    it as still running (a graceful shutdown would then wait for it)."""
+    srv = start_server("tests.apps.router:app")
+    with srv.client() as c:
+        for _ in range(20):
+            assert c.get("/").status_code == 200
+    assert srv.stop() == 0
+    assert not any("Waiting for background tasks" in line for line in srv.stderr_lines + srv.stdout_lines)
+    assert not any("running task(s)" in line for line in srv.stderr_lines + srv.stdout_lines)

@@ -56,6 +56,36 @@ def test_memory_stays_flat_over_websocket_sessions(start_server):
     assert at_end <= after_warmup * 1.05, f"RSS grew from {after_warmup:.1f} to {at_end:.1f} MiB"
 
 
+@pytest.mark.timeout(120)
+def test_memory_returns_after_a_burst_of_connections(start_server):
+    """512 connections at once, each with a request answered, then all closed: the memory they
+    used goes back to the system once the server is quiet (it stayed resident before)."""
+    import socket
+
+    srv = start_server(APP, "--no-access-log")
+    srv.get("/")
+    time.sleep(2.5)  # the server's own first-request allocations settle
+    idle = rss_mib(srv)
+    grown = []
+    for _ in range(2):
+        conns = [socket.create_connection(("127.0.0.1", srv.port), timeout=10) for _ in range(512)]
+        for conn in conns:
+            conn.sendall(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+        for conn in conns:
+            assert conn.recv(65536).startswith(b"HTTP/1.1 200")
+        grown.append(rss_mib(srv))
+        for conn in conns:
+            conn.close()
+    deadline = time.monotonic() + 10
+    after = rss_mib(srv)
+    while after - idle > 2 and time.monotonic() < deadline:
+        time.sleep(0.25)
+        after = rss_mib(srv)
+    print(f"RSS idle {idle:.1f} MiB, with 512 connections {max(grown):.1f} MiB, after they closed {after:.1f} MiB")
+    assert max(grown) - idle > 4, "the burst should have used memory worth returning"
+    assert after - idle <= 2, f"RSS stayed at {after:.1f} MiB after the burst (idle {idle:.1f})"
+
+
 def workers(srv) -> set[int]:
     """The supervisor's worker processes (not multiprocessing's resource tracker)."""
     return {
