@@ -13,6 +13,7 @@ use crate::net::{ConnInfo, TrustedProxies};
 use crate::tls::{parse_pem, private_key, select_ciphers};
 use crate::websocket::deflate::{negotiate, Deflate};
 use crate::websocket::frame::{parse_close, parse_header, unmask};
+use crate::websocket::session::check_utf8;
 
 /// Splits `data` at its first NUL: the first part configures, the second is the input.
 fn split(data: &[u8]) -> (&[u8], &[u8]) {
@@ -45,6 +46,36 @@ pub fn websocket_frames(data: &[u8]) {
         }
         at = end;
     }
+    text_fragments(data);
+}
+
+/// The session's incremental UTF-8 check (`check_utf8`), fed a text message in the fragments the
+/// input's 0xFF bytes delimit, against the standard library's verdict on the whole message: the
+/// check may only pass what is valid so far, and must pass a valid message whole.
+fn text_fragments(data: &[u8]) {
+    let mut message = Vec::new();
+    let mut checked = 0;
+    let mut fragments = data.split(|&b| b == 0xff).peekable();
+    while let Some(fragment) = fragments.next() {
+        message.extend_from_slice(fragment);
+        let complete = fragments.peek().is_none();
+        match check_utf8(&message, checked, complete) {
+            Some(valid) => {
+                assert!(valid <= message.len() && std::str::from_utf8(&message[..valid]).is_ok());
+                if complete {
+                    assert_eq!(valid, message.len());
+                }
+                checked = valid;
+            }
+            None => {
+                // Rejected: the message so far cannot be the start of valid UTF-8.
+                let verdict = std::str::from_utf8(&message);
+                assert!(verdict.is_err_and(|err| complete || err.error_len().is_some()));
+                return;
+            }
+        }
+    }
+    assert!(std::str::from_utf8(&message).is_ok());
 }
 
 /// permessage-deflate: an offer (`Sec-WebSocket-Extensions`), then compressed messages

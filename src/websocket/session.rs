@@ -774,7 +774,7 @@ impl WriteQueue {
 
 /// Validate `data[from..]` as UTF-8. A code point cut at the end is fine unless the message is
 /// complete. Returns the new validated length, `None` if the text is invalid.
-fn check_utf8(data: &[u8], from: usize, complete: bool) -> Option<usize> {
+pub(crate) fn check_utf8(data: &[u8], from: usize, complete: bool) -> Option<usize> {
     let rest = data.get(from..)?;
     match std::str::from_utf8(rest) {
         Ok(_) => Some(data.len()),
