@@ -758,7 +758,7 @@ mod tests {
     #[test]
     fn hint_frame_is_a_static_literal_block() {
         let link = HeaderValue::from_static("</a.css>; rel=preload; as=style");
-        let frame = early_hints_frame(5, std::slice::from_ref(&link)).unwrap();
+        let frame = early_hints_frame(5, std::slice::from_ref(&link)).unwrap(); // ok: test-only
         assert_eq!(&frame[3..9], &[FRAME_HEADERS, FLAG_END_HEADERS, 0, 0, 0, 5]);
         let block = &frame[9..];
         assert_eq!(&block[..5], b"\x08\x03103");
@@ -769,7 +769,7 @@ mod tests {
         let mut long = Vec::new();
         encode_integer(&mut long, 1337, 7);
         assert_eq!(long, [0x7f, 0xba, 0x09]);
-        let huge = HeaderValue::from_bytes(&vec![b'a'; MAX_HINT_BLOCK]).unwrap();
+        let huge = HeaderValue::from_bytes(&vec![b'a'; MAX_HINT_BLOCK]).unwrap(); // ok: test-only
         assert!(early_hints_frame(1, &[huge]).is_none());
     }
 
@@ -784,7 +784,7 @@ mod tests {
         };
         interim.on_inbound(&head(FRAME_SETTINGS, 0), Some(&[0, 1, 0, 1, 0, 0]));
         interim.on_inbound(&head(FRAME_HEADERS, 1), None);
-        let target = interim.accept().unwrap();
+        let target = interim.accept().unwrap(); // ok: test-only
         assert!(target.send(&[HeaderValue::from_static("</x>")]));
         interim.on_inbound(&head(FRAME_SETTINGS, 0), Some(&[0, 1, 0, 0, 0, 0]));
         let mut out = Vec::new();
@@ -806,9 +806,9 @@ mod tests {
             interim.on_inbound(&head(FRAME_HEADERS, FLAG_END_HEADERS, stream), None);
         }
         interim.on_outbound(&head(FRAME_RST_STREAM, 0, 1), Some(&[0, 0, 0, 7]));
-        let three = interim.accept().unwrap();
+        let three = interim.accept().unwrap(); // ok: test-only
         assert_eq!(three.stream, 3);
-        let five = interim.accept().unwrap();
+        let five = interim.accept().unwrap(); // ok: test-only
         assert!(three.send(&[HeaderValue::from_static("</x>")]));
         assert!(five.send(&[HeaderValue::from_static("</y>")]));
         interim.on_outbound(&head(FRAME_HEADERS, FLAG_END_HEADERS, 5), None);
@@ -816,7 +816,7 @@ mod tests {
         interim.commit(&mut out);
         assert_eq!(
             out,
-            early_hints_frame(3, &[HeaderValue::from_static("</x>")]).unwrap()
+            early_hints_frame(3, &[HeaderValue::from_static("</x>")]).unwrap() // ok: test-only
         );
         assert_eq!(interim.dropped(), 1);
     }
