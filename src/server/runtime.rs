@@ -1,5 +1,6 @@
 //! The tokio runtime: one I/O thread, tuned so that one wake-up of Python carries a whole I/O
-//! pass's events; and the allocator's memory handed back to the system once the I/O goes quiet.
+//! pass's events; the C allocator Python's large objects come from, tuned not to return memory
+//! between requests; and both allocators' free memory handed back once the I/O goes quiet.
 
 use std::sync::Arc;
 
@@ -16,6 +17,7 @@ pub fn build_runtime(
     bridge: Arc<Bridge>,
     access_log: Option<Arc<AccessLog>>,
 ) -> std::io::Result<tokio::runtime::Runtime> {
+    keep_c_heap_between_requests();
     tokio::runtime::Builder::new_multi_thread()
         .worker_threads(1)
         .enable_all()
@@ -77,8 +79,38 @@ impl IdleMemory {
     }
 }
 
-/// Purge the calling thread's free pages and every arena's (mimalloc's `mi_collect(true)`).
+/// The C heap's top is trimmed only when the server goes quiet ([`IdleMemory`]), not after
+/// every request.
+///
+/// Python takes every object over 512 bytes from glibc's malloc: each request body chunk the
+/// app receives as `bytes`, each response body it builds. glibc gives the top of its heap back
+/// to the system as soon as more than `M_TRIM_THRESHOLD` (128 KiB) of it is free, which a few
+/// 64 KiB bodies finishing together reach; the next requests then fault the same pages back in,
+/// zeroed and charged to the cgroup again. On a POST echo of 64 KiB that churn took a third of
+/// the server's CPU (89 -> 59 us per request once it stopped; `docs/performance.md`).
+///
+/// The thresholds are the ones glibc's own dynamic tuning reaches at most on 64-bit (mmap from
+/// 32 MiB, trim beyond twice that); setting them fixes them there from the start. Glibc only.
+fn keep_c_heap_between_requests() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    {
+        const MMAP_THRESHOLD: libc::c_int = 32 << 20;
+        // SAFETY: mallopt only changes glibc's tuning parameters; any value is accepted.
+        unsafe {
+            libc::mallopt(libc::M_MMAP_THRESHOLD, MMAP_THRESHOLD);
+            libc::mallopt(libc::M_TRIM_THRESHOLD, 2 * MMAP_THRESHOLD);
+        }
+    }
+}
+
+/// Purge the calling thread's free pages and every arena's (mimalloc's `mi_collect(true)`), and
+/// the C heap's free memory (`malloc_trim`, see [`keep_c_heap_between_requests`]).
 fn return_free_memory() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: glibc's own entry point; it only walks the allocator's arenas under their locks.
+    unsafe {
+        libc::malloc_trim(0);
+    }
     #[cfg(not(feature = "fuzzing"))]
     {
         extern "C" {
