@@ -25,8 +25,8 @@ use super::waiters::{is_done, on_wake, set_result, Parked, Wakeable};
 use crate::bridge::{SendRoom, WaitKind};
 use crate::errors::{Disconnected, ProtocolError};
 use crate::exchange::{
-    dup_file, open_file, plain_response, pump_request_body, BodyEvent, Exchange, RequestBody,
-    ResponseBody,
+    dup_file, open_file, plain_response, pump_request_body, BodyBytes, BodyEvent, Exchange,
+    RequestBody, ResponseBody,
 };
 
 enum ResponseState {
@@ -418,7 +418,7 @@ impl Wakeable for HttpProtocol {
                 if !more {
                     self.body_delivered = true;
                 }
-                request_message(py, &data, more).map(Some)
+                body_message(py, &data, more).map(Some)
             }
             BodyEvent::Disconnected => disconnect_message(py).map(Some),
             BodyEvent::End => {
@@ -594,6 +594,39 @@ fn request_message(py: Python<'_>, body: &[u8], more: bool) -> PyResult<Py<PyAny
     message.set_item(intern!(py, "body"), PyBytes::new(py, body))?;
     message.set_item(intern!(py, "more_body"), more)?;
     Ok(message.into_any().unbind())
+}
+
+/// An `http.request` message carrying `data` as one `bytes` object (one copy, straight into it).
+fn body_message(py: Python<'_>, data: &BodyBytes, more: bool) -> PyResult<Py<PyAny>> {
+    let message = PyDict::new(py);
+    message.set_item(intern!(py, "type"), intern!(py, "http.request"))?;
+    message.set_item(intern!(py, "body"), uninit_bytes_from(py, data)?)?;
+    message.set_item(intern!(py, "more_body"), more)?;
+    Ok(message.into_any().unbind())
+}
+
+/// `data` as a new `bytes`, written once: `PyBytes::new_with` would zero the buffer first, a
+/// second pass over every body byte.
+fn uninit_bytes_from<'py>(py: Python<'py>, data: &BodyBytes) -> PyResult<Bound<'py, PyBytes>> {
+    let len = data.len();
+    let Ok(py_len) = pyo3::ffi::Py_ssize_t::try_from(len) else {
+        return Err(pyo3::exceptions::PyOverflowError::new_err("body too large"));
+    };
+    // SAFETY: with a null source, PyBytes_FromStringAndSize allocates an uninitialised bytes
+    // object of `py_len` bytes (or fails, setting an exception); the GIL is held.
+    let object = unsafe { pyo3::ffi::PyBytes_FromStringAndSize(std::ptr::null(), py_len) };
+    // SAFETY: `object` is a new reference or null with an exception set, as `from_owned_ptr_or_err` expects.
+    let bytes = unsafe { Bound::from_owned_ptr_or_err(py, object)? }.cast_into::<PyBytes>()?;
+    // SAFETY: the object was created just now and nothing else refers to it, so its buffer of
+    // exactly `len` bytes may be written before it is shared.
+    let out = unsafe {
+        std::slice::from_raw_parts_mut(
+            pyo3::ffi::PyBytes_AsString(bytes.as_ptr()).cast::<u8>(),
+            len,
+        )
+    };
+    data.copy_to(out);
+    Ok(bytes)
 }
 
 fn disconnect_message(py: Python<'_>) -> PyResult<Py<PyAny>> {

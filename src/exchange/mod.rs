@@ -38,14 +38,56 @@ pub type ResponseReceiver = oneshot::Receiver<http::Response<ResponseBody>>;
 
 /// What `receive()` can give the app next.
 pub enum BodyEvent {
-    /// A chunk of the body; `more` is false for the last one.
-    Chunk { data: Bytes, more: bool },
+    /// Everything of the body read since the last `receive()`, in order; `more` is false when
+    /// it ends the body.
+    Chunk { data: BodyBytes, more: bool },
     /// The body ended and its last message is still to be delivered.
     End,
     /// The client is gone.
     Disconnected,
     /// Nothing yet: the app is parked until a wake-up.
     Pending,
+}
+
+/// Body bytes handed to the app in one message: usually one chunk as hyper read it, or several
+/// when the app fell behind the socket. They become one `bytes` object, so a body that arrived
+/// in several reads is copied once, not once per read and again when the app joins them.
+pub enum BodyBytes {
+    One(Bytes),
+    Many(VecDeque<Bytes>),
+}
+
+impl BodyBytes {
+    pub fn len(&self) -> usize {
+        match self {
+            BodyBytes::One(bytes) => bytes.len(),
+            BodyBytes::Many(chunks) => chunks.iter().map(Bytes::len).sum(),
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Copies the bytes into `out`, which is [`BodyBytes::len`] long (a shorter `out` gets
+    /// what fits).
+    pub fn copy_to(&self, out: &mut [u8]) {
+        let mut rest = out;
+        for chunk in self.chunks() {
+            let n = chunk.len().min(rest.len());
+            let (head, tail) = std::mem::take(&mut rest).split_at_mut(n);
+            head.copy_from_slice(chunk.get(..n).unwrap_or_default());
+            rest = tail;
+        }
+    }
+
+    fn chunks(&self) -> impl Iterator<Item = &Bytes> {
+        let (one, many) = match self {
+            BodyBytes::One(bytes) => (Some(bytes), None),
+            BodyBytes::Many(chunks) => (None, Some(chunks.iter())),
+        };
+        one.into_iter().chain(many.into_iter().flatten())
+    }
 }
 
 #[derive(Default)]
@@ -241,9 +283,14 @@ impl Exchange {
     /// `end_delivered`: the app already has the body's last message.
     pub fn receive(&self, end_delivered: bool) -> BodyEvent {
         let mut state = self.state.lock();
-        if let Some(data) = state.chunks.pop_front() {
-            state.buffered -= data.len();
-            let more = !(state.chunks.is_empty() && state.body_done && !state.body_failed);
+        let data = match state.chunks.len() {
+            0 => None,
+            1 => state.chunks.pop_front().map(BodyBytes::One),
+            _ => Some(BodyBytes::Many(std::mem::take(&mut state.chunks))),
+        };
+        if let Some(data) = data {
+            state.buffered = 0;
+            let more = !state.body_done || state.body_failed;
             drop(state);
             // The pump may read more.
             self.body_space.notify_one();

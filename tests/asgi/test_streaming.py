@@ -244,3 +244,48 @@ def test_receive_message_types(router_server):
     # a request without a body: exactly one http.request with b"" and more_body False
     assert get["messages"] == 1 and get["length"] == 0
     assert get["message_types"] == ["http.request:bytes:bool"]
+
+
+def upload_while_the_app_waits(server, body: bytes, pieces: int) -> dict:
+    """POST ``body`` to /upload in ``pieces`` separate writes while the app has not called receive() yet;
+    release the app once the server has had time to read what it will read (a body past the high-water mark
+    stops being read, so the pieces are written from a thread); the app's account of what it got."""
+    name = f"body-{uuid.uuid4().hex}"
+    step = -(-len(body) // pieces)
+    with server.raw(timeout=30) as conn:
+        conn.send(build_request("POST", f"/upload?wait={name}", headers=[("Content-Length", str(len(body)))]))
+
+        def write_pieces():
+            for at in range(0, len(body), step):
+                conn.send(body[at : at + step])
+                time.sleep(0.01)  # each piece its own read on the server's side
+
+        writer = threading.Thread(target=write_pieces, daemon=True)
+        writer.start()
+        time.sleep(0.01 * pieces + 0.3)
+        with server.client() as c:
+            assert c.get("/release", params={"id": name}).status_code == 200
+        writer.join(30)
+        r = conn.read_response()
+    assert r.status == 200
+    result = r.json()
+    assert result["length"] == len(body)
+    assert result["sha256"] == hashlib.sha256(body).hexdigest()
+    return result
+
+
+def test_body_read_while_the_app_was_busy_arrives_as_one_message(router_server):
+    """Pieces the server read before the app asked reach it as one ``bytes``: copied once, not once per read
+    and again when the app joins them."""
+    result = upload_while_the_app_waits(router_server, bytes(range(256)) * 192, pieces=12)  # 48 KiB
+    assert result["messages"] == 1, result
+    assert result["message_types"] == ["http.request:bytes:bool"]
+
+
+def test_body_past_the_high_water_mark_still_arrives_in_bounded_messages(router_server):
+    """Above the 64 KiB high-water mark the server stops reading until the app catches up: however far
+    behind the app was, no message carries the whole 4 MiB body."""
+    body = bytes(range(256)) * (16 * 1024)  # 4 MiB
+    result = upload_while_the_app_waits(router_server, body, pieces=64)
+    assert result["messages"] > 1, result
+    assert result["biggest_message"] <= 1024 * 1024, result
