@@ -558,6 +558,15 @@ OPTIONS: tuple[Option, ...] = (
         "Run each request in a fresh contextvars.Context.",
         is_flag=True,
     ),
+    Option(
+        "gc_freeze",
+        ("--gc-freeze/--no-gc-freeze",),
+        True,
+        "Enable/Disable moving every object alive once the app has started (its modules, what its lifespan "
+        "startup built) out of reach of the cyclic garbage collector (gc.collect() then gc.freeze()), so that "
+        "collections under load only walk objects made since.",
+        is_flag=True,
+    ),
 )
 
 OPTIONS_BY_NAME: dict[str, Option] = {option.name: option for option in OPTIONS}
@@ -686,6 +695,7 @@ class Config:
     h11_max_incomplete_event_size: int | None
     factory: bool
     reset_contextvars: bool
+    gc_freeze: bool
 
     # --- options only Python can set: one per entry of PYTHON_ONLY_DEFAULTS -------------------
     ssl_context_factory: Callable[..., Any] | None

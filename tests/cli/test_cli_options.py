@@ -62,6 +62,17 @@ def test_reset_contextvars(start_server):
     assert httpx.get(f"{fresh.url}/").json()["marker"] == "unset"
 
 
+def test_gc_freeze_freezes_what_startup_left_alive(start_server):
+    """By default everything alive before the first request is frozen (gc.get_objects() no longer lists
+    it); --no-gc-freeze leaves the collector as the app had it."""
+    frozen = httpx.get(f"{start_server(APP).url}/").json()
+    assert frozen["gc_freeze_count"] > 1000
+    assert frozen["imported_cycle_tracked"] is False
+    unfrozen = httpx.get(f"{start_server(APP, '--no-gc-freeze').url}/").json()
+    assert unfrozen["gc_freeze_count"] == 0
+    assert unfrozen["imported_cycle_tracked"] is True
+
+
 def test_limit_max_requests_ends_the_process(start_server):
     srv = start_server(APP, "--limit-max-requests", "3")
     for _ in range(3):
