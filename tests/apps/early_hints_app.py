@@ -16,39 +16,24 @@ Routes (``app``):
 from __future__ import annotations
 
 import asyncio
-import json
-import urllib.parse
+
+from tests.apps.common import lifespan, query, read_body, respond, send_json
 
 PROBES: dict = {}
-
-
-def query(scope) -> dict[str, str]:
-    return dict(urllib.parse.parse_qsl(scope["query_string"].decode()))
 
 
 def links_for(tag: str, i: int, count: int) -> list[bytes]:
     return [f"</{tag}-{i}-{j}.css>; rel=preload; as=style".encode() for j in range(count)]
 
 
-async def respond(send, body: bytes, content_type: bytes = b"text/plain") -> None:
-    await send({"type": "http.response.start", "status": 200, "headers": [(b"content-type", content_type)]})
-    await send({"type": "http.response.body", "body": body})
-
-
 async def app(scope, receive, send):
     if scope["type"] == "lifespan":
-        while True:
-            message = await receive()
-            if message["type"] == "lifespan.startup":
-                await send({"type": "lifespan.startup.complete"})
-            elif message["type"] == "lifespan.shutdown":
-                await send({"type": "lifespan.shutdown.complete"})
-                return
+        await lifespan(receive, send)
+        return
     path = scope["path"]
     q = query(scope)
     if path == "/extensions":
-        data = {"extensions": sorted(scope.get("extensions") or {}), "http": scope["http_version"]}
-        await respond(send, json.dumps(data).encode(), b"application/json")
+        await send_json(send, {"extensions": sorted(scope.get("extensions") or {}), "http": scope["http_version"]})
     elif path == "/hint":
         tag = q.get("tag", "x")
         for i in range(int(q.get("n", "1"))):
@@ -65,13 +50,7 @@ async def app(scope, receive, send):
             await send({"type": "http.response.body", "body": part, "more_body": part != b"three"})
     elif path == "/hint-echo":
         await send({"type": "http.response.early_hint", "links": links_for(q.get("tag", "x"), 0, 1)})
-        body = b""
-        while True:
-            message = await receive()
-            body += message.get("body", b"")
-            if not message.get("more_body"):
-                break
-        await respond(send, body)
+        await respond(send, await read_body(receive))
     elif path == "/hint-after-start":
         await send({"type": "http.response.start", "status": 200, "headers": []})
         try:
@@ -88,7 +67,7 @@ async def app(scope, receive, send):
     elif path == "/big":
         await respond(send, b"b" * int(q["size"]))
     elif path == "/probe":
-        await respond(send, json.dumps({"result": PROBES.get(q["id"])}).encode(), b"application/json")
+        await send_json(send, {"result": PROBES.get(q["id"])})
     else:
         await send({"type": "http.response.start", "status": 404, "headers": []})
         await send({"type": "http.response.body", "body": b"not found"})

@@ -17,42 +17,18 @@ Routes (``app``):
 
 from __future__ import annotations
 
-import json
 import os
 import struct
-import urllib.parse
+
+from tests.apps.common import lifespan, query, read_body, send_json
 
 PROBES: dict = {}
 
 
-def query(scope) -> dict[str, str]:
-    return dict(urllib.parse.parse_qsl(scope["query_string"].decode()))
-
-
-async def read_body(receive) -> bytes:
-    body = b""
-    while True:
-        message = await receive()
-        body += message.get("body", b"")
-        if not message.get("more_body"):
-            return body
-
-
-async def send_json(send, data, status=200):
-    body = json.dumps(data).encode()
-    await send({"type": "http.response.start", "status": status, "headers": [(b"content-type", b"application/json")]})
-    await send({"type": "http.response.body", "body": body})
-
-
 async def app(scope, receive, send):
     if scope["type"] == "lifespan":
-        while True:
-            message = await receive()
-            if message["type"] == "lifespan.startup":
-                await send({"type": "lifespan.startup.complete"})
-            elif message["type"] == "lifespan.shutdown":
-                await send({"type": "lifespan.shutdown.complete"})
-                return
+        await lifespan(receive, send)
+        return
     path = scope["path"]
     q = query(scope)
     if path == "/extensions":
