@@ -14,6 +14,7 @@ use tokio::io::{AsyncRead, AsyncWrite, Interest, ReadBuf};
 use tokio::net::{TcpStream, UnixStream};
 
 use super::sendfile::{send_range, Front, SendfileQueue};
+use crate::stamp::Stamp;
 use tokio::time::Instant;
 
 pub enum Socket {
@@ -49,40 +50,19 @@ impl ReadCount {
 
 /// Since when the socket has refused every write: tells a client that stopped reading (its
 /// receive window and the socket's send buffer are full) from one that is merely slow.
-#[derive(Debug)]
-pub struct WriteStall {
-    origin: Instant,
-    /// Microseconds after `origin` at which writes began to be refused; 0 while they are not.
-    since_us: AtomicU64,
-}
-
-impl Default for WriteStall {
-    fn default() -> Self {
-        Self {
-            origin: Instant::now(),
-            since_us: AtomicU64::new(0),
-        }
-    }
-}
+#[derive(Debug, Default)]
+pub struct WriteStall(Stamp);
 
 impl WriteStall {
     /// When the socket began refusing writes, if it refuses them now.
     pub fn since(&self) -> Option<Instant> {
-        match self.since_us.load(Ordering::Relaxed) {
-            0 => None,
-            us => Some(self.origin + std::time::Duration::from_micros(us)),
-        }
+        self.0.get()
     }
 
     fn note<T>(&self, polled: &Poll<io::Result<T>>, wrote: impl Fn(&T) -> bool) {
         match polled {
-            Poll::Pending => {
-                if self.since_us.load(Ordering::Relaxed) == 0 {
-                    let us = u64::try_from(self.origin.elapsed().as_micros()).unwrap_or(u64::MAX);
-                    self.since_us.store(us.max(1), Ordering::Relaxed);
-                }
-            }
-            Poll::Ready(Ok(value)) if wrote(value) => self.since_us.store(0, Ordering::Relaxed),
+            Poll::Pending => self.0.set_now_if_none(),
+            Poll::Ready(Ok(value)) if wrote(value) => self.0.clear(),
             Poll::Ready(_) => {}
         }
     }
