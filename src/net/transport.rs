@@ -1,7 +1,7 @@
 //! The stream every protocol stack runs over: a TCP or Unix socket (so each stack is compiled
-//! once, not once per socket type) that counts the reads returning data, notes since when
-//! the socket has refused writes, and sends file ranges whose stand-ins hyper writes with
-//! `sendfile(2)` (`net::sendfile`).
+//! once, not once per socket type) that replays the bytes protocol detection read, counts the
+//! reads returning data, notes since when the socket has refused writes, and sends file ranges
+//! whose stand-ins hyper writes with `sendfile(2)` (`net::sendfile`).
 
 use std::io;
 use std::os::fd::{AsRawFd, RawFd};
@@ -10,6 +10,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
+use bytes::Bytes;
 use tokio::io::{AsyncRead, AsyncWrite, Interest, ReadBuf};
 use tokio::net::{TcpStream, UnixStream};
 
@@ -120,6 +121,8 @@ impl Socket {
 
 pub struct Transport {
     socket: Socket,
+    /// Bytes read before the protocol was chosen (HTTP/2 preface detection), read again first.
+    replay: Bytes,
     reads: Arc<ReadCount>,
     stall: Arc<WriteStall>,
     /// File ranges to send in place of their stand-ins (cleartext HTTP/1.1 only).
@@ -131,10 +134,17 @@ impl Transport {
     pub fn new(socket: Socket, reads: Arc<ReadCount>, stall: Arc<WriteStall>) -> Self {
         Self {
             socket,
+            replay: Bytes::new(),
             reads,
             stall,
             sendfile: None,
         }
+    }
+
+    /// `bytes` (read through this transport to choose the protocol) are read again, before the
+    /// socket's next bytes.
+    pub fn put_back(&mut self, bytes: Bytes) {
+        self.replay = bytes;
     }
 
     /// Send the ranges of `queue` when hyper writes their stand-ins.
@@ -192,6 +202,12 @@ impl AsyncRead for Transport {
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
         let this = self.get_mut();
+        if !this.replay.is_empty() {
+            // Counted as reads already, when they came from the socket.
+            let n = this.replay.len().min(buf.remaining());
+            buf.put_slice(&this.replay.split_to(n));
+            return Poll::Ready(Ok(()));
+        }
         let before = buf.filled().len();
         let polled = match &mut this.socket {
             Socket::Tcp(s) => Pin::new(s).poll_read(cx, buf),
