@@ -32,8 +32,11 @@ use http::HeaderValue;
 use parking_lot::Mutex;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
-/// The client connection preface (RFC 9113 §3.4) precedes the client's first frame.
-pub const CLIENT_PREFACE_LEN: usize = 24;
+use super::h2_frames::{
+    FrameHead, FrameReader, FLAG_ACK, FLAG_END_HEADERS, FLAG_END_STREAM, FRAME_DATA, FRAME_HEADERS,
+    FRAME_RST_STREAM, FRAME_SETTINGS,
+};
+
 /// The largest header block a 103 may have: one frame no larger than the smallest
 /// SETTINGS_MAX_FRAME_SIZE a peer may set (RFC 9113 §4.2), so no CONTINUATION is needed.
 pub const MAX_HINT_BLOCK: usize = 16_384;
@@ -42,130 +45,10 @@ const INITIAL_TABLE_SIZE: u32 = 4096;
 /// Client streams followed at once; past it (a client that opens streams h2 never accepts),
 /// hints are off for the connection.
 const MAX_TRACKED_STREAMS: usize = 4096;
-/// Payload bytes kept for the frames whose contents matter (SETTINGS, RST_STREAM).
-const MAX_CAPTURE: usize = 1024;
 
-const FRAME_DATA: u8 = 0x0;
-const FRAME_HEADERS: u8 = 0x1;
-const FRAME_RST_STREAM: u8 = 0x3;
-const FRAME_SETTINGS: u8 = 0x4;
-const FRAME_PUSH_PROMISE: u8 = 0x5;
-const FRAME_CONTINUATION: u8 = 0x9;
-const FLAG_END_STREAM: u8 = 0x1;
-const FLAG_ACK: u8 = 0x1;
-const FLAG_END_HEADERS: u8 = 0x4;
 const SETTINGS_HEADER_TABLE_SIZE: u16 = 0x1;
 const REASON_PROTOCOL_ERROR: u32 = 0x1;
 const REASON_REFUSED_STREAM: u32 = 0x7;
-
-/// A frame's 9-byte header, decoded.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct FrameHead {
-    pub kind: u8,
-    pub flags: u8,
-    pub stream: u32,
-    pub len: usize,
-}
-
-/// Follows an HTTP/2 frame stream fed in arbitrary pieces: where each frame begins and ends,
-/// and whether a header block (HEADERS or PUSH_PROMISE without END_HEADERS) awaits its
-/// CONTINUATION frames.
-pub struct FrameTracker {
-    /// Bytes of the client preface still to pass (inbound only).
-    skip: usize,
-    head: [u8; 9],
-    have: usize,
-    current: Option<FrameHead>,
-    payload_left: usize,
-    /// The current frame's payload, when it is one whose contents matter and short enough.
-    capture: Option<Vec<u8>>,
-    in_block: bool,
-}
-
-impl FrameTracker {
-    /// `preface`: the stream begins with the client connection preface.
-    pub fn new(preface: bool) -> Self {
-        Self {
-            skip: if preface { CLIENT_PREFACE_LEN } else { 0 },
-            head: [0; 9],
-            have: 0,
-            current: None,
-            payload_left: 0,
-            capture: None,
-            in_block: false,
-        }
-    }
-
-    /// Between two frames, and not inside a header block: a whole frame may be inserted here.
-    pub fn at_boundary(&self) -> bool {
-        self.skip == 0 && self.have == 0 && self.current.is_none() && !self.in_block
-    }
-
-    /// Follows `bytes`; `on_frame` gets each frame as it ends, with its payload when `wanted`
-    /// says so for its type and it is at most [`MAX_CAPTURE`] bytes long.
-    pub fn feed(
-        &mut self,
-        mut bytes: &[u8],
-        wanted: fn(u8) -> bool,
-        mut on_frame: impl FnMut(&FrameHead, Option<&[u8]>),
-    ) {
-        let skipped = self.skip.min(bytes.len());
-        self.skip -= skipped;
-        bytes = &bytes[skipped..];
-        while !bytes.is_empty() {
-            match self.current {
-                None => {
-                    let take = (9 - self.have).min(bytes.len());
-                    self.head[self.have..self.have + take].copy_from_slice(&bytes[..take]);
-                    self.have += take;
-                    bytes = &bytes[take..];
-                    if self.have < 9 {
-                        return;
-                    }
-                    self.have = 0;
-                    let h = &self.head;
-                    let frame = FrameHead {
-                        len: (usize::from(h[0]) << 16)
-                            | (usize::from(h[1]) << 8)
-                            | usize::from(h[2]),
-                        kind: h[3],
-                        flags: h[4],
-                        stream: u32::from_be_bytes([h[5], h[6], h[7], h[8]]) & 0x7fff_ffff,
-                    };
-                    match frame.kind {
-                        FRAME_HEADERS | FRAME_PUSH_PROMISE | FRAME_CONTINUATION => {
-                            self.in_block = frame.flags & FLAG_END_HEADERS == 0;
-                        }
-                        _ => {}
-                    }
-                    self.capture = (wanted(frame.kind) && frame.len <= MAX_CAPTURE)
-                        .then(|| Vec::with_capacity(frame.len));
-                    self.payload_left = frame.len;
-                    self.current = Some(frame);
-                }
-                Some(_) => {
-                    let take = self.payload_left.min(bytes.len());
-                    if let Some(capture) = &mut self.capture {
-                        capture.extend_from_slice(&bytes[..take]);
-                    }
-                    self.payload_left -= take;
-                    bytes = &bytes[take..];
-                }
-            }
-            if let (Some(frame), 0) = (self.current, self.payload_left) {
-                self.current = None;
-                let capture = self.capture.take();
-                on_frame(&frame, capture.as_deref());
-            }
-        }
-        // A frame with an empty payload ends with its header.
-        if let (Some(frame), 0) = (self.current, self.payload_left) {
-            self.current = None;
-            let capture = self.capture.take();
-            on_frame(&frame, capture.as_deref());
-        }
-    }
-}
 
 /// The frame of a `103 Early Hints` response on `stream`: one HEADERS frame (END_HEADERS, not
 /// END_STREAM) whose block holds `:status: 103` and one `link` field per value. Each field is a
@@ -476,8 +359,8 @@ fn outbound_wanted(kind: u8) -> bool {
 pub struct InterimIo<S> {
     inner: S,
     interim: Arc<Interim>,
-    inbound: FrameTracker,
-    outbound: FrameTracker,
+    inbound: FrameReader,
+    outbound: FrameReader,
     /// Injected bytes not yet written: h2's next bytes wait behind them.
     out: Bytes,
     /// The waker last given to `interim` (a clone is stored only when it changes).
@@ -491,8 +374,8 @@ impl<S> InterimIo<S> {
         Self {
             inner,
             interim,
-            inbound: FrameTracker::new(preface),
-            outbound: FrameTracker::new(false),
+            inbound: FrameReader::new(preface),
+            outbound: FrameReader::new(false),
             out: Bytes::new(),
             task: None,
         }
@@ -655,105 +538,6 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for InterimIo<S> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn frame(kind: u8, flags: u8, stream: u32, payload: &[u8]) -> Vec<u8> {
-        let len = payload.len();
-        let mut out = vec![(len >> 16) as u8, (len >> 8) as u8, len as u8, kind, flags];
-        out.extend_from_slice(&stream.to_be_bytes());
-        out.extend_from_slice(payload);
-        out
-    }
-
-    /// A tiny deterministic generator (xorshift), so the test needs no dependency.
-    struct Rng(u64);
-    impl Rng {
-        fn next(&mut self) -> u64 {
-            self.0 ^= self.0 << 13;
-            self.0 ^= self.0 >> 7;
-            self.0 ^= self.0 << 17;
-            self.0
-        }
-        fn below(&mut self, n: usize) -> usize {
-            (self.next() % n as u64) as usize
-        }
-    }
-
-    /// A random valid frame stream, with the offsets at which a frame may be inserted.
-    fn random_stream(rng: &mut Rng) -> (Vec<u8>, Vec<usize>) {
-        let mut bytes = Vec::new();
-        let mut boundaries = vec![0];
-        for _ in 0..(1 + rng.below(40)) {
-            let stream = 1 + 2 * rng.below(50) as u32;
-            let payload = vec![0xab; rng.below(300)];
-            match rng.below(4) {
-                0 => {
-                    // A header block split over CONTINUATION frames: no boundary inside it.
-                    let parts = 1 + rng.below(3);
-                    for part in 0..parts {
-                        let last = part + 1 == parts;
-                        let flags = if last { FLAG_END_HEADERS } else { 0 };
-                        let kind = if part == 0 {
-                            FRAME_HEADERS
-                        } else {
-                            FRAME_CONTINUATION
-                        };
-                        bytes.extend(frame(kind, flags, stream, &payload));
-                    }
-                }
-                1 => bytes.extend(frame(FRAME_DATA, FLAG_END_STREAM, stream, &payload)),
-                2 => bytes.extend(frame(FRAME_RST_STREAM, 0, stream, &[0, 0, 0, 8])),
-                _ => bytes.extend(frame(FRAME_SETTINGS, 0, 0, &[])),
-            }
-            boundaries.push(bytes.len());
-        }
-        (bytes, boundaries)
-    }
-
-    #[test]
-    fn injections_land_only_on_frame_boundaries() {
-        let mut rng = Rng(0x9e37_79b9_7f4a_7c15);
-        for _ in 0..2000 {
-            let (bytes, boundaries) = random_stream(&mut rng);
-            let mut tracker = FrameTracker::new(false);
-            let mut offset = 0;
-            let mut seen = Vec::new();
-            assert!(tracker.at_boundary());
-            while offset < bytes.len() {
-                let take = 1 + rng.below((bytes.len() - offset).min(700));
-                tracker.feed(&bytes[offset..offset + take], |_| false, |_, _| {});
-                offset += take;
-                if tracker.at_boundary() {
-                    seen.push(offset);
-                }
-            }
-            // Whenever the tracker says "boundary", it is one; and it ends on one.
-            for at in &seen {
-                assert!(boundaries.contains(at), "{at} is not a frame boundary");
-            }
-            assert!(tracker.at_boundary());
-        }
-    }
-
-    #[test]
-    fn frames_are_reported_with_wanted_payloads() {
-        let mut bytes = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n".to_vec();
-        bytes.extend(frame(FRAME_SETTINGS, 0, 0, &[0, 1, 0, 0, 0x10, 0]));
-        bytes.extend(frame(FRAME_HEADERS, FLAG_END_HEADERS, 3, b"xx"));
-        let mut tracker = FrameTracker::new(true);
-        let mut frames = Vec::new();
-        for byte in &bytes {
-            tracker.feed(
-                std::slice::from_ref(byte),
-                |kind| kind == FRAME_SETTINGS,
-                |head, payload| frames.push((*head, payload.map(<[u8]>::to_vec))),
-            );
-        }
-        assert_eq!(frames.len(), 2);
-        assert_eq!(frames[0].0.kind, FRAME_SETTINGS);
-        assert_eq!(frames[0].1.as_deref(), Some(&[0, 1, 0, 0, 0x10, 0][..]));
-        assert_eq!((frames[1].0.kind, frames[1].0.stream), (FRAME_HEADERS, 3));
-        assert_eq!(frames[1].1, None);
-    }
 
     #[test]
     fn hint_frame_is_a_static_literal_block() {

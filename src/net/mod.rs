@@ -4,6 +4,7 @@
 //! writer that puts 103 Early Hints between hyper's messages and frames.
 
 mod conn_info;
+pub mod h2_frames;
 pub mod interim;
 mod listener;
 pub mod proxy_protocol;
