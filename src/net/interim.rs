@@ -1,11 +1,11 @@
-//! The interim writer: `103 Early Hints`, which hyper has no API for, written into the plaintext
-//! byte stream directly under hyper: on HTTP/2 between two of h2's frames, on HTTP/1.1 when
-//! hyper has written out everything it had.
+//! Early hints: `103 Early Hints`, which hyper has no API for, written into the plaintext byte
+//! stream directly under hyper (by `net::interim_writer`): on HTTP/2 between two of h2's frames,
+//! on HTTP/1.1 when hyper has written out everything it had. Here: what the writer and the
+//! request services of one connection share ([`Interim`], [`HintTarget`]), and the 103 itself.
 //!
-//! [`InterimIo`] wraps the stream hyper's HTTP/2 connection reads and writes (above TLS). It
-//! follows both frame streams by their 9-byte headers (payloads are skipped by length), and
-//! keeps what it must know to write a HEADERS frame safely: the streams the client opened, in
-//! the order h2 hands them to hyper, and which of them have not had a HEADERS, RST_STREAM or
+//! On HTTP/2 the writer follows both frame streams by their 9-byte headers (`net::h2_frames`),
+//! and [`Interim`] keeps what it must know to write a HEADERS frame safely: the streams the
+//! client opened, in the order h2 hands them to hyper, and which of them have not had a HEADERS, RST_STREAM or
 //! END_STREAM from either side. A hint is queued by the app's `send()` (through [`HintTarget`],
 //! held by the request's exchange) and written only where an injected frame cannot disturb h2:
 //! at a frame boundary of h2's output, outside a HEADERS + CONTINUATION sequence, on a stream
@@ -21,19 +21,16 @@
 //! `docs/architecture.md`, "Early hints".
 
 use std::collections::{HashSet, VecDeque};
-use std::io;
-use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::task::{Context, Poll, Waker};
 
-use bytes::{Buf, Bytes};
+use bytes::Bytes;
 use http::HeaderValue;
 use parking_lot::Mutex;
-use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
 use super::h2_frames::{
-    FrameHead, FrameReader, FLAG_ACK, FLAG_END_HEADERS, FLAG_END_STREAM, FRAME_DATA, FRAME_HEADERS,
+    FrameHead, FLAG_ACK, FLAG_END_HEADERS, FLAG_END_STREAM, FRAME_DATA, FRAME_HEADERS,
     FRAME_RST_STREAM, FRAME_SETTINGS,
 };
 
@@ -97,8 +94,6 @@ fn encode_integer(dst: &mut Vec<u8>, mut value: usize, prefix: u32) {
 /// Which protocol the interim writer serves.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Framing {
-    /// No early hints on this connection: the stream is passed through.
-    Off,
     /// HTTP/1.1: a `103` goes out at a `poll_flush` of hyper's (its buffer is empty then).
     Http1,
     /// HTTP/2: a HEADERS frame goes out between two of h2's frames.
@@ -166,11 +161,29 @@ impl Interim {
         }
     }
 
+    pub fn framing(&self) -> Framing {
+        self.framing
+    }
+
+    /// Hints wait to be written (no lock taken).
+    pub fn has_queued(&self) -> bool {
+        self.queued.load(Ordering::Acquire)
+    }
+
+    /// The payloads [`Self::on_inbound`] needs: the client's SETTINGS.
+    pub fn inbound_wanted(kind: u8) -> bool {
+        kind == FRAME_SETTINGS
+    }
+
+    /// The payloads [`Self::on_outbound`] needs: h2's RST_STREAM (its reason).
+    pub fn outbound_wanted(kind: u8) -> bool {
+        kind == FRAME_RST_STREAM
+    }
+
     /// hyper accepted its next request (its service is being called): that request's target,
     /// or `None` when hints are off. On HTTP/2, called once per accepted stream, in order.
     pub fn accept(self: &Arc<Self>) -> Option<HintTarget> {
         match self.framing {
-            Framing::Off => return None,
             Framing::Http1 => {
                 return Some(HintTarget {
                     interim: self.clone(),
@@ -207,7 +220,13 @@ impl Interim {
     }
 
     /// A frame the client sent.
-    fn on_inbound(&self, frame: &FrameHead, payload: Option<&[u8]>) {
+    pub fn on_inbound(&self, frame: &FrameHead, payload: Option<&[u8]>) {
+        if !matches!(
+            frame.kind,
+            FRAME_HEADERS | FRAME_RST_STREAM | FRAME_SETTINGS
+        ) {
+            return; // DATA, WINDOW_UPDATE, PING...: nothing to note, no lock to take
+        }
         let mut state = self.state.lock();
         match frame.kind {
             FRAME_HEADERS if frame.stream > state.last_opened => {
@@ -252,7 +271,7 @@ impl Interim {
     }
 
     /// A frame h2 wrote.
-    fn on_outbound(&self, frame: &FrameHead, payload: Option<&[u8]>) {
+    pub fn on_outbound(&self, frame: &FrameHead, payload: Option<&[u8]>) {
         let ends = match frame.kind {
             FRAME_HEADERS | FRAME_RST_STREAM => true,
             FRAME_DATA => frame.flags & FLAG_END_STREAM != 0,
@@ -277,7 +296,7 @@ impl Interim {
 
     /// Takes the queued hints whose streams may still get one, as the bytes to write now;
     /// wakes the service futures waiting for them.
-    fn commit(&self, out: &mut Vec<u8>) {
+    pub fn commit(&self, out: &mut Vec<u8>) {
         let mut state = self.state.lock();
         self.queued.store(false, Ordering::Release);
         let queue = std::mem::take(&mut state.queue);
@@ -294,7 +313,7 @@ impl Interim {
         }
     }
 
-    fn note_task(&self, waker: &Waker) {
+    pub fn note_task(&self, waker: &Waker) {
         let mut state = self.state.lock();
         match &state.task {
             Some(task) if task.will_wake(waker) => {}
@@ -314,7 +333,6 @@ impl HintTarget {
     /// large or hints are off.
     pub fn send(&self, links: &[HeaderValue]) -> bool {
         let frame = match self.interim.framing {
-            Framing::Off => return false,
             Framing::Http1 => early_hints_message(links),
             Framing::Http2 => match early_hints_frame(self.stream, links) {
                 Some(frame) => frame,
@@ -344,194 +362,6 @@ impl HintTarget {
     /// The connection's hints dropped so far.
     pub fn dropped(&self) -> u64 {
         self.interim.dropped()
-    }
-}
-
-fn inbound_wanted(kind: u8) -> bool {
-    kind == FRAME_SETTINGS
-}
-
-fn outbound_wanted(kind: u8) -> bool {
-    kind == FRAME_RST_STREAM
-}
-
-/// The stream under hyper's HTTP/2 connection, writing queued hints between h2's frames.
-pub struct InterimIo<S> {
-    inner: S,
-    interim: Arc<Interim>,
-    inbound: FrameReader,
-    outbound: FrameReader,
-    /// Injected bytes not yet written: h2's next bytes wait behind them.
-    out: Bytes,
-    /// The waker last given to `interim` (a clone is stored only when it changes).
-    task: Option<Waker>,
-}
-
-impl<S> InterimIo<S> {
-    /// On HTTP/2 the client preface is still to be read through this stream.
-    pub fn new(inner: S, interim: Arc<Interim>) -> Self {
-        let preface = interim.framing == Framing::Http2;
-        Self {
-            inner,
-            interim,
-            inbound: FrameReader::new(preface),
-            outbound: FrameReader::new(false),
-            out: Bytes::new(),
-            task: None,
-        }
-    }
-
-    /// Gives `interim` the connection task's waker (hyper polls reads and flushes with it).
-    fn note_task(&mut self, cx: &Context<'_>) {
-        if !self
-            .task
-            .as_ref()
-            .is_some_and(|task| task.will_wake(cx.waker()))
-        {
-            self.task = Some(cx.waker().clone());
-            self.interim.note_task(cx.waker());
-        }
-    }
-}
-
-impl<S: AsyncWrite + Unpin> InterimIo<S> {
-    /// Writes the injected bytes left; `Ready` once none are.
-    fn drain_out(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        while !self.out.is_empty() {
-            let n = match Pin::new(&mut self.inner).poll_write(cx, &self.out) {
-                Poll::Ready(Ok(n)) => n,
-                Poll::Ready(Err(err)) => return Poll::Ready(Err(err)),
-                Poll::Pending => return Poll::Pending,
-            };
-            if n == 0 {
-                return Poll::Ready(Err(io::ErrorKind::WriteZero.into()));
-            }
-            self.out.advance(n);
-        }
-        Poll::Ready(Ok(()))
-    }
-
-    /// Where hyper's output allows it (`flushing`: hyper is flushing, so its HTTP/1.1 buffer is
-    /// empty; on HTTP/2, at a frame boundary), takes the queued hints and writes what it can.
-    fn inject(&mut self, cx: &mut Context<'_>, flushing: bool) -> Poll<io::Result<()>> {
-        if !self.out.is_empty() {
-            return self.drain_out(cx);
-        }
-        if !self.interim.queued.load(Ordering::Acquire) {
-            return Poll::Ready(Ok(()));
-        }
-        let here = match self.interim.framing {
-            Framing::Off => false,
-            Framing::Http1 => flushing,
-            Framing::Http2 => self.outbound.at_boundary(),
-        };
-        if !here {
-            return Poll::Ready(Ok(()));
-        }
-        let mut out = Vec::new();
-        self.interim.commit(&mut out);
-        self.out = Bytes::from(out);
-        self.drain_out(cx)
-    }
-
-    fn observe_written<'b>(&mut self, bufs: impl IntoIterator<Item = &'b [u8]>, mut n: usize) {
-        if self.interim.framing != Framing::Http2 {
-            return;
-        }
-        let interim = &self.interim;
-        for buf in bufs {
-            if n == 0 {
-                break;
-            }
-            let take = n.min(buf.len());
-            self.outbound
-                .feed(&buf[..take], outbound_wanted, |frame, payload| {
-                    interim.on_outbound(frame, payload)
-                });
-            n -= take;
-        }
-    }
-}
-
-impl<S: AsyncRead + Unpin> AsyncRead for InterimIo<S> {
-    fn poll_read(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<io::Result<()>> {
-        let this = self.get_mut();
-        if this.interim.framing == Framing::Off {
-            return Pin::new(&mut this.inner).poll_read(cx, buf);
-        }
-        this.note_task(cx);
-        let before = buf.filled().len();
-        let polled = Pin::new(&mut this.inner).poll_read(cx, buf);
-        if this.interim.framing != Framing::Http2 {
-            return polled;
-        }
-        let interim = &this.interim;
-        this.inbound
-            .feed(&buf.filled()[before..], inbound_wanted, |frame, payload| {
-                interim.on_inbound(frame, payload)
-            });
-        polled
-    }
-}
-
-impl<S: AsyncWrite + Unpin> AsyncWrite for InterimIo<S> {
-    fn poll_write(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<io::Result<usize>> {
-        let this = self.get_mut();
-        if let Err(err) = std::task::ready!(this.inject(cx, false)) {
-            return Poll::Ready(Err(err));
-        }
-        let polled = Pin::new(&mut this.inner).poll_write(cx, buf);
-        if let Poll::Ready(Ok(n)) = polled {
-            this.observe_written([buf], n);
-        }
-        polled
-    }
-
-    fn poll_write_vectored(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        bufs: &[io::IoSlice<'_>],
-    ) -> Poll<io::Result<usize>> {
-        let this = self.get_mut();
-        if let Err(err) = std::task::ready!(this.inject(cx, false)) {
-            return Poll::Ready(Err(err));
-        }
-        let polled = Pin::new(&mut this.inner).poll_write_vectored(cx, bufs);
-        if let Poll::Ready(Ok(n)) = polled {
-            this.observe_written(bufs.iter().map(|b| &**b), n);
-        }
-        polled
-    }
-
-    fn is_write_vectored(&self) -> bool {
-        self.inner.is_write_vectored()
-    }
-
-    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        let this = self.get_mut();
-        if this.interim.framing != Framing::Off {
-            this.note_task(cx);
-        }
-        if let Err(err) = std::task::ready!(this.inject(cx, true)) {
-            return Poll::Ready(Err(err));
-        }
-        Pin::new(&mut this.inner).poll_flush(cx)
-    }
-
-    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        let this = self.get_mut();
-        if let Err(err) = std::task::ready!(this.drain_out(cx)) {
-            return Poll::Ready(Err(err));
-        }
-        Pin::new(&mut this.inner).poll_shutdown(cx)
     }
 }
 

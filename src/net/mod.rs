@@ -6,6 +6,7 @@
 mod conn_info;
 pub mod h2_frames;
 pub mod interim;
+pub mod interim_writer;
 mod listener;
 pub mod proxy_protocol;
 pub mod sendfile;
