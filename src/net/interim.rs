@@ -270,15 +270,16 @@ impl Interim {
         }
     }
 
-    /// A frame h2 wrote.
-    pub fn on_outbound(&self, frame: &FrameHead, payload: Option<&[u8]>) {
+    /// A frame h2 wrote. True when it begins to end its stream's exchange (its stream gets no
+    /// hint from now on).
+    pub fn on_outbound(&self, frame: &FrameHead, payload: Option<&[u8]>) -> bool {
         let ends = match frame.kind {
             FRAME_HEADERS | FRAME_RST_STREAM => true,
             FRAME_DATA => frame.flags & FLAG_END_STREAM != 0,
             _ => false,
         };
         if !ends {
-            return;
+            return false;
         }
         let mut state = self.state.lock();
         state.live.remove(&frame.stream);
@@ -292,6 +293,7 @@ impl Interim {
                 state.refused.insert(frame.stream);
             }
         }
+        true
     }
 
     /// Takes the queued hints whose streams may still get one, as the bytes to write now;
