@@ -1,9 +1,10 @@
-//! The head clock's view of an HTTP/2 connection (a hook of the stream under hyper, `ConnStream`):
-//! the frames the client sends, watched for the one thing h2 keeps to itself: a request header block that has begun and not ended (a HEADERS frame
-//! not all received yet, or one without END_HEADERS still waiting for its CONTINUATION). h2
-//! buffers such a block, bounded only by its size, and a connection with no complete stream counts
-//! as idle; the connection's clock (`ClientClock`) closes one whose block stays open longer than
-//! `--timeout-request-head`, as a slow head is on HTTP/1.1.
+//! The head clock's view of an HTTP/2 connection (a hook of the stream under hyper,
+//! `ConnStream`): the frames the client sends, watched for the one thing h2 keeps to itself: a
+//! request header block that has begun and not ended (a HEADERS frame not all received yet, or
+//! one without END_HEADERS still waiting for its CONTINUATION). h2 buffers such a block, bounded
+//! only by its size, and a connection with no complete stream counts as idle; the connection's
+//! clock (`ClientClock`) closes one whose block stays open longer than `--timeout-request-head`,
+//! as a slow head is on HTTP/1.1.
 //!
 //! Only the 9-byte frame headers are looked at, by the stream's one reader of the client's frames
 //! (`net::h2_frames`, shared with the interim writer); payloads are skipped by length, never

@@ -3,11 +3,12 @@
 //!
 //! hyper owns the socket and has no way to answer a head it has not finished, so the stream hyper
 //! reads from (`ConnStream`, whose HTTP/1.1 hook this is) says it: once the connection's driver
-//! has set the words ([`ConnActivity`]), the next read hyper makes writes them (through TLS, when there is TLS), shuts the sending side
-//! (close_notify and FIN), reads and drops what the client still sends until it closes (so that
-//! closing never resets a connection whose client has not read the 408 yet), then gives hyper
-//! an end of stream. The driver sets the words only while no response is open or unflushed, so
-//! they cannot be interleaved with one, and bounds the whole farewell in time.
+//! has set the words ([`ConnActivity`]), the next read hyper makes writes them (through TLS,
+//! when there is TLS), shuts the sending side (close_notify and FIN), reads and drops what the
+//! client still sends until it closes (so that closing never resets a connection whose client
+//! has not read the 408 yet), then gives hyper an end of stream. The driver sets the words only
+//! while no response is open or unflushed, so they cannot be interleaved with one, and bounds
+//! the whole farewell in time.
 //!
 //! Above TLS it also counts the reads that hand hyper bytes as reads of the connection: TLS may
 //! have read a request's first bytes from the socket together with the end of the handshake, and

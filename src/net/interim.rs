@@ -5,11 +5,11 @@
 //!
 //! On HTTP/2 the writer follows both frame streams by their 9-byte headers (`net::h2_frames`),
 //! and [`Interim`] keeps what it must know to write a HEADERS frame safely: the streams the
-//! client opened, in the order h2 hands them to hyper, and which of them have not had a HEADERS, RST_STREAM or
-//! END_STREAM from either side. A hint is queued by the app's `send()` (through [`HintTarget`],
-//! held by the request's exchange) and written only where an injected frame cannot disturb h2:
-//! at a frame boundary of h2's output, outside a HEADERS + CONTINUATION sequence, on a stream
-//! whose final response has not begun. Its header block changes no HPACK table (see
+//! client opened, in the order h2 hands them to hyper, and which of them have not had a
+//! HEADERS, RST_STREAM or END_STREAM from either side. A hint is queued by the app's `send()`
+//! (through [`HintTarget`], held by the request's exchange) and written only where an injected
+//! frame cannot disturb h2: at a frame boundary of h2's output, outside a HEADERS +
+//! CONTINUATION sequence, on a stream whose final response has not begun. Its header block changes no HPACK table (see
 //! [`early_hints_frame`]), so h2's encoder state and the client's decoder stay in step. The
 //! request's service future holds its response until its hints are written (or dropped), so
 //! the 103 precedes the final HEADERS on the wire.
