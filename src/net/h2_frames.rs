@@ -11,13 +11,11 @@ const FRAME_HEADER_LEN: usize = 9;
 /// Payload bytes kept for the frames whose contents a caller wants.
 pub const MAX_CAPTURE: usize = 1024;
 
-pub const FRAME_DATA: u8 = 0x0;
 pub const FRAME_HEADERS: u8 = 0x1;
 pub const FRAME_RST_STREAM: u8 = 0x3;
 pub const FRAME_SETTINGS: u8 = 0x4;
 pub const FRAME_PUSH_PROMISE: u8 = 0x5;
 pub const FRAME_CONTINUATION: u8 = 0x9;
-pub const FLAG_END_STREAM: u8 = 0x1;
 pub const FLAG_ACK: u8 = 0x1;
 pub const FLAG_END_HEADERS: u8 = 0x4;
 
@@ -158,6 +156,9 @@ impl FrameReader {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    const FRAME_DATA: u8 = 0x0;
+    const FLAG_END_STREAM: u8 = 0x1;
 
     fn frame(kind: u8, flags: u8, stream: u32, payload: &[u8]) -> Vec<u8> {
         let len = payload.len();

@@ -30,8 +30,7 @@ use http::HeaderValue;
 use parking_lot::Mutex;
 
 use super::h2_frames::{
-    FrameHead, FLAG_ACK, FLAG_END_HEADERS, FLAG_END_STREAM, FRAME_DATA, FRAME_HEADERS,
-    FRAME_RST_STREAM, FRAME_SETTINGS,
+    FrameHead, FLAG_ACK, FLAG_END_HEADERS, FRAME_HEADERS, FRAME_RST_STREAM, FRAME_SETTINGS,
 };
 
 /// The largest header block a 103 may have: one frame no larger than the smallest
@@ -270,16 +269,13 @@ impl Interim {
         }
     }
 
-    /// A frame h2 wrote. True when it begins to end its stream's exchange (its stream gets no
-    /// hint from now on).
-    pub fn on_outbound(&self, frame: &FrameHead, payload: Option<&[u8]>) -> bool {
-        let ends = match frame.kind {
-            FRAME_HEADERS | FRAME_RST_STREAM => true,
-            FRAME_DATA => frame.flags & FLAG_END_STREAM != 0,
-            _ => false,
-        };
-        if !ends {
-            return false;
+    /// A frame h2 wrote.
+    pub fn on_outbound(&self, frame: &FrameHead, payload: Option<&[u8]>) {
+        // A server's END_STREAM is on a HEADERS frame or on DATA, and DATA follows the
+        // response's HEADERS, which ended the stream's hints already: DATA changes nothing
+        // here (no lock taken for it).
+        if !matches!(frame.kind, FRAME_HEADERS | FRAME_RST_STREAM) {
+            return;
         }
         let mut state = self.state.lock();
         state.live.remove(&frame.stream);
@@ -293,7 +289,6 @@ impl Interim {
                 state.refused.insert(frame.stream);
             }
         }
-        true
     }
 
     /// Takes the queued hints whose streams may still get one, as the bytes to write now;

@@ -12,7 +12,7 @@ use std::task::{ready, Context, Poll, Waker};
 use bytes::{Buf, Bytes};
 use tokio::io::AsyncWrite;
 
-use super::h2_frames::{FrameHead, FrameReader, FRAME_RST_STREAM};
+use super::h2_frames::{FrameHead, FrameReader};
 use super::interim::{Framing, Interim};
 
 pub struct InterimWriter {
@@ -23,9 +23,6 @@ pub struct InterimWriter {
     out: Bytes,
     /// The waker last given to `interim` (a clone is stored only when it changes).
     task: Option<Waker>,
-    /// The stream whose exchange h2 last began to end: its next HEADERS or DATA frames (a
-    /// response's HEADERS, then its DATA with END_STREAM) change nothing more.
-    last_ended: u32,
 }
 
 impl InterimWriter {
@@ -35,7 +32,6 @@ impl InterimWriter {
             outbound: FrameReader::new(false),
             out: Bytes::new(),
             task: None,
-            last_ended: 0,
         }
     }
 
@@ -106,7 +102,6 @@ impl InterimWriter {
             return;
         }
         let interim = &self.interim;
-        let last_ended = &mut self.last_ended;
         for buf in bufs {
             if n == 0 {
                 break;
@@ -114,13 +109,7 @@ impl InterimWriter {
             let take = n.min(buf.len());
             self.outbound
                 .feed(&buf[..take], Interim::outbound_wanted, |frame, payload| {
-                    // Its stream has left already (no lock taken); a reset still counts.
-                    if frame.stream == *last_ended && frame.kind != FRAME_RST_STREAM {
-                        return;
-                    }
-                    if interim.on_outbound(frame, payload) {
-                        *last_ended = frame.stream;
-                    }
+                    interim.on_outbound(frame, payload)
                 });
             n -= take;
         }
