@@ -112,6 +112,35 @@ pub fn early_hints_message(links: &[HeaderValue]) -> Bytes {
     Bytes::from(message)
 }
 
+/// Stream ids in ascending order.
+#[derive(Default)]
+struct LiveStreams(VecDeque<u32>);
+
+impl LiveStreams {
+    /// `stream` is above every id held.
+    fn push(&mut self, stream: u32) {
+        self.0.push_back(stream);
+    }
+
+    fn remove(&mut self, stream: u32) {
+        if let Ok(at) = self.0.binary_search(&stream) {
+            self.0.remove(at);
+        }
+    }
+
+    fn contains(&self, stream: u32) -> bool {
+        self.0.binary_search(&stream).is_ok()
+    }
+
+    fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    fn clear(&mut self) {
+        self.0.clear();
+    }
+}
+
 #[derive(Default)]
 struct InterimState {
     /// Hints are off for the connection: the client lowered its HPACK table size (its decoder
@@ -128,8 +157,10 @@ struct InterimState {
     /// hands them to hyper.
     refused: HashSet<u32>,
     /// Client streams on which neither side has begun to end the exchange: no HEADERS,
-    /// RST_STREAM or END_STREAM from the server, no RST_STREAM from the client.
-    live: HashSet<u32>,
+    /// RST_STREAM or END_STREAM from the server, no RST_STREAM from the client. In ascending
+    /// order (a client opens streams in ascending order): looked up by binary search, no hashing
+    /// of ids the client chose.
+    live: LiveStreams,
     /// Hints to write: (stream, frame).
     queue: Vec<(u32, Bytes)>,
     /// The connection task, woken when a hint is queued.
@@ -193,7 +224,7 @@ impl Interim {
         }
         let mut state = self.state.lock();
         while let Some(stream) = state.opened.pop_front() {
-            if state.refused.remove(&stream) {
+            if !state.refused.is_empty() && state.refused.remove(&stream) {
                 continue;
             }
             if state.disabled {
@@ -241,11 +272,11 @@ impl Interim {
                 }
                 state.opened.push_back(frame.stream);
                 if !state.disabled {
-                    state.live.insert(frame.stream);
+                    state.live.push(frame.stream);
                 }
             }
             FRAME_RST_STREAM => {
-                state.live.remove(&frame.stream);
+                state.live.remove(frame.stream);
             }
             FRAME_SETTINGS if frame.flags & FLAG_ACK == 0 => match payload {
                 Some(params) => {
@@ -278,7 +309,7 @@ impl Interim {
             return;
         }
         let mut state = self.state.lock();
-        state.live.remove(&frame.stream);
+        state.live.remove(frame.stream);
         if frame.kind == FRAME_RST_STREAM {
             let reason = payload
                 .and_then(|p| p.get(..4))
@@ -299,7 +330,7 @@ impl Interim {
         let queue = std::mem::take(&mut state.queue);
         for (stream, frame) in queue {
             // HTTP/1.1: the request's response is held until its hints are out (see the module).
-            if self.framing == Framing::Http1 || (!state.disabled && state.live.contains(&stream)) {
+            if self.framing == Framing::Http1 || (!state.disabled && state.live.contains(stream)) {
                 out.extend_from_slice(&frame);
             } else {
                 state.dropped += 1;
