@@ -22,6 +22,7 @@ mod phase;
 mod server;
 mod settings;
 mod shared;
+mod stamp;
 mod tls;
 mod websocket;
 

@@ -12,6 +12,7 @@ use bytes::Bytes;
 use tokio::time::Instant;
 
 use crate::net::{input_pending, ReadCount, WriteStall};
+use crate::stamp::Stamp;
 
 pub struct ConnActivity {
     active: AtomicUsize,
@@ -23,33 +24,32 @@ pub struct ConnActivity {
     write_stall: Arc<WriteStall>,
     /// `reads` when the connection last became idle (no open request).
     reads_at_idle: AtomicU64,
-    origin: Instant,
-    /// When `active` last fell to zero, in microseconds since `origin`.
-    idle_since_us: AtomicU64,
+    /// When `active` last fell to zero (the connection's start until it first does).
+    idle_since: Stamp,
     /// The socket, to peek for bytes not read yet. Valid for as long as the connection (which
     /// owns the socket) is being served: only the connection's own task peeks.
     fd: RawFd,
     /// What an HTTP/1.1 connection says before the server closes it mid-head (its 408), once
     /// the driver has decided to (`LastWords`).
     last_words: OnceLock<Bytes>,
-    /// HTTP/2: when the request header block now open began (microseconds since `origin`), 0
-    /// while none is (`HeaderBlockWatch`).
-    header_block_since_us: AtomicU64,
+    /// HTTP/2: when the request header block now open began, none while none is
+    /// (`HeaderBlockWatch`).
+    header_block_since: Stamp,
 }
 
 impl ConnActivity {
     pub fn new(fd: RawFd, reads: Arc<ReadCount>, write_stall: Arc<WriteStall>) -> Arc<Self> {
+        let origin = Instant::now();
         Arc::new(Self {
             active: AtomicUsize::new(0),
             requests: AtomicU64::new(0),
             reads,
             write_stall,
             reads_at_idle: AtomicU64::new(0),
-            origin: Instant::now(),
-            idle_since_us: AtomicU64::new(0),
+            idle_since: Stamp::new(origin),
             fd,
             last_words: OnceLock::new(),
-            header_block_since_us: AtomicU64::new(0),
+            header_block_since: Stamp::new(origin),
         })
     }
 
@@ -76,11 +76,7 @@ impl ConnActivity {
     /// the start of a request).
     pub fn mark_idle(&self) {
         self.reads_at_idle.store(self.reads(), Ordering::Relaxed);
-        let elapsed = self.origin.elapsed().as_micros();
-        self.idle_since_us.store(
-            u64::try_from(elapsed).unwrap_or(u64::MAX),
-            Ordering::Release,
-        );
+        self.idle_since.set_now();
     }
 
     /// Whether bytes arrived since the connection last became idle: read already (hyper may hold
@@ -130,26 +126,20 @@ impl ConnActivity {
 
     /// HTTP/2: a request header block began (`open`) or ended.
     pub fn note_header_block(&self, open: bool) {
-        let us = if open {
-            u64::try_from(self.origin.elapsed().as_micros())
-                .unwrap_or(u64::MAX)
-                .max(1)
+        if open {
+            self.header_block_since.set_now();
         } else {
-            0
-        };
-        self.header_block_since_us.store(us, Ordering::Relaxed);
+            self.header_block_since.clear();
+        }
     }
 
     /// HTTP/2: since when a request header block has been open, if one is.
     pub fn header_block_open_since(&self) -> Option<Instant> {
-        match self.header_block_since_us.load(Ordering::Relaxed) {
-            0 => None,
-            us => Some(self.origin + Duration::from_micros(us)),
-        }
+        self.header_block_since.get()
     }
 
     fn idle_since(&self) -> Instant {
-        self.origin + Duration::from_micros(self.idle_since_us.load(Ordering::Acquire))
+        self.idle_since.get_or_origin()
     }
 
     /// Whether a request was open when the server began draining (`drain_began`): the task

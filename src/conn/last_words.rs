@@ -2,16 +2,17 @@
 //! (`--timeout-request-head`): `408 Request Timeout` with `Connection: close` (RFC 9110 §15.5.9).
 //!
 //! hyper owns the socket and has no way to answer a head it has not finished, so the stream hyper
-//! reads from says it: once the connection's driver has set the words ([`ConnActivity`]), the next
-//! read hyper makes writes them (through TLS, when there is TLS), shuts the sending side
-//! (close_notify and FIN), reads and drops what the client still sends until it closes (so that
-//! closing never resets a connection whose client has not read the 408 yet), then gives hyper
-//! an end of stream. The driver sets the words only while no response is open or unflushed, so
-//! they cannot be interleaved with one, and bounds the whole farewell in time.
+//! reads from (`ConnStream`, whose HTTP/1.1 hook this is) says it: once the connection's driver
+//! has set the words ([`ConnActivity`]), the next read hyper makes writes them (through TLS,
+//! when there is TLS), shuts the sending side (close_notify and FIN), reads and drops what the
+//! client still sends until it closes (so that closing never resets a connection whose client
+//! has not read the 408 yet), then gives hyper an end of stream. The driver sets the words only
+//! while no response is open or unflushed, so they cannot be interleaved with one, and bounds
+//! the whole farewell in time.
 //!
-//! It also counts the reads that hand hyper bytes as reads of the connection: TLS may have read
-//! a request's first bytes from the socket together with the end of the handshake, and the head
-//! clock must start with them.
+//! Above TLS it also counts the reads that hand hyper bytes as reads of the connection: TLS may
+//! have read a request's first bytes from the socket together with the end of the handshake, and
+//! the head clock must start with them.
 
 use std::io;
 use std::pin::Pin;
@@ -54,30 +55,55 @@ enum Stage {
     Done,
 }
 
-/// The stream under hyper's HTTP/1.1 connection.
-pub struct LastWords<S> {
-    inner: S,
+/// The HTTP/1.1 hook of the stream under hyper (`ConnStream`).
+pub struct LastWords {
     activity: Arc<ConnActivity>,
     stage: Stage,
+    /// Count the reads that hand hyper bytes: above TLS, which may hand out bytes it read from
+    /// the socket earlier (in cleartext the transport counts the same reads).
+    count_reads: bool,
 }
 
-impl<S> LastWords<S> {
-    pub fn new(inner: S, activity: Arc<ConnActivity>) -> Self {
+impl LastWords {
+    pub fn new(activity: Arc<ConnActivity>, count_reads: bool) -> Self {
         Self {
-            inner,
             activity,
             stage: Stage::Writing(0),
+            count_reads,
         }
     }
-}
 
-impl<S: AsyncRead + AsyncWrite + Unpin> LastWords<S> {
-    /// Says `words`, then ends the stream for hyper.
-    fn farewell(&mut self, cx: &mut Context<'_>, words: &[u8]) -> Poll<io::Result<()>> {
+    /// The driver has set the words: hyper's reads say them instead (see [`Self::poll_farewell`]).
+    pub fn due(&self) -> bool {
+        self.activity.last_words().is_some()
+    }
+
+    /// A read handed hyper bytes.
+    pub fn after_read(&self) {
+        if self.count_reads {
+            // The head clock starts with the bytes hyper gets, wherever they were.
+            self.activity.note_read();
+        }
+    }
+
+    /// The farewell is over: the stream is shut already.
+    pub fn ended(&self) -> bool {
+        self.stage == Stage::Done
+    }
+
+    /// Says the words on `inner`, then ends the stream for hyper.
+    pub fn poll_farewell<S: AsyncRead + AsyncWrite + Unpin>(
+        &mut self,
+        inner: &mut S,
+        cx: &mut Context<'_>,
+    ) -> Poll<io::Result<()>> {
+        let Some(words) = self.activity.last_words() else {
+            return Poll::Ready(Ok(()));
+        };
         loop {
             self.stage = match self.stage {
                 Stage::Writing(said) if said < words.len() => {
-                    let n = ready!(Pin::new(&mut self.inner).poll_write(cx, &words[said..]))?;
+                    let n = ready!(Pin::new(&mut *inner).poll_write(cx, &words[said..]))?;
                     if n == 0 {
                         return Poll::Ready(Err(io::ErrorKind::WriteZero.into()));
                     }
@@ -85,17 +111,17 @@ impl<S: AsyncRead + AsyncWrite + Unpin> LastWords<S> {
                 }
                 Stage::Writing(_) => Stage::Flushing,
                 Stage::Flushing => {
-                    ready!(Pin::new(&mut self.inner).poll_flush(cx))?;
+                    ready!(Pin::new(&mut *inner).poll_flush(cx))?;
                     Stage::ShuttingDown
                 }
                 Stage::ShuttingDown => {
-                    ready!(Pin::new(&mut self.inner).poll_shutdown(cx))?;
+                    ready!(Pin::new(&mut *inner).poll_shutdown(cx))?;
                     Stage::Lingering
                 }
                 Stage::Lingering => {
                     let mut scratch = [0u8; 1024];
                     let mut dropped = ReadBuf::new(&mut scratch);
-                    ready!(Pin::new(&mut self.inner).poll_read(cx, &mut dropped))?;
+                    ready!(Pin::new(&mut *inner).poll_read(cx, &mut dropped))?;
                     if dropped.filled().is_empty() {
                         Stage::Done
                     } else {
@@ -106,65 +132,6 @@ impl<S: AsyncRead + AsyncWrite + Unpin> LastWords<S> {
                 Stage::Done => return Poll::Ready(Ok(())),
             };
         }
-    }
-}
-
-impl<S: AsyncRead + AsyncWrite + Unpin> AsyncRead for LastWords<S> {
-    fn poll_read(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<io::Result<()>> {
-        let this = self.get_mut();
-        match this.activity.last_words() {
-            Some(words) => {
-                let words = words.clone();
-                this.farewell(cx, &words)
-            }
-            None => {
-                let before = buf.filled().len();
-                let polled = Pin::new(&mut this.inner).poll_read(cx, buf);
-                if buf.filled().len() > before {
-                    // The head clock starts with the bytes hyper gets, wherever they were.
-                    this.activity.note_read();
-                }
-                polled
-            }
-        }
-    }
-}
-
-impl<S: AsyncWrite + Unpin> AsyncWrite for LastWords<S> {
-    fn poll_write(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.get_mut().inner).poll_write(cx, buf)
-    }
-
-    fn poll_write_vectored(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        bufs: &[io::IoSlice<'_>],
-    ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.get_mut().inner).poll_write_vectored(cx, bufs)
-    }
-
-    fn is_write_vectored(&self) -> bool {
-        self.inner.is_write_vectored()
-    }
-
-    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.get_mut().inner).poll_flush(cx)
-    }
-
-    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        let this = self.get_mut();
-        if this.stage == Stage::Done {
-            return Poll::Ready(Ok(()));
-        }
-        Pin::new(&mut this.inner).poll_shutdown(cx)
     }
 }
 

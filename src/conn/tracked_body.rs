@@ -52,14 +52,14 @@ impl TrackedBody {
             ..Self::new(body, guard, meter)
         }
     }
+}
 
-    /// The next piece of `data`, the rest kept for the next call.
-    fn piece(&mut self, mut data: Bytes) -> Bytes {
-        if data.len() > PIECE {
-            self.rest = Some(data.split_off(PIECE));
-        }
-        data
+/// The next piece of `data`, the rest kept in `rest` for the next call.
+fn piece(rest: &mut Option<Bytes>, mut data: Bytes) -> Bytes {
+    if data.len() > PIECE {
+        *rest = Some(data.split_off(PIECE));
     }
+    data
 }
 
 impl Body for TrackedBody {
@@ -71,15 +71,17 @@ impl Body for TrackedBody {
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
         let this = self.get_mut();
-        let polled = match this.progress.clone() {
+        let polled = match &this.progress {
             None => Pin::new(&mut this.body).poll_frame(cx),
             Some(progress) => {
                 progress.pulled();
                 let polled = match this.rest.take() {
-                    Some(rest) => Poll::Ready(Some(Ok(Frame::data(this.piece(rest))))),
+                    Some(rest) => Poll::Ready(Some(Ok(Frame::data(piece(&mut this.rest, rest))))),
                     None => match Pin::new(&mut this.body).poll_frame(cx) {
                         Poll::Ready(Some(Ok(frame))) => match frame.into_data() {
-                            Ok(data) => Poll::Ready(Some(Ok(Frame::data(this.piece(data))))),
+                            Ok(data) => {
+                                Poll::Ready(Some(Ok(Frame::data(piece(&mut this.rest, data)))))
+                            }
                             Err(frame) => Poll::Ready(Some(Ok(frame))),
                         },
                         other => other,

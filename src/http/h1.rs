@@ -12,9 +12,9 @@ use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::io::{AsyncRead, AsyncWrite};
 
 use super::service::handle_request;
-use crate::conn::{drive, ConnActivity, LastWords, Protocol, TrackedBody};
+use crate::conn::{drive, ConnActivity, ConnStream, Protocol, TrackedBody};
 use crate::metrics;
-use crate::net::interim::{Framing, Interim, InterimIo};
+use crate::net::interim::{Framing, Interim};
 use crate::net::ConnInfo;
 use crate::settings::ServerSettings;
 use crate::shared::Shared;
@@ -46,23 +46,24 @@ pub async fn serve<S>(shared: &Arc<Shared>, io: S, conn: Arc<ConnInfo>, activity
 where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
-    // `--early-hints-http1`: 103 Early Hints are written by the interim writer (net/interim.rs)
-    // when hyper's buffer is empty; never to an HTTP/1.0 request (RFC 9110 §15.2).
-    let framing = if shared.settings.early_hints_http1 {
-        Framing::Http1
-    } else {
-        Framing::Off
-    };
-    let interim = Arc::new(Interim::new(framing));
-    let io = InterimIo::new(io, interim.clone());
+    // `--early-hints-http1`: 103 Early Hints are written by the interim writer
+    // (net/interim_writer.rs) when hyper's buffer is empty; never to an HTTP/1.0 request
+    // (RFC 9110 §15.2).
+    let interim = shared
+        .settings
+        .early_hints_http1
+        .then(|| Arc::new(Interim::new(Framing::Http1)));
+    // The one stream under hyper: the interim writer if any, and the 408 of a head that took
+    // too long (conn/last_words.rs).
+    let io = ConnStream::http1(io, activity.clone(), conn.tls.is_some(), interim.clone());
     let service_shared = shared.clone();
     let service_activity = activity.clone();
     let service = service_fn(move |request: Request<Incoming>| {
         // Counted open until hyper is done with the response: the drain tells a connection
         // between requests from a busy one by it.
         let guard = service_activity.begin();
-        let hints = match request.version() {
-            Version::HTTP_11 => interim.accept(),
+        let hints = match (&interim, request.version()) {
+            (Some(interim), Version::HTTP_11) => interim.accept(),
             _ => None,
         };
         let mut meter = service_shared
@@ -79,8 +80,6 @@ where
             Ok::<_, Infallible>(response.map(|body| TrackedBody::new(body, guard, meter)))
         }
     });
-    // LastWords: the 408 of a head that took too long (conn/last_words.rs).
-    let io = LastWords::new(io, activity.clone());
     let connection = shared
         .http1
         .serve_connection(TokioIo::new(io), service)

@@ -19,10 +19,10 @@ use super::service::handle_request;
 use super::stream_executor::{Joined, StreamExecutor};
 use super::upgrade::is_websocket_request;
 use crate::conn::{
-    drive, ConnActivity, HeaderBlockWatch, Protocol, StreamHold, StreamProgress, TrackedBody,
+    drive, ConnActivity, ConnStream, Protocol, StreamHold, StreamProgress, TrackedBody,
 };
 use crate::metrics;
-use crate::net::interim::{Framing, Interim, InterimIo};
+use crate::net::interim::{Framing, Interim};
 use crate::net::ConnInfo;
 use crate::settings::Http2Settings;
 use crate::shared::Shared;
@@ -81,9 +81,11 @@ where
     );
     // The idle clock starts with HTTP/2, not with the connection.
     activity.mark_idle();
-    // 103 Early Hints are written between h2's frames by the interim writer (net/interim.rs).
+    // The one stream under hyper: 103 Early Hints written between h2's frames by the interim
+    // writer (net/interim_writer.rs), and the slow-head clock's view of the client's frames
+    // (conn/header_blocks.rs), both fed by one reader of those frames.
     let interim = Arc::new(Interim::new(Framing::Http2));
-    let io = InterimIo::new(io, interim.clone());
+    let io = ConnStream::http2(io, activity.clone(), interim.clone());
     let service_shared = shared.clone();
     let service_activity = activity.clone();
     let service_executor = executor.clone();
@@ -120,8 +122,6 @@ where
             )
         }
     });
-    // The slow-head clock's view of the client's frames (conn/header_blocks.rs).
-    let io = HeaderBlockWatch::new(io, activity.clone());
     let connection = Joined::new(
         builder.serve_connection(TokioIo::new(io), service),
         executor,

@@ -1,15 +1,15 @@
-//! The interim writer: `103 Early Hints`, which hyper has no API for, written into the plaintext
-//! byte stream directly under hyper: on HTTP/2 between two of h2's frames, on HTTP/1.1 when
-//! hyper has written out everything it had.
+//! Early hints: `103 Early Hints`, which hyper has no API for, written into the plaintext byte
+//! stream directly under hyper (by `net::interim_writer`): on HTTP/2 between two of h2's frames,
+//! on HTTP/1.1 when hyper has written out everything it had. Here: what the writer and the
+//! request services of one connection share ([`Interim`], [`HintTarget`]), and the 103 itself.
 //!
-//! [`InterimIo`] wraps the stream hyper's HTTP/2 connection reads and writes (above TLS). It
-//! follows both frame streams by their 9-byte headers (payloads are skipped by length), and
-//! keeps what it must know to write a HEADERS frame safely: the streams the client opened, in
-//! the order h2 hands them to hyper, and which of them have not had a HEADERS, RST_STREAM or
-//! END_STREAM from either side. A hint is queued by the app's `send()` (through [`HintTarget`],
-//! held by the request's exchange) and written only where an injected frame cannot disturb h2:
-//! at a frame boundary of h2's output, outside a HEADERS + CONTINUATION sequence, on a stream
-//! whose final response has not begun. Its header block changes no HPACK table (see
+//! On HTTP/2 the writer follows both frame streams by their 9-byte headers (`net::h2_frames`),
+//! and [`Interim`] keeps what it must know to write a HEADERS frame safely: the streams the
+//! client opened, in the order h2 hands them to hyper, and which of them have not had a
+//! HEADERS, RST_STREAM or END_STREAM from either side. A hint is queued by the app's `send()`
+//! (through [`HintTarget`], held by the request's exchange) and written only where an injected
+//! frame cannot disturb h2: at a frame boundary of h2's output, outside a HEADERS +
+//! CONTINUATION sequence, on a stream whose final response has not begun. Its header block changes no HPACK table (see
 //! [`early_hints_frame`]), so h2's encoder state and the client's decoder stay in step. The
 //! request's service future holds its response until its hints are written (or dropped), so
 //! the 103 precedes the final HEADERS on the wire.
@@ -21,19 +21,18 @@
 //! `docs/architecture.md`, "Early hints".
 
 use std::collections::{HashSet, VecDeque};
-use std::io;
-use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::task::{Context, Poll, Waker};
 
-use bytes::{Buf, Bytes};
+use bytes::Bytes;
 use http::HeaderValue;
 use parking_lot::Mutex;
-use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
-/// The client connection preface (RFC 9113 §3.4) precedes the client's first frame.
-pub const CLIENT_PREFACE_LEN: usize = 24;
+use super::h2_frames::{
+    FrameHead, FLAG_ACK, FLAG_END_HEADERS, FRAME_HEADERS, FRAME_RST_STREAM, FRAME_SETTINGS,
+};
+
 /// The largest header block a 103 may have: one frame no larger than the smallest
 /// SETTINGS_MAX_FRAME_SIZE a peer may set (RFC 9113 §4.2), so no CONTINUATION is needed.
 pub const MAX_HINT_BLOCK: usize = 16_384;
@@ -42,130 +41,10 @@ const INITIAL_TABLE_SIZE: u32 = 4096;
 /// Client streams followed at once; past it (a client that opens streams h2 never accepts),
 /// hints are off for the connection.
 const MAX_TRACKED_STREAMS: usize = 4096;
-/// Payload bytes kept for the frames whose contents matter (SETTINGS, RST_STREAM).
-const MAX_CAPTURE: usize = 1024;
 
-const FRAME_DATA: u8 = 0x0;
-const FRAME_HEADERS: u8 = 0x1;
-const FRAME_RST_STREAM: u8 = 0x3;
-const FRAME_SETTINGS: u8 = 0x4;
-const FRAME_PUSH_PROMISE: u8 = 0x5;
-const FRAME_CONTINUATION: u8 = 0x9;
-const FLAG_END_STREAM: u8 = 0x1;
-const FLAG_ACK: u8 = 0x1;
-const FLAG_END_HEADERS: u8 = 0x4;
 const SETTINGS_HEADER_TABLE_SIZE: u16 = 0x1;
 const REASON_PROTOCOL_ERROR: u32 = 0x1;
 const REASON_REFUSED_STREAM: u32 = 0x7;
-
-/// A frame's 9-byte header, decoded.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct FrameHead {
-    pub kind: u8,
-    pub flags: u8,
-    pub stream: u32,
-    pub len: usize,
-}
-
-/// Follows an HTTP/2 frame stream fed in arbitrary pieces: where each frame begins and ends,
-/// and whether a header block (HEADERS or PUSH_PROMISE without END_HEADERS) awaits its
-/// CONTINUATION frames.
-pub struct FrameTracker {
-    /// Bytes of the client preface still to pass (inbound only).
-    skip: usize,
-    head: [u8; 9],
-    have: usize,
-    current: Option<FrameHead>,
-    payload_left: usize,
-    /// The current frame's payload, when it is one whose contents matter and short enough.
-    capture: Option<Vec<u8>>,
-    in_block: bool,
-}
-
-impl FrameTracker {
-    /// `preface`: the stream begins with the client connection preface.
-    pub fn new(preface: bool) -> Self {
-        Self {
-            skip: if preface { CLIENT_PREFACE_LEN } else { 0 },
-            head: [0; 9],
-            have: 0,
-            current: None,
-            payload_left: 0,
-            capture: None,
-            in_block: false,
-        }
-    }
-
-    /// Between two frames, and not inside a header block: a whole frame may be inserted here.
-    pub fn at_boundary(&self) -> bool {
-        self.skip == 0 && self.have == 0 && self.current.is_none() && !self.in_block
-    }
-
-    /// Follows `bytes`; `on_frame` gets each frame as it ends, with its payload when `wanted`
-    /// says so for its type and it is at most [`MAX_CAPTURE`] bytes long.
-    pub fn feed(
-        &mut self,
-        mut bytes: &[u8],
-        wanted: fn(u8) -> bool,
-        mut on_frame: impl FnMut(&FrameHead, Option<&[u8]>),
-    ) {
-        let skipped = self.skip.min(bytes.len());
-        self.skip -= skipped;
-        bytes = &bytes[skipped..];
-        while !bytes.is_empty() {
-            match self.current {
-                None => {
-                    let take = (9 - self.have).min(bytes.len());
-                    self.head[self.have..self.have + take].copy_from_slice(&bytes[..take]);
-                    self.have += take;
-                    bytes = &bytes[take..];
-                    if self.have < 9 {
-                        return;
-                    }
-                    self.have = 0;
-                    let h = &self.head;
-                    let frame = FrameHead {
-                        len: (usize::from(h[0]) << 16)
-                            | (usize::from(h[1]) << 8)
-                            | usize::from(h[2]),
-                        kind: h[3],
-                        flags: h[4],
-                        stream: u32::from_be_bytes([h[5], h[6], h[7], h[8]]) & 0x7fff_ffff,
-                    };
-                    match frame.kind {
-                        FRAME_HEADERS | FRAME_PUSH_PROMISE | FRAME_CONTINUATION => {
-                            self.in_block = frame.flags & FLAG_END_HEADERS == 0;
-                        }
-                        _ => {}
-                    }
-                    self.capture = (wanted(frame.kind) && frame.len <= MAX_CAPTURE)
-                        .then(|| Vec::with_capacity(frame.len));
-                    self.payload_left = frame.len;
-                    self.current = Some(frame);
-                }
-                Some(_) => {
-                    let take = self.payload_left.min(bytes.len());
-                    if let Some(capture) = &mut self.capture {
-                        capture.extend_from_slice(&bytes[..take]);
-                    }
-                    self.payload_left -= take;
-                    bytes = &bytes[take..];
-                }
-            }
-            if let (Some(frame), 0) = (self.current, self.payload_left) {
-                self.current = None;
-                let capture = self.capture.take();
-                on_frame(&frame, capture.as_deref());
-            }
-        }
-        // A frame with an empty payload ends with its header.
-        if let (Some(frame), 0) = (self.current, self.payload_left) {
-            self.current = None;
-            let capture = self.capture.take();
-            on_frame(&frame, capture.as_deref());
-        }
-    }
-}
 
 /// The frame of a `103 Early Hints` response on `stream`: one HEADERS frame (END_HEADERS, not
 /// END_STREAM) whose block holds `:status: 103` and one `link` field per value. Each field is a
@@ -214,8 +93,6 @@ fn encode_integer(dst: &mut Vec<u8>, mut value: usize, prefix: u32) {
 /// Which protocol the interim writer serves.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Framing {
-    /// No early hints on this connection: the stream is passed through.
-    Off,
     /// HTTP/1.1: a `103` goes out at a `poll_flush` of hyper's (its buffer is empty then).
     Http1,
     /// HTTP/2: a HEADERS frame goes out between two of h2's frames.
@@ -235,6 +112,35 @@ pub fn early_hints_message(links: &[HeaderValue]) -> Bytes {
     Bytes::from(message)
 }
 
+/// Stream ids in ascending order.
+#[derive(Default)]
+struct LiveStreams(VecDeque<u32>);
+
+impl LiveStreams {
+    /// `stream` is above every id held.
+    fn push(&mut self, stream: u32) {
+        self.0.push_back(stream);
+    }
+
+    fn remove(&mut self, stream: u32) {
+        if let Ok(at) = self.0.binary_search(&stream) {
+            self.0.remove(at);
+        }
+    }
+
+    fn contains(&self, stream: u32) -> bool {
+        self.0.binary_search(&stream).is_ok()
+    }
+
+    fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    fn clear(&mut self) {
+        self.0.clear();
+    }
+}
+
 #[derive(Default)]
 struct InterimState {
     /// Hints are off for the connection: the client lowered its HPACK table size (its decoder
@@ -251,8 +157,10 @@ struct InterimState {
     /// hands them to hyper.
     refused: HashSet<u32>,
     /// Client streams on which neither side has begun to end the exchange: no HEADERS,
-    /// RST_STREAM or END_STREAM from the server, no RST_STREAM from the client.
-    live: HashSet<u32>,
+    /// RST_STREAM or END_STREAM from the server, no RST_STREAM from the client. In ascending
+    /// order (a client opens streams in ascending order): looked up by binary search, no hashing
+    /// of ids the client chose.
+    live: LiveStreams,
     /// Hints to write: (stream, frame).
     queue: Vec<(u32, Bytes)>,
     /// The connection task, woken when a hint is queued.
@@ -283,11 +191,29 @@ impl Interim {
         }
     }
 
+    pub fn framing(&self) -> Framing {
+        self.framing
+    }
+
+    /// Hints wait to be written (no lock taken).
+    pub fn has_queued(&self) -> bool {
+        self.queued.load(Ordering::Acquire)
+    }
+
+    /// The payloads [`Self::on_inbound`] needs: the client's SETTINGS.
+    pub fn inbound_wanted(kind: u8) -> bool {
+        kind == FRAME_SETTINGS
+    }
+
+    /// The payloads [`Self::on_outbound`] needs: h2's RST_STREAM (its reason).
+    pub fn outbound_wanted(kind: u8) -> bool {
+        kind == FRAME_RST_STREAM
+    }
+
     /// hyper accepted its next request (its service is being called): that request's target,
     /// or `None` when hints are off. On HTTP/2, called once per accepted stream, in order.
     pub fn accept(self: &Arc<Self>) -> Option<HintTarget> {
         match self.framing {
-            Framing::Off => return None,
             Framing::Http1 => {
                 return Some(HintTarget {
                     interim: self.clone(),
@@ -298,7 +224,7 @@ impl Interim {
         }
         let mut state = self.state.lock();
         while let Some(stream) = state.opened.pop_front() {
-            if state.refused.remove(&stream) {
+            if !state.refused.is_empty() && state.refused.remove(&stream) {
                 continue;
             }
             if state.disabled {
@@ -324,7 +250,13 @@ impl Interim {
     }
 
     /// A frame the client sent.
-    fn on_inbound(&self, frame: &FrameHead, payload: Option<&[u8]>) {
+    pub fn on_inbound(&self, frame: &FrameHead, payload: Option<&[u8]>) {
+        if !matches!(
+            frame.kind,
+            FRAME_HEADERS | FRAME_RST_STREAM | FRAME_SETTINGS
+        ) {
+            return; // DATA, WINDOW_UPDATE, PING...: nothing to note, no lock to take
+        }
         let mut state = self.state.lock();
         match frame.kind {
             FRAME_HEADERS if frame.stream > state.last_opened => {
@@ -340,11 +272,11 @@ impl Interim {
                 }
                 state.opened.push_back(frame.stream);
                 if !state.disabled {
-                    state.live.insert(frame.stream);
+                    state.live.push(frame.stream);
                 }
             }
             FRAME_RST_STREAM => {
-                state.live.remove(&frame.stream);
+                state.live.remove(frame.stream);
             }
             FRAME_SETTINGS if frame.flags & FLAG_ACK == 0 => match payload {
                 Some(params) => {
@@ -369,17 +301,15 @@ impl Interim {
     }
 
     /// A frame h2 wrote.
-    fn on_outbound(&self, frame: &FrameHead, payload: Option<&[u8]>) {
-        let ends = match frame.kind {
-            FRAME_HEADERS | FRAME_RST_STREAM => true,
-            FRAME_DATA => frame.flags & FLAG_END_STREAM != 0,
-            _ => false,
-        };
-        if !ends {
+    pub fn on_outbound(&self, frame: &FrameHead, payload: Option<&[u8]>) {
+        // A server's END_STREAM is on a HEADERS frame or on DATA, and DATA follows the
+        // response's HEADERS, which ended the stream's hints already: DATA changes nothing
+        // here (no lock taken for it).
+        if !matches!(frame.kind, FRAME_HEADERS | FRAME_RST_STREAM) {
             return;
         }
         let mut state = self.state.lock();
-        state.live.remove(&frame.stream);
+        state.live.remove(frame.stream);
         if frame.kind == FRAME_RST_STREAM {
             let reason = payload
                 .and_then(|p| p.get(..4))
@@ -394,13 +324,13 @@ impl Interim {
 
     /// Takes the queued hints whose streams may still get one, as the bytes to write now;
     /// wakes the service futures waiting for them.
-    fn commit(&self, out: &mut Vec<u8>) {
+    pub fn commit(&self, out: &mut Vec<u8>) {
         let mut state = self.state.lock();
         self.queued.store(false, Ordering::Release);
         let queue = std::mem::take(&mut state.queue);
         for (stream, frame) in queue {
             // HTTP/1.1: the request's response is held until its hints are out (see the module).
-            if self.framing == Framing::Http1 || (!state.disabled && state.live.contains(&stream)) {
+            if self.framing == Framing::Http1 || (!state.disabled && state.live.contains(stream)) {
                 out.extend_from_slice(&frame);
             } else {
                 state.dropped += 1;
@@ -411,7 +341,7 @@ impl Interim {
         }
     }
 
-    fn note_task(&self, waker: &Waker) {
+    pub fn note_task(&self, waker: &Waker) {
         let mut state = self.state.lock();
         match &state.task {
             Some(task) if task.will_wake(waker) => {}
@@ -431,7 +361,6 @@ impl HintTarget {
     /// large or hints are off.
     pub fn send(&self, links: &[HeaderValue]) -> bool {
         let frame = match self.interim.framing {
-            Framing::Off => return false,
             Framing::Http1 => early_hints_message(links),
             Framing::Http2 => match early_hints_frame(self.stream, links) {
                 Some(frame) => frame,
@@ -464,296 +393,9 @@ impl HintTarget {
     }
 }
 
-fn inbound_wanted(kind: u8) -> bool {
-    kind == FRAME_SETTINGS
-}
-
-fn outbound_wanted(kind: u8) -> bool {
-    kind == FRAME_RST_STREAM
-}
-
-/// The stream under hyper's HTTP/2 connection, writing queued hints between h2's frames.
-pub struct InterimIo<S> {
-    inner: S,
-    interim: Arc<Interim>,
-    inbound: FrameTracker,
-    outbound: FrameTracker,
-    /// Injected bytes not yet written: h2's next bytes wait behind them.
-    out: Bytes,
-    /// The waker last given to `interim` (a clone is stored only when it changes).
-    task: Option<Waker>,
-}
-
-impl<S> InterimIo<S> {
-    /// On HTTP/2 the client preface is still to be read through this stream.
-    pub fn new(inner: S, interim: Arc<Interim>) -> Self {
-        let preface = interim.framing == Framing::Http2;
-        Self {
-            inner,
-            interim,
-            inbound: FrameTracker::new(preface),
-            outbound: FrameTracker::new(false),
-            out: Bytes::new(),
-            task: None,
-        }
-    }
-
-    /// Gives `interim` the connection task's waker (hyper polls reads and flushes with it).
-    fn note_task(&mut self, cx: &Context<'_>) {
-        if !self
-            .task
-            .as_ref()
-            .is_some_and(|task| task.will_wake(cx.waker()))
-        {
-            self.task = Some(cx.waker().clone());
-            self.interim.note_task(cx.waker());
-        }
-    }
-}
-
-impl<S: AsyncWrite + Unpin> InterimIo<S> {
-    /// Writes the injected bytes left; `Ready` once none are.
-    fn drain_out(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        while !self.out.is_empty() {
-            let n = match Pin::new(&mut self.inner).poll_write(cx, &self.out) {
-                Poll::Ready(Ok(n)) => n,
-                Poll::Ready(Err(err)) => return Poll::Ready(Err(err)),
-                Poll::Pending => return Poll::Pending,
-            };
-            if n == 0 {
-                return Poll::Ready(Err(io::ErrorKind::WriteZero.into()));
-            }
-            self.out.advance(n);
-        }
-        Poll::Ready(Ok(()))
-    }
-
-    /// Where hyper's output allows it (`flushing`: hyper is flushing, so its HTTP/1.1 buffer is
-    /// empty; on HTTP/2, at a frame boundary), takes the queued hints and writes what it can.
-    fn inject(&mut self, cx: &mut Context<'_>, flushing: bool) -> Poll<io::Result<()>> {
-        if !self.out.is_empty() {
-            return self.drain_out(cx);
-        }
-        if !self.interim.queued.load(Ordering::Acquire) {
-            return Poll::Ready(Ok(()));
-        }
-        let here = match self.interim.framing {
-            Framing::Off => false,
-            Framing::Http1 => flushing,
-            Framing::Http2 => self.outbound.at_boundary(),
-        };
-        if !here {
-            return Poll::Ready(Ok(()));
-        }
-        let mut out = Vec::new();
-        self.interim.commit(&mut out);
-        self.out = Bytes::from(out);
-        self.drain_out(cx)
-    }
-
-    fn observe_written<'b>(&mut self, bufs: impl IntoIterator<Item = &'b [u8]>, mut n: usize) {
-        if self.interim.framing != Framing::Http2 {
-            return;
-        }
-        let interim = &self.interim;
-        for buf in bufs {
-            if n == 0 {
-                break;
-            }
-            let take = n.min(buf.len());
-            self.outbound
-                .feed(&buf[..take], outbound_wanted, |frame, payload| {
-                    interim.on_outbound(frame, payload)
-                });
-            n -= take;
-        }
-    }
-}
-
-impl<S: AsyncRead + Unpin> AsyncRead for InterimIo<S> {
-    fn poll_read(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<io::Result<()>> {
-        let this = self.get_mut();
-        if this.interim.framing == Framing::Off {
-            return Pin::new(&mut this.inner).poll_read(cx, buf);
-        }
-        this.note_task(cx);
-        let before = buf.filled().len();
-        let polled = Pin::new(&mut this.inner).poll_read(cx, buf);
-        if this.interim.framing != Framing::Http2 {
-            return polled;
-        }
-        let interim = &this.interim;
-        this.inbound
-            .feed(&buf.filled()[before..], inbound_wanted, |frame, payload| {
-                interim.on_inbound(frame, payload)
-            });
-        polled
-    }
-}
-
-impl<S: AsyncWrite + Unpin> AsyncWrite for InterimIo<S> {
-    fn poll_write(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<io::Result<usize>> {
-        let this = self.get_mut();
-        if let Err(err) = std::task::ready!(this.inject(cx, false)) {
-            return Poll::Ready(Err(err));
-        }
-        let polled = Pin::new(&mut this.inner).poll_write(cx, buf);
-        if let Poll::Ready(Ok(n)) = polled {
-            this.observe_written([buf], n);
-        }
-        polled
-    }
-
-    fn poll_write_vectored(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        bufs: &[io::IoSlice<'_>],
-    ) -> Poll<io::Result<usize>> {
-        let this = self.get_mut();
-        if let Err(err) = std::task::ready!(this.inject(cx, false)) {
-            return Poll::Ready(Err(err));
-        }
-        let polled = Pin::new(&mut this.inner).poll_write_vectored(cx, bufs);
-        if let Poll::Ready(Ok(n)) = polled {
-            this.observe_written(bufs.iter().map(|b| &**b), n);
-        }
-        polled
-    }
-
-    fn is_write_vectored(&self) -> bool {
-        self.inner.is_write_vectored()
-    }
-
-    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        let this = self.get_mut();
-        if this.interim.framing != Framing::Off {
-            this.note_task(cx);
-        }
-        if let Err(err) = std::task::ready!(this.inject(cx, true)) {
-            return Poll::Ready(Err(err));
-        }
-        Pin::new(&mut this.inner).poll_flush(cx)
-    }
-
-    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        let this = self.get_mut();
-        if let Err(err) = std::task::ready!(this.drain_out(cx)) {
-            return Poll::Ready(Err(err));
-        }
-        Pin::new(&mut this.inner).poll_shutdown(cx)
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn frame(kind: u8, flags: u8, stream: u32, payload: &[u8]) -> Vec<u8> {
-        let len = payload.len();
-        let mut out = vec![(len >> 16) as u8, (len >> 8) as u8, len as u8, kind, flags];
-        out.extend_from_slice(&stream.to_be_bytes());
-        out.extend_from_slice(payload);
-        out
-    }
-
-    /// A tiny deterministic generator (xorshift), so the test needs no dependency.
-    struct Rng(u64);
-    impl Rng {
-        fn next(&mut self) -> u64 {
-            self.0 ^= self.0 << 13;
-            self.0 ^= self.0 >> 7;
-            self.0 ^= self.0 << 17;
-            self.0
-        }
-        fn below(&mut self, n: usize) -> usize {
-            (self.next() % n as u64) as usize
-        }
-    }
-
-    /// A random valid frame stream, with the offsets at which a frame may be inserted.
-    fn random_stream(rng: &mut Rng) -> (Vec<u8>, Vec<usize>) {
-        let mut bytes = Vec::new();
-        let mut boundaries = vec![0];
-        for _ in 0..(1 + rng.below(40)) {
-            let stream = 1 + 2 * rng.below(50) as u32;
-            let payload = vec![0xab; rng.below(300)];
-            match rng.below(4) {
-                0 => {
-                    // A header block split over CONTINUATION frames: no boundary inside it.
-                    let parts = 1 + rng.below(3);
-                    for part in 0..parts {
-                        let last = part + 1 == parts;
-                        let flags = if last { FLAG_END_HEADERS } else { 0 };
-                        let kind = if part == 0 {
-                            FRAME_HEADERS
-                        } else {
-                            FRAME_CONTINUATION
-                        };
-                        bytes.extend(frame(kind, flags, stream, &payload));
-                    }
-                }
-                1 => bytes.extend(frame(FRAME_DATA, FLAG_END_STREAM, stream, &payload)),
-                2 => bytes.extend(frame(FRAME_RST_STREAM, 0, stream, &[0, 0, 0, 8])),
-                _ => bytes.extend(frame(FRAME_SETTINGS, 0, 0, &[])),
-            }
-            boundaries.push(bytes.len());
-        }
-        (bytes, boundaries)
-    }
-
-    #[test]
-    fn injections_land_only_on_frame_boundaries() {
-        let mut rng = Rng(0x9e37_79b9_7f4a_7c15);
-        for _ in 0..2000 {
-            let (bytes, boundaries) = random_stream(&mut rng);
-            let mut tracker = FrameTracker::new(false);
-            let mut offset = 0;
-            let mut seen = Vec::new();
-            assert!(tracker.at_boundary());
-            while offset < bytes.len() {
-                let take = 1 + rng.below((bytes.len() - offset).min(700));
-                tracker.feed(&bytes[offset..offset + take], |_| false, |_, _| {});
-                offset += take;
-                if tracker.at_boundary() {
-                    seen.push(offset);
-                }
-            }
-            // Whenever the tracker says "boundary", it is one; and it ends on one.
-            for at in &seen {
-                assert!(boundaries.contains(at), "{at} is not a frame boundary");
-            }
-            assert!(tracker.at_boundary());
-        }
-    }
-
-    #[test]
-    fn frames_are_reported_with_wanted_payloads() {
-        let mut bytes = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n".to_vec();
-        bytes.extend(frame(FRAME_SETTINGS, 0, 0, &[0, 1, 0, 0, 0x10, 0]));
-        bytes.extend(frame(FRAME_HEADERS, FLAG_END_HEADERS, 3, b"xx"));
-        let mut tracker = FrameTracker::new(true);
-        let mut frames = Vec::new();
-        for byte in &bytes {
-            tracker.feed(
-                std::slice::from_ref(byte),
-                |kind| kind == FRAME_SETTINGS,
-                |head, payload| frames.push((*head, payload.map(<[u8]>::to_vec))),
-            );
-        }
-        assert_eq!(frames.len(), 2);
-        assert_eq!(frames[0].0.kind, FRAME_SETTINGS);
-        assert_eq!(frames[0].1.as_deref(), Some(&[0, 1, 0, 0, 0x10, 0][..]));
-        assert_eq!((frames[1].0.kind, frames[1].0.stream), (FRAME_HEADERS, 3));
-        assert_eq!(frames[1].1, None);
-    }
 
     #[test]
     fn hint_frame_is_a_static_literal_block() {

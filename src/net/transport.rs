@@ -1,7 +1,7 @@
 //! The stream every protocol stack runs over: a TCP or Unix socket (so each stack is compiled
-//! once, not once per socket type) that counts the reads returning data, notes since when
-//! the socket has refused writes, and sends file ranges whose stand-ins hyper writes with
-//! `sendfile(2)` (`net::sendfile`).
+//! once, not once per socket type) that replays the bytes protocol detection read, counts the
+//! reads returning data, notes since when the socket has refused writes, and sends file ranges
+//! whose stand-ins hyper writes with `sendfile(2)` (`net::sendfile`).
 
 use std::io;
 use std::os::fd::{AsRawFd, RawFd};
@@ -10,10 +10,12 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
+use bytes::Bytes;
 use tokio::io::{AsyncRead, AsyncWrite, Interest, ReadBuf};
 use tokio::net::{TcpStream, UnixStream};
 
 use super::sendfile::{send_range, Front, SendfileQueue};
+use crate::stamp::Stamp;
 use tokio::time::Instant;
 
 pub enum Socket {
@@ -49,40 +51,19 @@ impl ReadCount {
 
 /// Since when the socket has refused every write: tells a client that stopped reading (its
 /// receive window and the socket's send buffer are full) from one that is merely slow.
-#[derive(Debug)]
-pub struct WriteStall {
-    origin: Instant,
-    /// Microseconds after `origin` at which writes began to be refused; 0 while they are not.
-    since_us: AtomicU64,
-}
-
-impl Default for WriteStall {
-    fn default() -> Self {
-        Self {
-            origin: Instant::now(),
-            since_us: AtomicU64::new(0),
-        }
-    }
-}
+#[derive(Debug, Default)]
+pub struct WriteStall(Stamp);
 
 impl WriteStall {
     /// When the socket began refusing writes, if it refuses them now.
     pub fn since(&self) -> Option<Instant> {
-        match self.since_us.load(Ordering::Relaxed) {
-            0 => None,
-            us => Some(self.origin + std::time::Duration::from_micros(us)),
-        }
+        self.0.get()
     }
 
     fn note<T>(&self, polled: &Poll<io::Result<T>>, wrote: impl Fn(&T) -> bool) {
         match polled {
-            Poll::Pending => {
-                if self.since_us.load(Ordering::Relaxed) == 0 {
-                    let us = u64::try_from(self.origin.elapsed().as_micros()).unwrap_or(u64::MAX);
-                    self.since_us.store(us.max(1), Ordering::Relaxed);
-                }
-            }
-            Poll::Ready(Ok(value)) if wrote(value) => self.since_us.store(0, Ordering::Relaxed),
+            Poll::Pending => self.0.set_now_if_none(),
+            Poll::Ready(Ok(value)) if wrote(value) => self.0.clear(),
             Poll::Ready(_) => {}
         }
     }
@@ -140,6 +121,8 @@ impl Socket {
 
 pub struct Transport {
     socket: Socket,
+    /// Bytes read before the protocol was chosen (HTTP/2 preface detection), read again first.
+    replay: Bytes,
     reads: Arc<ReadCount>,
     stall: Arc<WriteStall>,
     /// File ranges to send in place of their stand-ins (cleartext HTTP/1.1 only).
@@ -151,10 +134,17 @@ impl Transport {
     pub fn new(socket: Socket, reads: Arc<ReadCount>, stall: Arc<WriteStall>) -> Self {
         Self {
             socket,
+            replay: Bytes::new(),
             reads,
             stall,
             sendfile: None,
         }
+    }
+
+    /// `bytes` (read through this transport to choose the protocol) are read again, before the
+    /// socket's next bytes.
+    pub fn put_back(&mut self, bytes: Bytes) {
+        self.replay = bytes;
     }
 
     /// Send the ranges of `queue` when hyper writes their stand-ins.
@@ -212,6 +202,12 @@ impl AsyncRead for Transport {
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
         let this = self.get_mut();
+        if !this.replay.is_empty() {
+            // Counted as reads already, when they came from the socket.
+            let n = this.replay.len().min(buf.remaining());
+            buf.put_slice(&this.replay.split_to(n));
+            return Poll::Ready(Ok(()));
+        }
         let before = buf.filled().len();
         let polled = match &mut this.socket {
             Socket::Tcp(s) => Pin::new(s).poll_read(cx, buf),

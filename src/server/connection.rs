@@ -8,8 +8,8 @@ use std::net::SocketAddr;
 use std::os::fd::AsRawFd;
 use std::sync::Arc;
 
-use bytes::{Bytes, BytesMut};
-use tokio::io::{AsyncRead, AsyncReadExt};
+use bytes::BytesMut;
+use tokio::io::AsyncReadExt;
 use tokio::net::TcpStream;
 use tokio::time::{timeout, Instant};
 
@@ -18,9 +18,7 @@ use crate::conn::ConnActivity;
 use crate::errors::ProxyReadError;
 use crate::http::{serve_http1, serve_http2};
 use crate::net::sendfile::SendfileQueue;
-use crate::net::{
-    Accepted, ConnInfo, ProxiedAddresses, ReadCount, Rewind, Socket, Transport, WriteStall,
-};
+use crate::net::{Accepted, ConnInfo, ProxiedAddresses, ReadCount, Socket, Transport, WriteStall};
 use crate::phase::{Phase, PhaseAction};
 use crate::server::proxy_header;
 use crate::settings::ProxyProtocolSettings;
@@ -103,8 +101,7 @@ async fn serve_cleartext(
 ) {
     if shared.settings.http2.is_none() {
         // HTTP/1.1 only: nothing to detect; hyper's header timeout bounds a silent client.
-        let io = Rewind::new(Bytes::new(), transport);
-        return serve_http1(shared, io, Arc::new(conn), activity).await;
+        return serve_http1(shared, transport, Arc::new(conn), activity).await;
     }
     // A connection that never sends a byte is closed like an idle keep-alive connection.
     let detection = timeout(shared.settings.keep_alive_timeout, detect_http2(transport));
@@ -243,20 +240,23 @@ async fn unless_abandoned<F: Future>(
 }
 
 /// Reads until the bytes either start the HTTP/2 preface (true) or cannot (false); everything
-/// read is replayed to the protocol chosen.
-async fn detect_http2<S: AsyncRead + Unpin>(mut stream: S) -> io::Result<(bool, Rewind<S>)> {
+/// read is put back, for the protocol chosen to read again.
+async fn detect_http2(mut transport: Transport) -> io::Result<(bool, Transport)> {
     let mut buffer = BytesMut::with_capacity(4096);
     loop {
-        if stream.read_buf(&mut buffer).await? == 0 {
+        if transport.read_buf(&mut buffer).await? == 0 {
             return Err(io::ErrorKind::UnexpectedEof.into());
         }
         let seen = buffer.len().min(HTTP2_PREFACE.len());
-        if buffer[..seen] != HTTP2_PREFACE[..seen] {
-            return Ok((false, Rewind::new(buffer.freeze(), stream)));
-        }
-        if seen == HTTP2_PREFACE.len() {
-            return Ok((true, Rewind::new(buffer.freeze(), stream)));
-        }
+        let http2 = if buffer[..seen] != HTTP2_PREFACE[..seen] {
+            false
+        } else if seen == HTTP2_PREFACE.len() {
+            true
+        } else {
+            continue;
+        };
+        transport.put_back(buffer.freeze());
+        return Ok((http2, transport));
     }
 }
 
