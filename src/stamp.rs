@@ -78,6 +78,8 @@ mod tests {
         let stamp = Stamp::new(origin);
         assert_eq!(stamp.get(), None);
         assert_eq!(stamp.get_or_origin(), origin);
+        // A stamp is at least 1 us after the origin (0 means none): let that much pass first.
+        std::thread::sleep(std::time::Duration::from_millis(1));
         stamp.set_now();
         let first = stamp.get().expect("kept"); // ok: test-only
         assert!(first > origin && first <= Instant::now());
