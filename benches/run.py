@@ -76,6 +76,9 @@ CORE_SERVERS = ("ferrocorn", "h2corn", "uvicorn", "granian")
 # The WebSocket load generator (benches/wsload, built by benches/setup.sh).
 WSLOAD = REPO_ROOT / "benches" / "wsload" / "target" / "release" / "wsload"
 WSLOAD_BUILD = "cargo build --release --manifest-path benches/wsload/Cargo.toml"
+# The HTTP/1.1 load generator for large bodies (benches/httpload, built by benches/setup.sh).
+HTTPLOAD = REPO_ROOT / "benches" / "httpload" / "target" / "release" / "httpload"
+HTTPLOAD_BUILD = "cargo build --release --manifest-path benches/httpload/Cargo.toml"
 
 
 class BenchError(RuntimeError):
