@@ -1426,6 +1426,9 @@ class Summary:
     other_cpu: float
     rps_spread: float  # (max - min) / median of req/s (msg/s) across runs
     warnings: list[str]
+    # Medians of each run's CPU per MiB received (0 without throughput).
+    server_us_per_mib: float = 0.0
+    client_us_per_mib: float = 0.0
 
 
 def summarise(measurements: list[Measurement], workload: str, server: str) -> Summary | None:
@@ -1462,7 +1465,14 @@ def summarise(measurements: list[Measurement], workload: str, server: str) -> Su
         other_cpu=other_cpu,
         rps_spread=spread,
         warnings=warnings,
+        server_us_per_mib=statistics.median(_per_mib(m.server_cpu, m) for m in runs),
+        client_us_per_mib=statistics.median(_per_mib(m.client_cpu, m) for m in runs),
     )
+
+
+def _per_mib(cpu: float, m: Measurement) -> float:
+    """CPU µs per MiB received in one run (cpu: share of a core during it)."""
+    return cpu / m.transfer_mb_s * 1e6 if m.transfer_mb_s else 0.0
 
 
 def _fmt_rps(value: float) -> str:
@@ -1479,13 +1489,14 @@ def cpu_us_per_request(summary: Summary) -> float:
 
 
 def server_cpu_us_per_mib(summary: Summary) -> float:
-    """Server CPU time per MiB received by the client (large bodies: robust where req/s is not)."""
-    return summary.server_cpu / summary.transfer_mb_s * 1e6 if summary.transfer_mb_s else 0.0
+    """Server CPU time per MiB received by the client (large bodies: robust where req/s is not),
+    the median over the runs."""
+    return summary.server_us_per_mib
 
 
 def client_cpu_us_per_mib(summary: Summary) -> float:
-    """The load generator's CPU time per MiB it received."""
-    return summary.client_cpu / summary.transfer_mb_s * 1e6 if summary.transfer_mb_s else 0.0
+    """The load generator's CPU time per MiB it received, the median over the runs."""
+    return summary.client_us_per_mib
 
 
 def _fmt_ms(value: float) -> str:
