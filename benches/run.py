@@ -1601,6 +1601,7 @@ def environment_info(
         info["h2load"] = (h2load.stdout.strip().splitlines() or ["h2load (unknown version)"])[0]
     if any(w.websocket for w in workloads or []):
         info["wsload"] = "wsload (benches/wsload, tokio-tungstenite)"
+    info["wrk_used"] = any(not (w.websocket or w.http2 or uses_httpload(w, args.file_client)) for w in workloads or [])
     if any(uses_httpload(w, args.file_client) for w in workloads or []):
         info["httpload"] = f"httpload (benches/httpload, --discard {args.httpload_discard})"
         with contextlib.suppress(metadata.PackageNotFoundError):
@@ -1623,11 +1624,20 @@ def render_markdown(table: str, notes: list[str], info: dict[str, Any]) -> str:
         (
             f"Median of {info['runs']} interleaved run(s) of {info['duration_s']} s after a "
             f"{info['warmup_s']} s warm-up; fresh server process per run pinned to CPU "
-            f"{info['server_cpu']}, `wrk -t1`"
-            + (" (HTTP/1.1)" if "h2load" in info or "wsload" in info or "httpload" in info else "")
-            + (", `h2load -t1` (HTTP/2)" if "h2load" in info else "")
-            + (", `wsload --threads 1` (WebSocket)" if "wsload" in info else "")
-            + (", `httpload` (one thread; files)" if "httpload" in info else "")
+            f"{info['server_cpu']}, "
+            + ", ".join(
+                tool
+                for tool, used in (
+                    (
+                        "`wrk -t1`" + (" (HTTP/1.1)" if {"h2load", "wsload", "httpload"} & set(info) else ""),
+                        info.get("wrk_used", True),
+                    ),
+                    ("`h2load -t1` (HTTP/2)", "h2load" in info),
+                    ("`wsload --threads 1` (WebSocket)", "wsload" in info),
+                    ("`httpload` (one thread; files)", "httpload" in info),
+                )
+                if used
+            )
             + f" pinned to CPU {info['client_cpu']}. "
             + (f"uvicorn's WebSockets: `--ws {info['uvicorn_ws']}`. " if "uvicorn_ws" in info else "")
             + "Ratios > 1 mean ferrocorn is faster for req/s, msg/s and MB/s, slower for p99 "
