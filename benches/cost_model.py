@@ -5,12 +5,15 @@ off, started exactly as ``benches/run.py`` starts it) pinned to CPU 0, the load 
 CPU 1; each window reads the server's CPU time (utime + stime, per thread and in total, from
 ``/proc/PID/task/*/stat``), its context switches (``/proc/PID/task/*/status``) and, with
 ``--syscalls``, its syscalls by kind (``perf stat -e 'syscalls:sys_enter_*' --per-thread``), over
-the requests the load generator completed.
+the requests the load generator completed. The file loads (``file-1m``, ``file-64m``: Starlette's
+``FileResponse`` through ``benches/httpload``) also give the CPU per MiB sent, the server's and the
+client's.
 
     python -m benches.cost_model cpu ferrocorn                  # plain GET, wrk -t1 -c64
     python -m benches.cost_model cpu ferrocorn --load h2c --syscalls
     python -m benches.cost_model cpu h2corn --load c256 --runs 5
     python -m benches.cost_model cpu nginx                      # the floor: nginx `return 200`
+    python -m benches.cost_model cpu ferrocorn --load file-64m  # FileResponse, 64 MiB, httpload -c8
     python -m benches.cost_model rss ferrocorn uvicorn h2corn   # idle RSS of the process tree
 
 Idle RSS: the server answers one request, then 2 s later the RSS of its whole process tree is
@@ -23,6 +26,7 @@ Run from the repository root with the venv whose ferrocorn is under test.
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import re
 import shutil
@@ -33,9 +37,10 @@ import sys
 import tempfile
 import time
 from collections import Counter
+from dataclasses import dataclass
 from pathlib import Path
 
-from benches.run import HOST, REPO_ROOT, server_command
+from benches.run import HOST, HTTPLOAD, REPO_ROOT, server_command
 
 TICK = os.sysconf("SC_CLK_TCK")
 
@@ -70,8 +75,9 @@ def free_port() -> int:
 class Server:
     """One server pinned to a CPU, started as benches/run.py starts it (nginx: one worker)."""
 
-    def __init__(self, name: str, cpu: str, app: str, extra: list[str]) -> None:
+    def __init__(self, name: str, cpu: str, app: str, extra: list[str], path: str = "/") -> None:
         self.name = name
+        self.path = path
         self.port = free_port()
         self.tmp = Path(tempfile.mkdtemp(prefix=f"cost-{name}-"))
         if name == "nginx":
@@ -100,7 +106,7 @@ class Server:
                 raise SystemExit(f"{self.name} exited: {(self.tmp / 'server.log').read_text()}")
             try:
                 with socket.create_connection((HOST, self.port), timeout=2) as sock:
-                    sock.sendall(b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+                    sock.sendall(f"GET {self.path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n".encode())
                     if sock.recv(100).startswith(b"HTTP/1.1 200"):
                         return
             except OSError:
@@ -170,7 +176,18 @@ def process_cpu(pids: list[int]) -> float:
     return total / TICK
 
 
-def load(kind: str, port: int, seconds: float, cpu: str) -> int:
+# The file loads: (app, path, connections) of Starlette's FileResponse through benches/httpload.
+FILE_LOADS = {"file-1m": ("file_app", "/1m", 64), "file-64m": ("file_app", "/64m", 8)}
+
+
+@dataclass
+class Loaded:
+    requests: int
+    bytes: int = 0  # bytes received (file loads only)
+    client_cpu: float = 0.0  # the load generator's CPU seconds (file loads only)
+
+
+def load(kind: str, port: int, seconds: float, cpu: str, discard: str = "trunc") -> Loaded:
     """Run the load generator on `cpu`; the requests it completed."""
     if kind in ("c64", "c256", "c1"):
         conns = kind[1:]
@@ -185,7 +202,7 @@ def load(kind: str, port: int, seconds: float, cpu: str) -> int:
         if errors:
             print(f"  wrk: {errors.group(0)}", file=sys.stderr)
         assert match, out
-        return int(match.group(1))
+        return Loaded(int(match.group(1)))
     if kind == "h2c":
         out = subprocess.run(
             ["taskset", "-c", cpu, "h2load", "-t1", "-c32", "-m10", f"-D{int(seconds)}", f"http://{HOST}:{port}/"],
@@ -195,7 +212,33 @@ def load(kind: str, port: int, seconds: float, cpu: str) -> int:
         ).stdout
         match = re.search(r"requests: \d+ total, \d+ started, \d+ done, (\d+) succeeded", out)
         assert match and "h2c" in out, out
-        return int(match.group(1))
+        return Loaded(int(match.group(1)))
+    if kind in FILE_LOADS:
+        _app, path, conns = FILE_LOADS[kind]
+        out = subprocess.run(
+            [
+                "taskset",
+                "-c",
+                cpu,
+                str(HTTPLOAD),
+                "--url",
+                f"http://{HOST}:{port}{path}",
+                "--connections",
+                str(conns),
+                "--duration",
+                str(seconds),
+                "--discard",
+                discard,
+            ],
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout
+        report = json.loads(out)
+        if report["errors"] or report["non_2xx"]:
+            print(f"  httpload: {report['errors']} errors, {report['non_2xx']} non-2xx: {report['error_samples']}")
+        cpu_s = report["cpu_s"]
+        return Loaded(int(report["requests"]), int(report["bytes"]), cpu_s["user"] + cpu_s["system"])
     raise SystemExit(f"unknown load {kind}")
 
 
@@ -240,22 +283,34 @@ def parse_perf(out: Path) -> dict[str, Counter[str]]:
 
 
 def cpu_command(args: argparse.Namespace) -> None:
-    server = Server(args.server, args.server_cpu, args.app, args.extra)
+    app, path = args.app, "/"
+    if args.load in FILE_LOADS:
+        app, path, _conns = FILE_LOADS[args.load]
+    server = Server(args.server, args.server_cpu, app, args.extra, path)
     try:
-        load(args.load, server.port, 1, args.client_cpu)  # warm-up
+        load(args.load, server.port, 1, args.client_cpu, args.discard)  # warm-up
         results = []
+        per_mib: list[float] = []
         for run in range(args.runs):
             pids = server.pids()
             before_threads = thread_stats(pids)
             before = sum(process_cpu([pid]) for pid in pids)
             events = args.events or ("syscalls:sys_enter_*" if args.syscalls else None)
             perf = perf_count(pids, args.seconds, events) if events else None
-            requests = load(args.load, server.port, args.seconds, args.client_cpu)
+            loaded = load(args.load, server.port, args.seconds, args.client_cpu, args.discard)
+            requests = max(loaded.requests, 1)
             after = sum(process_cpu([pid]) for pid in pids)
             after_threads = thread_stats(pids)
             us = (after - before) / requests * 1e6
             results.append(us)
             line = f"run {run + 1}: {requests / args.seconds:,.0f} req/s, {us:.2f} CPU µs/req"
+            if loaded.bytes:
+                mib = loaded.bytes / 2**20
+                per_mib.append((after - before) / mib * 1e6)
+                line += (
+                    f", {mib / args.seconds:,.0f} MiB/s, CPU µs/MiB server {per_mib[-1]:.1f}"
+                    f" client {loaded.client_cpu / mib * 1e6:.1f} (httpload --discard {args.discard})"
+                )
             for name, (cpu, vol, invol) in after_threads.items():
                 b = before_threads.get(name, [0, 0, 0])
                 if cpu - b[0] > 0.005 * args.seconds or vol - b[1] > 100:
@@ -278,6 +333,8 @@ def cpu_command(args: argparse.Namespace) -> None:
             f"{args.server} {args.load}: median {statistics.median(results):.2f} CPU µs/req "
             f"({', '.join(f'{r:.2f}' for r in results)}); loadavg {os.getloadavg()[0]:.2f}"
         )
+        if per_mib:
+            print(f"{args.server} {args.load}: median {statistics.median(per_mib):.1f} server CPU µs/MiB")
         if args.rss:
             print(f"RSS after load: {server.rss() / 2**20:.1f} MiB")
     finally:
@@ -314,7 +371,12 @@ def main() -> None:
     sub = parser.add_subparsers(dest="command", required=True)
     cpu = sub.add_parser("cpu", help="CPU time, switches and syscalls per request")
     cpu.add_argument("server")
-    cpu.add_argument("--load", default="c64", help="c1, c64, c256 (wrk -t1) or h2c (h2load -c32 -m10)")
+    cpu.add_argument(
+        "--load",
+        default="c64",
+        help="c1, c64, c256 (wrk -t1), h2c (h2load -c32 -m10), file-1m or file-64m (httpload -c64 / -c8; app file_app)",
+    )
+    cpu.add_argument("--discard", default="trunc", help="httpload --discard for the file loads: trunc, copy, splice")
     cpu.add_argument("--seconds", type=float, default=5)
     cpu.add_argument("--runs", type=int, default=3)
     cpu.add_argument("--syscalls", action="store_true", help="count syscalls by kind with perf stat")

@@ -1,11 +1,12 @@
 #!/usr/bin/env python3
-"""Benchmark ferrocorn against uvicorn, granian and hypercorn with wrk, h2load and wsload.
+"""Benchmark ferrocorn against uvicorn, granian and hypercorn with wrk, h2load, wsload and httpload.
 
 Method (see benches/README.md): one fresh server process (one worker, access log off) per
 measurement, pinned to CPU 0 with ``taskset``; the load generator (wrk; h2load for HTTP/2;
-benches/wsload for WebSockets; one thread) pinned to CPU 1; a 1 s warm-up then a timed run; the
-median of N runs, interleaved across servers. Every server is checked to answer correctly before
-and after each run, and the load generator's error counters are checked.
+benches/wsload for WebSockets; benches/httpload for the large files; one thread) pinned to CPU 1;
+a 1 s warm-up then a timed run; the median of N runs, interleaved across servers. Every server
+is checked to answer correctly before and after each run, and the load generator's error
+counters are checked.
 
 Usage (from anywhere; servers are started with the repository root as cwd; the servers are
 launched with the Python that runs this script):
@@ -15,6 +16,7 @@ launched with the Python that runs this script):
     python3 benches/run.py --workloads plain-c64,echo-64k --runs 5 --markdown out.md
     python3 benches/run.py --workloads tls-h2               # https-c64, h2c, h2-tls
     python3 benches/run.py --workloads ws                   # ws-small, ws-64k
+    python3 benches/run.py --workloads files                # file-1m, file-64m, sse
     python3 benches/run.py --workloads all                  # every workload
 """
 
@@ -76,6 +78,9 @@ CORE_SERVERS = ("ferrocorn", "h2corn", "uvicorn", "granian")
 # The WebSocket load generator (benches/wsload, built by benches/setup.sh).
 WSLOAD = REPO_ROOT / "benches" / "wsload" / "target" / "release" / "wsload"
 WSLOAD_BUILD = "cargo build --release --manifest-path benches/wsload/Cargo.toml"
+# The HTTP/1.1 load generator for large bodies (benches/httpload, built by benches/setup.sh).
+HTTPLOAD = REPO_ROOT / "benches" / "httpload" / "target" / "release" / "httpload"
+HTTPLOAD_BUILD = "cargo build --release --manifest-path benches/httpload/Cargo.toml"
 
 
 class BenchError(RuntimeError):
@@ -159,6 +164,7 @@ class Workload:
     ws_size: int = 0  # bytes per WebSocket message
     ws_binary: bool = False  # binary messages (else text)
     ws_pipeline: int = 1  # messages in flight per connection
+    large_bodies: bool = False  # benches/httpload instead of wrk (unless --file-client wrk)
 
     @property
     def target(self) -> str:
@@ -361,6 +367,7 @@ WORKLOADS.update(
             64,
             _file_checker("1m"),
             report_throughput=True,
+            large_bodies=True,
         ),
         Workload(
             "file-64m",
@@ -370,6 +377,7 @@ WORKLOADS.update(
             8,
             _file_checker("64m"),
             report_throughput=True,
+            large_bodies=True,
         ),
         Workload(
             "sse",
@@ -1109,6 +1117,69 @@ def run_wsload(port: int, workload: Workload, duration: int, cpu: str) -> tuple[
     return parse_wsload(proc.stdout, workload), cpu_s
 
 
+# --- httpload (large response bodies, the file workloads) --------------------------------------
+
+
+def parse_httpload(output: str) -> WrkResult:
+    """Read httpload's JSON report: responses completed within the duration, bytes, errors."""
+    try:
+        report = json.loads(output)
+        requests = int(report["requests"])
+        rate = float(report["requests_per_s"])
+        mb_s = float(report["mb_per_s"])
+        p99_us = int(report["latency_us"]["p99"])
+        errors = int(report["errors"])
+        non_2xx = int(report["non_2xx"])
+        connected, connections = int(report["connected"]), int(report["connections"])
+        samples = [str(e) for e in report["error_samples"]]
+    except (ValueError, KeyError, TypeError) as exc:
+        raise BenchError(f"could not read httpload's report ({exc!r}):\n{output}") from exc
+    problems = []
+    if connected < connections:
+        problems.append(f"only {connected} of {connections} connections opened")
+    if samples:
+        problems.append("httpload errors: " + " | ".join(samples))
+    return WrkResult(
+        requests=requests,
+        rps=rate,
+        p99_ms=p99_us / 1e3,
+        transfer_mb_s=mb_s,  # every byte received (heads too), MB = 2**20 bytes, as wrk's
+        socket_errors=errors,
+        non_2xx=non_2xx,
+        raw=output,
+        problems=problems,
+    )
+
+
+def run_httpload(port: int, workload: Workload, duration: int, cpu: str, discard: str) -> tuple[WrkResult, float]:
+    """Run benches/httpload for duration seconds; return its parsed result and its CPU seconds."""
+    cmd = [
+        "taskset",
+        "-c",
+        cpu,
+        str(HTTPLOAD),
+        "--url",
+        workload.url(port),
+        "--connections",
+        str(workload.connections),
+        "--duration",
+        str(duration),
+        "--discard",
+        discard,
+    ]
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=duration + 60, check=False)
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    if proc.returncode != 0:
+        raise BenchError(f"httpload failed ({proc.returncode}): {' '.join(cmd)}\n{proc.stdout}{proc.stderr}")
+    cpu_s = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+    return parse_httpload(proc.stdout), cpu_s
+
+
+def uses_httpload(workload: Workload, file_client: str) -> bool:
+    return workload.large_bodies and file_client == "httpload"
+
+
 def run_load(
     port: int,
     workload: Workload,
@@ -1117,11 +1188,15 @@ def run_load(
     work_dir: Path,
     script: Path | None,
     timed: bool = True,
+    file_client: str = "httpload",
+    discard: str = "trunc",
 ) -> tuple[WrkResult, float]:
     """Run the workload's load generator: wrk for HTTP/1.1, h2load for HTTP/2, wsload for
-    WebSockets."""
+    WebSockets, httpload for large bodies."""
     if workload.websocket:
         return run_wsload(port, workload, duration, cpu)
+    if uses_httpload(workload, file_client):
+        return run_httpload(port, workload, duration, cpu, discard)
     if workload.http2:
         log_path = work_dir / f"h2load-{workload.name}-{port}.tsv" if timed else None
         return run_h2load(port, workload, duration, cpu, log_path)
@@ -1215,12 +1290,13 @@ def measure(
                 f"{server} answers {workload.name} ({workload.method} {workload.path}) wrongly: "
                 f"{problem}\ncommand: {' '.join(proc.command)}\n{proc.log_text()}"
             )
-        run_load(proc.port, workload, WARMUP_S, args.client_cpu, work_dir, script, timed=False)
+        client = {"file_client": args.file_client, "discard": args.httpload_discard}
+        run_load(proc.port, workload, WARMUP_S, args.client_cpu, work_dir, script, timed=False, **client)
 
         cpu_before = process_group_cpu_seconds(proc.pgid)
         system_before = SystemCpu.read()
         started = time.monotonic()
-        result, client_cpu_s = run_load(proc.port, workload, args.duration, args.client_cpu, work_dir, script)
+        result, client_cpu_s = run_load(proc.port, workload, args.duration, args.client_cpu, work_dir, script, **client)
         elapsed = time.monotonic() - started
         system_after = SystemCpu.read()
         server_cpu_s = process_group_cpu_seconds(proc.pgid) - cpu_before
@@ -1350,6 +1426,9 @@ class Summary:
     other_cpu: float
     rps_spread: float  # (max - min) / median of req/s (msg/s) across runs
     warnings: list[str]
+    # Medians of each run's CPU per MiB received (0 without throughput).
+    server_us_per_mib: float = 0.0
+    client_us_per_mib: float = 0.0
 
 
 def summarise(measurements: list[Measurement], workload: str, server: str) -> Summary | None:
@@ -1386,7 +1465,14 @@ def summarise(measurements: list[Measurement], workload: str, server: str) -> Su
         other_cpu=other_cpu,
         rps_spread=spread,
         warnings=warnings,
+        server_us_per_mib=statistics.median(_per_mib(m.server_cpu, m) for m in runs),
+        client_us_per_mib=statistics.median(_per_mib(m.client_cpu, m) for m in runs),
     )
+
+
+def _per_mib(cpu: float, m: Measurement) -> float:
+    """CPU µs per MiB received in one run (cpu: share of a core during it)."""
+    return cpu / m.transfer_mb_s * 1e6 if m.transfer_mb_s else 0.0
 
 
 def _fmt_rps(value: float) -> str:
@@ -1400,6 +1486,17 @@ def _fmt_us(value: float) -> str:
 def cpu_us_per_request(summary: Summary) -> float:
     """Server CPU time (user + system, all its threads) per request or message, in µs."""
     return summary.server_cpu / summary.rps * 1e6 if summary.rps else 0.0
+
+
+def server_cpu_us_per_mib(summary: Summary) -> float:
+    """Server CPU time per MiB received by the client (large bodies: robust where req/s is not),
+    the median over the runs."""
+    return summary.server_us_per_mib
+
+
+def client_cpu_us_per_mib(summary: Summary) -> float:
+    """The load generator's CPU time per MiB it received, the median over the runs."""
+    return summary.client_us_per_mib
 
 
 def _fmt_ms(value: float) -> str:
@@ -1431,12 +1528,17 @@ def markdown_table(
         ("server CPU µs / req", cpu_us_per_request, _fmt_us, True),
         ("p99 latency", lambda s: s.p99_ms, _fmt_ms, True),
         ("MB/s", lambda s: s.transfer_mb_s, _fmt_mb, True),
+        # Large bodies: CPU per byte is the figure that survives a busy machine (or a slow client).
+        ("server CPU µs / MiB", server_cpu_us_per_mib, _fmt_us, True),
+        ("client CPU µs / MiB", client_cpu_us_per_mib, _fmt_us, False),
         ("CPU server / client", lambda s: s.server_cpu, str, False),
     ]
     for workload in workloads:
         first = True
         for name, getter, fmt, ratio in metrics:
             if name == "MB/s" and not workload.report_throughput:
+                continue
+            if name.endswith("/ MiB") and not workload.large_bodies:
                 continue
             cells = [workload.title if first else "", workload.unit if name == "req/s" else name]
             first = False
@@ -1499,6 +1601,9 @@ def environment_info(
         info["h2load"] = (h2load.stdout.strip().splitlines() or ["h2load (unknown version)"])[0]
     if any(w.websocket for w in workloads or []):
         info["wsload"] = "wsload (benches/wsload, tokio-tungstenite)"
+    info["wrk_used"] = any(not (w.websocket or w.http2 or uses_httpload(w, args.file_client)) for w in workloads or [])
+    if any(uses_httpload(w, args.file_client) for w in workloads or []):
+        info["httpload"] = f"httpload (benches/httpload, --discard {args.httpload_discard})"
         with contextlib.suppress(metadata.PackageNotFoundError):
             info["versions"]["websockets"] = metadata.version("websockets")  # uvicorn --ws websockets
     return info
@@ -1512,20 +1617,31 @@ def render_markdown(table: str, notes: list[str], info: dict[str, Any]) -> str:
             f"CPython {info['python']}, {info['wrk']}"
             + (f", {info['h2load']}" if "h2load" in info else "")
             + (f", {info['wsload']}" if "wsload" in info else "")
+            + (f", {info['httpload']}" if "httpload" in info else "")
             + f"; {versions}."
         ),
         "",
         (
             f"Median of {info['runs']} interleaved run(s) of {info['duration_s']} s after a "
             f"{info['warmup_s']} s warm-up; fresh server process per run pinned to CPU "
-            f"{info['server_cpu']}, `wrk -t1`"
-            + (" (HTTP/1.1)" if "h2load" in info or "wsload" in info else "")
-            + (", `h2load -t1` (HTTP/2)" if "h2load" in info else "")
-            + (", `wsload --threads 1` (WebSocket)" if "wsload" in info else "")
+            f"{info['server_cpu']}, "
+            + ", ".join(
+                tool
+                for tool, used in (
+                    (
+                        "`wrk -t1`" + (" (HTTP/1.1)" if {"h2load", "wsload", "httpload"} & set(info) else ""),
+                        info.get("wrk_used", True),
+                    ),
+                    ("`h2load -t1` (HTTP/2)", "h2load" in info),
+                    ("`wsload --threads 1` (WebSocket)", "wsload" in info),
+                    ("`httpload` (one thread; files)", "httpload" in info),
+                )
+                if used
+            )
             + f" pinned to CPU {info['client_cpu']}. "
             + (f"uvicorn's WebSockets: `--ws {info['uvicorn_ws']}`. " if "uvicorn_ws" in info else "")
             + "Ratios > 1 mean ferrocorn is faster for req/s, msg/s and MB/s, slower for p99 "
-            "latency. "
+            "latency, costlier for server CPU per request or MiB. "
             '"CPU server / client": share of one core used by the server process tree and by the '
             "load generator."
         ),
@@ -1573,6 +1689,20 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         default=UVICORN_WS_DEFAULT,
         help=f"uvicorn's --ws for the WebSocket workloads (default {UVICORN_WS_DEFAULT}, what "
         "uvicorn's --ws auto picks; websockets is the older, deprecated implementation)",
+    )
+    parser.add_argument(
+        "--file-client",
+        choices=("httpload", "wrk"),
+        default="httpload",
+        help="load generator of the file workloads (file-1m, file-64m): benches/httpload (default), or "
+        "wrk, which spends more CPU per byte than the servers and so measures itself",
+    )
+    parser.add_argument(
+        "--httpload-discard",
+        choices=("trunc", "copy", "splice"),
+        default="trunc",
+        help="how httpload discards bodies (default trunc: recv(MSG_TRUNC), no copy; copy: recv into a "
+        "1 MiB buffer; splice: through a pipe into /dev/null)",
     )
     parser.add_argument("--server-cpu", default="0", help="taskset CPU list for servers (default 0)")
     parser.add_argument(
@@ -1622,7 +1752,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return args
 
 
-def check_prerequisites(servers: list[str], workloads: list[Workload] | None = None) -> None:
+def check_prerequisites(
+    servers: list[str], workloads: list[Workload] | None = None, file_client: str = "httpload"
+) -> None:
     tools = ["wrk", "taskset"]
     http2 = any(w.http2 for w in workloads or [])
     if http2:
@@ -1641,6 +1773,11 @@ def check_prerequisites(servers: list[str], workloads: list[Workload] | None = N
             import trustme  # noqa: F401  (makes the run's certificate)
         except ImportError as exc:
             raise BenchError(f"TLS workloads need trustme: run `bash benches/setup.sh` ({exc})") from exc
+    if any(uses_httpload(w, file_client) for w in workloads or []) and not os.access(HTTPLOAD, os.X_OK):
+        raise BenchError(
+            f"{HTTPLOAD.relative_to(REPO_ROOT)} not built: run `bash benches/setup.sh` "
+            f"(or `{HTTPLOAD_BUILD}` from the repository root)"
+        )
     if any(w.websocket for w in workloads or []):
         if not os.access(WSLOAD, os.X_OK):
             raise BenchError(
@@ -1681,7 +1818,7 @@ def run(args: argparse.Namespace) -> int:
     workloads = [WORKLOADS[name] for name in args.workload_list]
     # Every server some workload runs, in ALL_SERVERS order: the report's columns.
     servers = [s for s in ALL_SERVERS if any(s in w.servers(selected) for w in workloads)]
-    check_prerequisites(servers, workloads)
+    check_prerequisites(servers, workloads, args.file_client)
     build = FerrocornBuild.detect() if "ferrocorn" in servers else None
     for workload in workloads:
         for server, reason in workload.skipped(selected):

@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Install what benches/run.py needs: wrk and h2load (apt), the peer servers and the checking
-# clients (pip), and build benches/wsload, the WebSocket load generator (cargo, crates.io only).
+# clients (pip), and build benches/wsload (the WebSocket load generator) and benches/httpload
+# (the load generator of the file workloads) with cargo (crates.io only).
 # Idempotent: apt runs only when wrk or h2load is missing; pip skips what is already installed;
-# cargo rebuilds wsload only when its sources changed.
+# cargo rebuilds wsload and httpload only when their sources changed.
 # It does not install ferrocorn itself: build it from the repository root with `pip install .`.
 # PYTHON selects the interpreter (and so the environment) to install into, e.g.
 #   PYTHON=/path/to/venv/bin/python bash benches/setup.sh
@@ -24,15 +25,18 @@ fi
 
 if command -v cargo >/dev/null 2>&1; then
     cargo build --release --manifest-path "$here/wsload/Cargo.toml"
+    cargo build --release --manifest-path "$here/httpload/Cargo.toml"
 else
-    echo "cargo not found: benches/wsload (needed by the ws workloads) is not built" >&2
+    echo "cargo not found: benches/wsload and benches/httpload (needed by the ws and files workloads) are not built" >&2
 fi
 
 wrk --version 2>&1 | head -n 1 || true
 h2load --version 2>&1 | head -n 1 || true
-if [ -x "$here/wsload/target/release/wsload" ]; then
-    echo "wsload: $here/wsload/target/release/wsload"
-fi
+for tool in wsload httpload; do
+    if [ -x "$here/$tool/target/release/$tool" ]; then
+        echo "$tool: $here/$tool/target/release/$tool"
+    fi
+done
 "$python" - <<'PY'
 from importlib import metadata
 

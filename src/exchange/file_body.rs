@@ -2,8 +2,9 @@
 //! [`FILE_CHUNK`] bytes on tokio's blocking pool, one at a time, each started only when hyper
 //! asks for the next frame, so a large file to a slow client is never read ahead into memory
 //! and the bytes never become Python objects. On cleartext HTTP/1.1 the body reads nothing:
-//! each step brings up to [`SENDFILE_CHUNK`] bytes into the page cache on the blocking pool
-//! and hands hyper a stand-in that the transport sends with sendfile(2) (`net::sendfile`).
+//! each step of up to [`SENDFILE_CHUNK`] bytes hands hyper a stand-in that the transport sends
+//! with sendfile(2) (`net::sendfile`): at once when the range is already in the page cache, else
+//! after bringing it there on the blocking pool.
 
 use std::fs::File;
 use std::future::Future;
@@ -19,7 +20,7 @@ use http_body::Frame;
 use tokio::task::JoinHandle;
 
 use crate::errors::BodyAborted;
-use crate::net::sendfile::{prefetch, SendfileQueue, SENDFILE_CHUNK};
+use crate::net::sendfile::{cached, prefetch, SendfileQueue, SENDFILE_CHUNK};
 
 /// The most one read takes from the file: hyper writes it before asking for more (HTTP/1.1
 /// buffers at most ~400 KiB; HTTP/2 asks only with send capacity left on the stream).
@@ -68,6 +69,18 @@ impl FileBody {
         if self.remaining == 0 {
             return Poll::Ready(None);
         }
+        if self.read.is_none() {
+            if let Some(queue) = &self.sendfile {
+                let want = usize::try_from(self.remaining)
+                    .map_or(SENDFILE_CHUNK, |r| r.min(SENDFILE_CHUNK));
+                if cached(&self.file, self.offset, want) {
+                    // Already in the page cache: the sendfile will not wait on the disk, so
+                    // hyper gets the stand-in now, without a hop to the blocking pool.
+                    let chunk = queue.stand_in(self.file.clone(), self.offset, want);
+                    return self.advance(chunk);
+                }
+            }
+        }
         let read = match &mut self.read {
             Some(read) => read,
             None => {
@@ -105,12 +118,7 @@ impl FileBody {
             Ok(Err(_)) | Err(_) => None,
         };
         match chunk {
-            Some(chunk) if !chunk.is_empty() => {
-                let len = chunk.len() as u64;
-                self.offset += len;
-                self.remaining = self.remaining.saturating_sub(len);
-                Poll::Ready(Some(Ok(Frame::data(chunk))))
-            }
+            Some(chunk) if !chunk.is_empty() => self.advance(chunk),
             // The file ended before the promised length, could not be read, or the read task
             // failed: the client must see a broken body, never one that looks complete.
             _ => {
@@ -119,6 +127,16 @@ impl FileBody {
                 Poll::Pending
             }
         }
+    }
+}
+
+impl FileBody {
+    /// Hand hyper `chunk`, the next bytes of the range (or their stand-in).
+    fn advance(&mut self, chunk: Bytes) -> Poll<Option<Result<Frame<Bytes>, BodyAborted>>> {
+        let len = chunk.len() as u64;
+        self.offset += len;
+        self.remaining = self.remaining.saturating_sub(len);
+        Poll::Ready(Some(Ok(Frame::data(chunk))))
     }
 }
 

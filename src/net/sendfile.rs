@@ -20,9 +20,12 @@ use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
 
-/// The most one stand-in covers: what one `sendfile` may send, and the page-cache prefetch of
-/// one step of a file body.
-pub const SENDFILE_CHUNK: usize = 1024 * 1024;
+/// The most one stand-in covers: what one `sendfile` may send, and one step of a file body (its
+/// page-cache prefetch when the range is not cached yet). Large enough that a step spans a few
+/// fillings of a socket's send buffer (at most 4 MiB by default), so the steps cost little next
+/// to the `sendfile`s; for a client that stops reading, at most a step is read ahead, into the
+/// page cache only (the stand-ins cost no memory: see [`STAND_IN`]).
+pub const SENDFILE_CHUNK: usize = 8 * 1024 * 1024;
 /// Distinct starting offsets for consecutive stand-ins ([`Tag`]).
 const TAGS: usize = 4096;
 
@@ -162,14 +165,132 @@ pub fn send_range(socket: RawFd, file: RawFd, offset: u64, len: usize) -> io::Re
     }
 }
 
-/// Bring `len` bytes of `file` at `offset` into the page cache (blocks on disk I/O: call it on
-/// the blocking pool), so that the `sendfile` from the connection's thread finds them there.
-pub fn prefetch(file: &File, offset: u64, len: usize) {
-    if let Ok(off) = libc::off64_t::try_from(offset) {
-        // SAFETY: readahead only reads the descriptor's file into the page cache. Its result
-        // does not matter: a failure only means sendfile reads from disk itself.
-        unsafe { libc::readahead(file.as_raw_fd(), off, len) };
+/// Whether every page of `len` bytes of `file` at `offset` is in the page cache now
+/// (`cachestat(2)`, Linux 6.5+: one walk of the file's page-cache index, no I/O, no copy), so that
+/// a `sendfile` of them from the connection's thread will not wait on the disk. `false` when it
+/// cannot tell (an older kernel or a filter refusing the call: then it never asks again), and for
+/// bytes past the end of the file, which the page cache never holds.
+pub fn cached(file: &File, offset: u64, len: usize) -> bool {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    static UNAVAILABLE: AtomicBool = AtomicBool::new(false);
+    if len == 0 || UNAVAILABLE.load(Ordering::Relaxed) {
+        return false;
     }
+    match cachestat(file.as_raw_fd(), offset, len as u64) {
+        Ok(pages) => pages >= pages_spanned(offset, len as u64),
+        Err(err) => {
+            if matches!(
+                err.raw_os_error(),
+                Some(libc::ENOSYS | libc::EPERM | libc::EACCES)
+            ) {
+                UNAVAILABLE.store(true, Ordering::Relaxed);
+            }
+            false
+        }
+    }
+}
+
+/// Pages of the page cache that `len` bytes at `offset` touch.
+fn pages_spanned(offset: u64, len: u64) -> u64 {
+    let page = page_size();
+    (offset + len - 1) / page - offset / page + 1
+}
+
+fn page_size() -> u64 {
+    // SAFETY: sysconf only reads a system constant.
+    let size = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
+    u64::try_from(size).ok().filter(|&s| s > 0).unwrap_or(4096)
+}
+
+/// `cachestat(2)`: how many pages of the range are in the page cache.
+#[cfg(all(
+    target_os = "linux",
+    any(target_arch = "x86_64", target_arch = "aarch64")
+))]
+fn cachestat(fd: RawFd, offset: u64, len: u64) -> io::Result<u64> {
+    /// The same number on every architecture since the syscall tables were unified (Linux 6.5).
+    const SYS_CACHESTAT: libc::c_long = 451;
+    #[repr(C)]
+    struct Range {
+        off: u64,
+        len: u64,
+    }
+    #[repr(C)]
+    #[derive(Default)]
+    struct Stat {
+        nr_cache: u64,
+        nr_dirty: u64,
+        nr_writeback: u64,
+        nr_evicted: u64,
+        nr_recently_evicted: u64,
+    }
+    let range = Range { off: offset, len };
+    let mut stat = Stat::default();
+    // SAFETY: cachestat reads `range` and writes `stat`, both live locals of the layouts the
+    // kernel defines (include/uapi/linux/mman.h); a bad descriptor is an EBADF error.
+    let ret = unsafe {
+        libc::syscall(
+            SYS_CACHESTAT,
+            fd,
+            &raw const range,
+            &raw mut stat,
+            0 as libc::c_uint,
+        )
+    };
+    if ret < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(stat.nr_cache)
+}
+
+#[cfg(not(all(
+    target_os = "linux",
+    any(target_arch = "x86_64", target_arch = "aarch64")
+)))]
+fn cachestat(_fd: RawFd, _offset: u64, _len: u64) -> io::Result<u64> {
+    Err(io::Error::from_raw_os_error(libc::ENOSYS))
+}
+
+/// Bring `len` bytes of `file` at `offset` into the page cache and wait until they are there
+/// (blocks on disk I/O: call it on the blocking pool), so that the `sendfile` from the
+/// connection's thread finds them there. `readahead(2)` only starts the reads (all of them at
+/// once); a `sendfile` of the range to /dev/null then waits for them, without copying a byte.
+pub fn prefetch(file: &File, offset: u64, len: usize) {
+    let Ok(off) = libc::off64_t::try_from(offset) else {
+        return;
+    };
+    // SAFETY: readahead only reads the descriptor's file into the page cache. Its result does
+    // not matter: a failure only means the reads below (or sendfile) go to the disk themselves.
+    unsafe { libc::readahead(file.as_raw_fd(), off, len) };
+    let Some(null) = dev_null() else {
+        return;
+    };
+    let mut done = 0;
+    while done < len {
+        match send_range(
+            null.as_raw_fd(),
+            file.as_raw_fd(),
+            offset + done as u64,
+            len - done,
+        ) {
+            Ok(n) if n > 0 => done += n,
+            // The end of the file, or an error the sendfile to the client will meet as well.
+            _ => break,
+        }
+    }
+}
+
+/// /dev/null opened for writing, once per process (`None` if it cannot be opened: then the
+/// prefetch only starts the reads).
+fn dev_null() -> Option<&'static File> {
+    static NULL: std::sync::OnceLock<Option<File>> = std::sync::OnceLock::new();
+    NULL.get_or_init(|| {
+        std::fs::OpenOptions::new()
+            .write(true)
+            .open("/dev/null")
+            .ok()
+    })
+    .as_ref()
 }
 
 #[cfg(test)]
@@ -212,6 +333,34 @@ mod tests {
             queue.front(&[IoSlice::new(&b)]),
             Ok(Front::File { len: 50, .. })
         ));
+    }
+
+    #[test]
+    fn cached_tells_pages_in_the_page_cache_from_the_rest() {
+        use std::io::Write;
+        let path = std::env::temp_dir().join(format!("ferrocorn-cached-{}", std::process::id()));
+        let mut out = File::create(&path).unwrap(); // ok: test-only
+        out.write_all(&[7u8; 3 * 4096 + 10]).unwrap(); // ok: test-only
+        drop(out);
+        let file = File::open(&path).unwrap(); // ok: test-only
+                                               // Just written: in the page cache (cachestat on kernels that have it).
+        if cachestat(file.as_raw_fd(), 0, 1).is_ok() {
+            assert!(cached(&file, 0, 3 * 4096 + 10));
+            assert!(cached(&file, 4095, 2));
+            // Past the end of the file: never cached.
+            assert!(!cached(&file, 3 * 4096, 4096 + 10));
+        }
+        assert!(!cached(&file, 0, 0));
+        std::fs::remove_file(&path).unwrap(); // ok: test-only
+    }
+
+    #[test]
+    fn pages_spanned_counts_partial_pages() {
+        let page = page_size();
+        assert_eq!(pages_spanned(0, 1), 1);
+        assert_eq!(pages_spanned(0, page), 1);
+        assert_eq!(pages_spanned(page - 1, 2), 2);
+        assert_eq!(pages_spanned(10, 3 * page), 4);
     }
 
     #[test]

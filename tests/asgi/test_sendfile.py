@@ -18,6 +18,7 @@ from tests.support.server import ServerProcess
 
 APP = "tests.apps.extensions_app:app"
 MiB = 1024 * 1024
+STEP = 8 * MiB  # net::sendfile::SENDFILE_CHUNK: the most one step of a file body covers
 
 
 @pytest.fixture(scope="module")
@@ -32,7 +33,7 @@ def server():
 def files(tmp_path_factory) -> dict[str, bytes]:
     """Files of awkward sizes: empty, one byte, just over one sendfile step, several steps."""
     folder = tmp_path_factory.mktemp("sendfile")
-    sizes = {"empty": 0, "one": 1, "step": MiB + 7, "several": 3 * MiB + 4097}
+    sizes = {"empty": 0, "one": 1, "step": STEP + 7, "several": 2 * STEP + 4097}
     out = {}
     for name, size in sizes.items():
         data = os.urandom(size)
@@ -121,6 +122,32 @@ def test_a_file_that_shrinks_mid_send_breaks_the_body_off(server, tmp_path):
     assert bytes(got) == data[: len(got)], "bytes past the file's new end were sent"
     # The worker goes on serving.
     assert httpx.get(f"http://127.0.0.1:{server.port}/probe?id=none", timeout=5).status_code == 200
+
+
+def evict(path: str, offset: int = 0, length: int = 0) -> None:
+    """Drop the file's pages (from offset, length bytes; 0: to the end) from the page cache."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)  # dirty pages cannot be dropped
+        os.posix_fadvise(fd, offset, length, os.POSIX_FADV_DONTNEED)
+    finally:
+        os.close(fd)
+
+
+def test_files_out_of_the_page_cache_are_read_in_first(server, tmp_path):
+    # A step whose range is not (all) in the page cache is read in on the blocking pool before its
+    # sendfile; cached steps go out at once. Every byte is the file's either way, in any mix.
+    data = os.urandom(3 * STEP + 12345)
+    path = str(tmp_path / "cold.bin")
+    with open(path, "wb") as f:
+        f.write(data)
+    with RawConn("127.0.0.1", server.port) as conn:
+        for offset, length in ((0, 0), (STEP + 100, MiB), (2 * STEP - 1, 2), (0, 4096)):
+            evict(path, offset, length)
+            conn.send(get(path))
+            resp = conn.read_response()
+            assert resp.status == 200
+            assert resp.body == data, f"bytes differ after evicting {length} bytes at {offset}"
 
 
 def test_over_a_unix_socket(files, tmp_path):
