@@ -1108,13 +1108,18 @@ def run_wsload(port: int, workload: Workload, duration: int, cpu: str) -> tuple[
     ]
     if workload.ws_binary:
         cmd.append("--binary")
+    output, cpu_s = run_client("wsload", cmd, duration)
+    return parse_wsload(output, workload), cpu_s
+
+
+def run_client(name: str, cmd: list[str], duration: int) -> tuple[str, float]:
+    """Run one of our own load generators to completion: its standard output and its CPU seconds."""
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=duration + 60, check=False)
     after = resource.getrusage(resource.RUSAGE_CHILDREN)
     if proc.returncode != 0:
-        raise BenchError(f"wsload failed ({proc.returncode}): {' '.join(cmd)}\n{proc.stdout}{proc.stderr}")
-    cpu_s = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
-    return parse_wsload(proc.stdout, workload), cpu_s
+        raise BenchError(f"{name} failed ({proc.returncode}): {' '.join(cmd)}\n{proc.stdout}{proc.stderr}")
+    return proc.stdout, (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
 
 
 # --- httpload (large response bodies, the file workloads) --------------------------------------
@@ -1167,13 +1172,8 @@ def run_httpload(port: int, workload: Workload, duration: int, cpu: str, discard
         "--discard",
         discard,
     ]
-    before = resource.getrusage(resource.RUSAGE_CHILDREN)
-    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=duration + 60, check=False)
-    after = resource.getrusage(resource.RUSAGE_CHILDREN)
-    if proc.returncode != 0:
-        raise BenchError(f"httpload failed ({proc.returncode}): {' '.join(cmd)}\n{proc.stdout}{proc.stderr}")
-    cpu_s = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
-    return parse_httpload(proc.stdout), cpu_s
+    output, cpu_s = run_client("httpload", cmd, duration)
+    return parse_httpload(output), cpu_s
 
 
 def uses_httpload(workload: Workload, file_client: str) -> bool:

@@ -16,19 +16,11 @@ from __future__ import annotations
 import sys
 import urllib.parse
 
+from tests.apps.common import lifespan
+
 
 def log(line: str) -> None:
     print(line, file=sys.stderr, flush=True)
-
-
-async def lifespan(receive, send):
-    while True:
-        message = await receive()
-        if message["type"] == "lifespan.startup":
-            await send({"type": "lifespan.startup.complete"})
-        elif message["type"] == "lifespan.shutdown":
-            await send({"type": "lifespan.shutdown.complete"})
-            return
 
 
 async def app(scope, receive, send):
