@@ -76,9 +76,9 @@ impl ClientClock {
     /// when it fires, [`ClientClock::expired`] finds nothing due and re-arms it exactly. So a
     /// request costs no timer registration, where it cost two (measured: docs/performance.md),
     /// and no deadline is ever missed: the armed one is never later than the true one.
-    pub fn observe(&mut self, activity: &ConnActivity, serving: bool) -> bool {
+    pub fn observe(&mut self, activity: &ConnActivity, http1_timed: bool) -> bool {
         self.note_head(activity);
-        let next = self.deadline(activity, serving).map(|(at, _)| at);
+        let next = self.deadline(activity, http1_timed).map(|(at, _)| at);
         let earlier = match (self.armed, next) {
             (_, None) => false,
             (None, Some(_)) => true,
@@ -91,9 +91,9 @@ impl ClientClock {
     }
 
     /// Re-arm at the exact deadline (after the timer fired).
-    fn rearm(&mut self, activity: &ConnActivity, serving: bool) {
+    fn rearm(&mut self, activity: &ConnActivity, http1_timed: bool) {
         self.note_head(activity);
-        self.armed = self.deadline(activity, serving).map(|(at, _)| at);
+        self.armed = self.deadline(activity, http1_timed).map(|(at, _)| at);
     }
 
     /// Notes the instant the next head's first bytes were seen.
@@ -112,10 +112,10 @@ impl ClientClock {
     }
 
     /// At the armed deadline: what expired, if anything (it re-arms otherwise).
-    pub fn expired(&mut self, activity: &ConnActivity, serving: bool) -> Option<Expiry> {
+    pub fn expired(&mut self, activity: &ConnActivity, http1_timed: bool) -> Option<Expiry> {
         let now = Instant::now();
         let due = self
-            .deadline(activity, serving)
+            .deadline(activity, http1_timed)
             .filter(|(at, _)| *at <= now)
             .map(|(_, what)| what);
         let expiry = match due {
@@ -127,19 +127,20 @@ impl ClientClock {
             other => other,
         };
         if expiry.is_none() {
-            self.rearm(activity, serving);
+            self.rearm(activity, http1_timed);
         }
         expiry
     }
 
-    /// The earliest deadline and what it bounds. The HTTP/1.1 clocks run only while the
-    /// connection is `serving` (the drain has its own) and has no open request.
-    fn deadline(&self, activity: &ConnActivity, serving: bool) -> Option<(Instant, Expiry)> {
+    /// The earliest deadline and what it bounds. The HTTP/1.1 clocks run only while
+    /// `http1_timed` (the connection serves, or waits for a request during the drain; once
+    /// hyper's graceful shutdown has begun it reads no further head) and no request is open.
+    fn deadline(&self, activity: &ConnActivity, http1_timed: bool) -> Option<(Instant, Expiry)> {
         let write = activity
             .write_stalled_since()
             .map(|since| (since + self.write_limit, Expiry::Write));
         let http1 = match self.http1 {
-            Some((idle, head)) if serving => {
+            Some((idle, head)) if http1_timed => {
                 match (self.head_began, activity.idle_deadline(idle)) {
                     (_, None) => None,
                     (Some((requests, began)), Some(_)) if requests == activity.requests() => {

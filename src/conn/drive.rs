@@ -190,7 +190,7 @@ impl<'a> Shutdown<'a> {
         };
         match (self.stage, http2_idle_limit) {
             (Stage::Quiescing { requests, reads }, _) => {
-                // Bytes still coming: wait on (hyper's header timeout bounds a slow head).
+                // Bytes still coming: wait on (the client clock's head limit bounds a slow head).
                 // Silence for a whole grace period: close.
                 let now_reads = self.activity.reads();
                 if now_reads != reads || self.activity.input_pending() {
@@ -276,14 +276,17 @@ pub async fn drive<C>(
         });
         let timer_armed = shutdown.timer_armed();
         let timer = tokio::time::sleep_until(shutdown.deadline);
-        let serving = shutdown.stage == Stage::Serving;
+        // The client clocks run while serving and while quiescing: a head that began during
+        // the drain must still end in time (nothing else bounds it: hyper's own head timer is
+        // off, see http/h1.rs).
+        let http1_timed = matches!(shutdown.stage, Stage::Serving | Stage::Quiescing { .. });
         let client_deadline = clock.armed();
         let client_timer =
             tokio::time::sleep_until(client_deadline.unwrap_or_else(|| Instant::now() + FAR_AWAY));
         // The connection, polled; `None` when the client clock's deadline changed after a poll.
         let polled = std::future::poll_fn(|cx| match connection.as_mut().poll(cx) {
             Poll::Ready(result) => Poll::Ready(Some(result)),
-            Poll::Pending if clock.observe(activity, serving) => Poll::Ready(None),
+            Poll::Pending if clock.observe(activity, http1_timed) => Poll::Ready(None),
             Poll::Pending => Poll::Pending,
         });
         let next = tokio::select! {
@@ -299,7 +302,7 @@ pub async fn drive<C>(
                 None => Next::Wait,
             },
             () = client_timer, if client_deadline.is_some() => {
-                match clock.expired(activity, serving) {
+                match clock.expired(activity, http1_timed) {
                     Some(Expiry::Head) if matches!(protocol, Protocol::Http2 { .. }) => {
                         // A header block left open: GOAWAY, then the close (within a second,
                         // whatever the client does; its other streams get that second).

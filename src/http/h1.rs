@@ -27,8 +27,10 @@ pub fn builder(settings: &ServerSettings) -> http1::Builder {
         .keep_alive(true)
         // hyper starts this clock when the connection becomes idle, so it cannot tell
         // --timeout-keep-alive from --timeout-request-head: both are the connection's
-        // `ClientClock`'s (conn/client_clock.rs), and this is only a backstop behind them.
-        .header_read_timeout(settings.keep_alive_timeout + settings.request_head_timeout)
+        // `ClientClock`'s (conn/client_clock.rs), which also runs while the server drains.
+        // Off, not a backstop: hyper boxes and registers a timer for every request head,
+        // ~10 % of the I/O thread's instructions on a plain GET (docs/performance.md).
+        .header_read_timeout(None)
         .auto_date_header(settings.date_header);
     // Not `pipeline_flush`: with it hyper skips the flush while unparsed bytes remain, which
     // loses the automatic 400 for a malformed request (the bad bytes are still buffered).

@@ -1,5 +1,6 @@
 """Graceful shutdown on SIGINT / SIGTERM."""
 
+import select
 import signal
 import threading
 import time
@@ -186,6 +187,48 @@ def test_request_sent_just_after_the_drain_began_is_served(start_server, http):
             assert r.status == 200 and len(r.body) == size
             assert r.header("connection") == "close"
             assert conn.is_closed(timeout=5)
+    threads[0].join(10)
+    assert results[0].status_code == 200
+    assert srv.wait(timeout=15) == 0
+
+
+def test_head_trickled_during_the_drain_gets_408_at_the_head_timeout(start_server):
+    """The drain waits for a request that is arriving, but not for ever: a head that trickles in during it still
+    gets its 408 and the close at --timeout-request-head, counted from its first byte, whether that byte came
+    before the drain began (kept) or after it (fresh)."""
+    srv = start_server(ROUTER, "--timeout-keep-alive", "60", "--timeout-request-head", "1")
+    with srv.raw(timeout=10) as fresh, srv.raw(timeout=10) as kept:
+        assert kept.request("GET", "/fixed?size=1").status == 200
+        kept.send(b"GET /fixed?size=2 HTTP/1.1\r\nHo")
+        kept_began = time.monotonic()
+        threads, results = _hold_shutdown(srv, delay=6)
+        mark = srv.mark()
+        srv.send_signal(signal.SIGTERM)
+        srv.wait_for_line("Shutting down", start=mark)
+        fresh.send(b"GET /fixed?size=3 HTTP/1.1\r\nHo")
+        fresh_began = time.monotonic()
+        closed_after = {}
+        trickle = b"st: x\r\nX-Slow: abcdefghijklmnopqrstuvwxyz"
+        for i in range(40):  # 8 s of one byte every 0.2 s on each: longer than the held request
+            for name, conn in (("fresh", fresh), ("kept", kept)):
+                if name in closed_after:
+                    continue
+                try:
+                    conn.sendall(trickle[i % len(trickle) : i % len(trickle) + 1])
+                    readable = select.select([conn.sock], [], [], 0)[0]
+                    data = conn.sock.recv(65536) if readable else b"-"
+                except OSError:
+                    data = b""
+                if not data:
+                    closed_after[name] = time.monotonic() - (fresh_began if name == "fresh" else kept_began)
+                elif data != b"-":
+                    conn.buf += data
+            if len(closed_after) == 2:
+                break
+            time.sleep(0.2)
+        for name, conn in (("fresh", fresh), ("kept", kept)):
+            assert conn.buf.startswith(b"HTTP/1.1 408 Request Timeout\r\n"), (name, conn.buf)
+            assert 0.8 <= closed_after[name] <= 1 + 2.5, (name, closed_after)
     threads[0].join(10)
     assert results[0].status_code == 200
     assert srv.wait(timeout=15) == 0
