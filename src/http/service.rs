@@ -62,30 +62,30 @@ pub fn handle_request(
                 LogLevel::Warning,
                 "Invalid HTTP request received.".to_owned(),
             );
-            Handoff::Respond(plain_response(refusal.status, refusal.reason))
+            Handoff::Respond(Box::new(plain_response(refusal.status, refusal.reason)))
         }
         // As uvicorn: a WebSocket handshake past the limit is refused like a request.
         (Ok(()), _) if shared.over_concurrency_limit() => {
             shared
                 .bridge
                 .log(LogLevel::Warning, "Exceeded concurrency limit.".to_owned());
-            Handoff::Respond(plain_response(
+            Handoff::Respond(Box::new(plain_response(
                 StatusCode::SERVICE_UNAVAILABLE,
                 "Service Unavailable",
-            ))
+            )))
         }
         (Ok(()), Some(settings)) if websocket => {
             match upgrade::hand_over(shared, settings, conn.clone(), request) {
                 Ok((response, channel)) => {
                     Handoff::App(response, Unanswered(Some(Abandon::WebSocket(channel))))
                 }
-                Err(refusal) => Handoff::Respond(refusal),
+                Err(refusal) => Handoff::Respond(Box::new(refusal)),
             }
         }
         (Ok(()), _) => {
             let access = shared.settings.access_log.as_ref().map(|log| {
                 let entry = log.entry(&request, conn, shared.settings.proxies.as_ref());
-                (log.clone(), entry)
+                Box::new((log.clone(), entry))
             });
             let (response, exchange) = hand_over(shared, conn.clone(), request, hints);
             Handoff::Request(AppRequest {
@@ -99,10 +99,12 @@ pub fn handle_request(
     answer(handoff)
 }
 
-/// Where the answer to a request comes from.
+/// Where the answer to a request comes from. Small, like everything the service future holds:
+/// hyper moves that future several times per request (boxed here: the rare answers and the
+/// access record).
 enum Handoff {
     /// The server answers itself.
-    Respond(Response<ResponseBody>),
+    Respond(Box<Response<ResponseBody>>),
     /// The app answers a WebSocket handshake.
     App(ResponseReceiver, Unanswered),
     /// The app answers a request.
@@ -115,12 +117,12 @@ struct AppRequest {
     response: ResponseReceiver,
     unanswered: Unanswered,
     exchange: Arc<Exchange>,
-    access: Option<(Arc<AccessLog>, AccessEntry)>,
+    access: Option<Box<(Arc<AccessLog>, AccessEntry)>>,
 }
 
 async fn answer(handoff: Handoff) -> Result<Response<ResponseBody>, Infallible> {
     let (response, mut unanswered, exchange, access) = match handoff {
-        Handoff::Respond(response) => return Ok(response),
+        Handoff::Respond(response) => return Ok(*response),
         Handoff::App(response, unanswered) => (response, unanswered, None, None),
         Handoff::Request(request) => (
             request.response,
@@ -129,12 +131,17 @@ async fn answer(handoff: Handoff) -> Result<Response<ResponseBody>, Infallible> 
             request.access,
         ),
     };
-    let response = response.await;
+    let mut response = response.await;
     unanswered.answered();
     // The 103s the app sent go out before the response: hyper gets the response only once
-    // the interim writer has written (or dropped) them.
+    // the interim writer has written (or dropped) them. Boxed meanwhile, so that the
+    // future stays small when there are none (see `Handoff`).
     if let Some(hints) = exchange.as_deref().and_then(Exchange::hints) {
-        std::future::poll_fn(|cx| hints.poll_written(cx)).await;
+        if hints.waiting() {
+            let held = Box::new(response);
+            std::future::poll_fn(|cx| hints.poll_written(cx)).await;
+            response = *held;
+        }
     }
     // An error only if the Python side dropped the job without answering (it always answers,
     // even for a failing app); the client still gets a well-formed reply.
@@ -143,7 +150,10 @@ async fn answer(handoff: Handoff) -> Result<Response<ResponseBody>, Infallible> 
     });
     Ok(match access {
         None => response,
-        Some((log, entry)) => logged(log, entry, response),
+        Some(access) => {
+            let (log, entry) = *access;
+            logged(log, entry, response)
+        }
     })
 }
 

@@ -377,10 +377,20 @@ impl HintTarget {
         true
     }
 
+    /// Whether a hint of this stream waits to be written.
+    pub fn waiting(&self) -> bool {
+        let state = self.interim.state.lock();
+        self.waiting_in(&state)
+    }
+
+    fn waiting_in(&self, state: &InterimState) -> bool {
+        state.queue.iter().any(|(stream, _)| *stream == self.stream)
+    }
+
     /// Ready once no hint of this stream waits to be written.
     pub fn poll_written(&self, cx: &mut Context<'_>) -> Poll<()> {
         let mut state = self.interim.state.lock();
-        if state.queue.iter().all(|(stream, _)| *stream != self.stream) {
+        if !self.waiting_in(&state) {
             return Poll::Ready(());
         }
         state.waiters.push(cx.waker().clone());
