@@ -91,6 +91,8 @@ pub enum ProtocolError {
     InvalidHeaderName(String),
     #[error("Invalid HTTP header value for {0:?}.")]
     InvalidHeaderValue(String),
+    #[error("Too many HTTP headers (at most {0}).")]
+    TooManyHeaders(usize),
 
     // The `http` protocol.
     #[error("Expected ASGI message 'http.response.start', but got '{0}'.")]

@@ -108,7 +108,7 @@ impl HttpProtocol {
         let (mut head, ()) = Response::new(()).into_parts();
         head.status = status;
         if let Some(headers) = message.get_item(intern!(py, "headers"))? {
-            append_headers(&mut head.headers, &headers)?;
+            append_headers(&mut head.headers, &headers, self.ctx.default_headers.len())?;
             // The server decides the framing (ASGI spec).
             head.headers.remove(TRANSFER_ENCODING);
         }
@@ -224,7 +224,7 @@ impl HttpProtocol {
             return Err(ProtocolError::AfterComplete("http.response.trailers".to_owned()).into());
         };
         if let Some(pairs) = message.get_item(intern!(py, "headers"))? {
-            append_headers(headers, &pairs)?;
+            append_headers(headers, &pairs, 0)?;
         }
         if flag(message, intern!(py, "more_trailers"))? {
             return Ok(self.ctx.done(py));

@@ -5,28 +5,54 @@ use bytes::Bytes;
 use http::{HeaderMap, HeaderName, HeaderValue};
 use pyo3::prelude::*;
 use pyo3::pybacked::PyBackedBytes;
-use pyo3::types::{PyBytes, PyDict, PyString, PyTuple};
+use pyo3::types::{PyBytes, PyDict, PyList, PyString, PyTuple};
 
 use crate::errors::ProtocolError;
 use crate::flow::ZERO_COPY_MIN;
 
-/// Append the app's `[(name, value), ...]` (bytes pairs) to `headers`.
-pub fn append_headers(headers: &mut HeaderMap, pairs: &Bound<'_, PyAny>) -> PyResult<()> {
-    for pair in pairs.try_iter()? {
-        let pair = pair?;
-        let (name, value) = match pair.cast::<PyTuple>() {
-            Ok(tuple) if tuple.len() == 2 => (tuple.get_item(0)?, tuple.get_item(1)?),
-            _ => (pair.get_item(0)?, pair.get_item(1)?),
-        };
-        let name = name.cast::<PyBytes>()?.as_bytes();
-        let value = value.cast::<PyBytes>()?.as_bytes();
-        let name = HeaderName::from_bytes(name).map_err(|_| {
-            ProtocolError::InvalidHeaderName(String::from_utf8_lossy(name).into_owned())
-        })?;
-        let value = HeaderValue::from_bytes(value)
-            .map_err(|_| ProtocolError::InvalidHeaderValue(name.as_str().to_owned()))?;
-        headers.append(name, value);
+/// The most distinct header names a `HeaderMap` holds (`http`'s limit): past it an app's response is
+/// refused, not a panic.
+const MAX_HEADERS: usize = 32_768;
+
+/// Append the app's `[(name, value), ...]` (bytes pairs) to `headers`, with room for
+/// `room_after` more fields that the server adds after them (its default headers).
+pub fn append_headers(
+    headers: &mut HeaderMap,
+    pairs: &Bound<'_, PyAny>,
+    room_after: usize,
+) -> PyResult<()> {
+    // A list (what apps send) is read by index, with room made once: no iterator object and
+    // no regrowing of the map per response.
+    if let Ok(list) = pairs.cast::<PyList>() {
+        headers
+            .try_reserve(list.len() + room_after)
+            .map_err(|_| ProtocolError::TooManyHeaders(MAX_HEADERS))?;
+        for pair in list.iter() {
+            append_pair(headers, &pair)?;
+        }
+        return Ok(());
     }
+    for pair in pairs.try_iter()? {
+        append_pair(headers, &pair?)?;
+    }
+    Ok(())
+}
+
+fn append_pair(headers: &mut HeaderMap, pair: &Bound<'_, PyAny>) -> PyResult<()> {
+    let (name, value) = match pair.cast::<PyTuple>() {
+        Ok(tuple) if tuple.len() == 2 => (tuple.get_item(0)?, tuple.get_item(1)?),
+        _ => (pair.get_item(0)?, pair.get_item(1)?),
+    };
+    let name = name.cast::<PyBytes>()?.as_bytes();
+    let value = value.cast::<PyBytes>()?.as_bytes();
+    let name = HeaderName::from_bytes(name).map_err(|_| {
+        ProtocolError::InvalidHeaderName(String::from_utf8_lossy(name).into_owned())
+    })?;
+    let value = HeaderValue::from_bytes(value)
+        .map_err(|_| ProtocolError::InvalidHeaderValue(name.as_str().to_owned()))?;
+    headers
+        .try_append(name, value)
+        .map_err(|_| ProtocolError::TooManyHeaders(MAX_HEADERS))?;
     Ok(())
 }
 

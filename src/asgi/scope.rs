@@ -12,7 +12,7 @@ use pyo3::types::{PyBytes, PyDict, PyList, PyString, PyTuple};
 use pyo3::{intern, IntoPyObjectExt};
 
 use crate::jobs::{RequestHead, WebSocketHead};
-use crate::net::{ConnInfo, TrustedProxies};
+use crate::net::{ConnInfo, TrustedProxies, X_FORWARDED_FOR, X_FORWARDED_PROTO};
 use crate::percent::percent_decode;
 use crate::tls::TlsInfo;
 
@@ -291,7 +291,7 @@ fn apply_proxy_headers<'py>(
     client: &mut Bound<'py, PyAny>,
 ) -> PyResult<()> {
     if let Some(proto) = headers
-        .get("x-forwarded-proto")
+        .get(X_FORWARDED_PROTO)
         .and_then(|value| value.to_str().ok())
         .map(str::trim)
     {
@@ -300,7 +300,7 @@ fn apply_proxy_headers<'py>(
         }
     }
     if let Some(host) = headers
-        .get("x-forwarded-for")
+        .get(X_FORWARDED_FOR)
         .and_then(|value| value.to_str().ok())
         .and_then(|value| proxies.client_from_forwarded_for(value))
     {

@@ -682,6 +682,14 @@ MISUSE = {
             "headers": [(b"x-bad", b"ok\x00x-injected"), (b"content-length", b"3")],
         }
     ],
+    "too-many-headers": [
+        {
+            "type": "http.response.start",
+            "status": 200,
+            # more distinct names than the core's header map holds (32768): refused, never a panic
+            "headers": [(b"x-many-%d" % i, b"1") for i in range(40_000)],
+        }
+    ],
     "unknown-type": [{"type": "http.response.bogus", "body": b"?"}],
     "body-not-bytes": "special",
     "body-longer-than-content-length": "special",

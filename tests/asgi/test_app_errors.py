@@ -94,6 +94,7 @@ BEFORE_START_CASES = [
     "header-value-lf",
     "header-value-cr",
     "header-value-nul",
+    "too-many-headers",
     "unknown-type",
 ]
 
