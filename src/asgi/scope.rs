@@ -234,14 +234,38 @@ fn build_request_scope<'py>(
     }
     let extensions = PyDict::new(py);
     if let Some(info) = &conn.tls {
-        extensions.set_item(intern!(py, "tls"), tls_extension(py, info)?)?;
+        extensions.set_item(intern!(py, "tls"), tls_extension(py, conn, info)?)?;
     }
     scope.set_item(intern!(py, "extensions"), extensions)?;
     Ok(scope)
 }
 
-/// The ASGI `tls` extension (TLS spec 0.2): present only on TLS connections.
-fn tls_extension<'py>(py: Python<'py>, info: &TlsInfo) -> PyResult<Bound<'py, PyDict>> {
+/// The ASGI `tls` extension (TLS spec 0.2): present only on TLS connections. Built by the
+/// connection's first request and copied for each, the list too: every request gets objects it
+/// may change without the next one seeing it.
+fn tls_extension<'py>(
+    py: Python<'py>,
+    conn: &ConnInfo,
+    info: &TlsInfo,
+) -> PyResult<Bound<'py, PyDict>> {
+    let template = match conn.py_tls.get() {
+        Some(template) => template.bind(py).clone(),
+        None => {
+            let built = build_tls_extension(py, info)?;
+            let _ = conn.py_tls.set(built.clone().unbind());
+            built
+        }
+    };
+    let tls = template.copy()?;
+    let chain_key = intern!(py, "client_cert_chain");
+    if let Some(chain) = template.get_item(chain_key)? {
+        let chain = chain.cast_into::<PyList>()?;
+        tls.set_item(chain_key, chain.get_slice(0, chain.len()))?;
+    }
+    Ok(tls)
+}
+
+fn build_tls_extension<'py>(py: Python<'py>, info: &TlsInfo) -> PyResult<Bound<'py, PyDict>> {
     let tls = PyDict::new(py);
     tls.set_item(intern!(py, "server_cert"), &*info.server_cert_pem)?;
     tls.set_item(

@@ -3,6 +3,7 @@
 use std::net::SocketAddr;
 use std::sync::{Arc, OnceLock};
 
+use pyo3::types::PyDict;
 use pyo3::{Py, PyAny};
 
 use super::sendfile::SendfileQueue;
@@ -21,6 +22,10 @@ pub struct ConnInfo {
     /// and shared by the rest (tuples are immutable). Dropping them off the GIL is deferred by
     /// PyO3 to the next time the GIL is held.
     pub py_addresses: OnceLock<(Py<PyAny>, Py<PyAny>)>,
+    /// TLS connections: the scope's `tls` extension as the first request built it, copied for
+    /// the rest (its values are the connection's; the certificate's PEM alone is a kilobyte or
+    /// two of text to convert).
+    pub py_tls: OnceLock<Py<PyDict>>,
     /// Cleartext connections: the transport's queue of file ranges to send with sendfile(2).
     /// Only HTTP/1.1 bodies use it (HTTP/2 frames the bytes itself).
     pub sendfile: Option<Arc<SendfileQueue>>,
@@ -36,6 +41,7 @@ impl ConnInfo {
             tls: None,
             trusted_proxy,
             py_addresses: OnceLock::new(),
+            py_tls: OnceLock::new(),
             sendfile: None,
         }
     }
@@ -49,6 +55,7 @@ impl ConnInfo {
             tls: None,
             trusted_proxy,
             py_addresses: OnceLock::new(),
+            py_tls: OnceLock::new(),
             sendfile: None,
         }
     }

@@ -150,6 +150,13 @@ async def ep_scope(scope, receive, send, q):
         "header_item_types": sorted({type_name(h) for h in scope.get("headers", [])}),
     }
     await respond_json(send, out)
+    if "tamper" in q:
+        # After answering: the next request on this connection must get its own, untouched objects.
+        for extension in scope["extensions"].values():
+            extension["tampered"] = True
+            for value in extension.values():
+                if isinstance(value, list):
+                    value.append("tampered")
 
 
 async def ep_echo(scope, receive, send, q):

@@ -130,6 +130,23 @@ def test_scope_scheme_and_tls_extension(tls_server, pki):
     assert tls["cipher_suite"] in (0x1301, 0x1302, 0x1303)
 
 
+@pytest.mark.parametrize("mtls", [False, True], ids=["server-only", "mutual"])
+def test_tls_extension_is_fresh_for_each_request_on_a_connection(start_server, pki, mtls):
+    """The core builds the extension once per connection and copies it: what one request's app changes in its
+    dict and list is not what the next request on the same connection is given."""
+    extra = ("--ssl-ca-certs", pki["ca.pem"], "--ssl-cert-reqs", "2") if mtls else ()
+    srv = start_server(ROUTER, *tls_args(pki), *extra)
+    cert = (pki["client-cert.pem"], pki["client-key.pem"]) if mtls else None
+    with client(pki, cert=cert) as c:
+        scopes = [decode_json(json.loads(c.get(f"{srv.url}/scope?tamper=1").content))["scope"] for _ in range(3)]
+    assert len({tuple(scope["client"]) for scope in scopes}) == 1, "the requests did not share a connection"
+    first = scopes[0]["extensions"]["tls"]
+    assert "tampered" not in first and "tampered" not in first["client_cert_chain"]
+    assert bool(first["client_cert_chain"]) == mtls
+    for later in scopes[1:]:
+        assert later["extensions"]["tls"] == first, "a request saw what an earlier one on its connection changed"
+
+
 def test_plaintext_scope_has_no_tls_extension(router_server):
     scope = decode_json(json.loads(router_server.get("/scope").content))["scope"]
     assert "tls" not in scope["extensions"]
