@@ -8,7 +8,7 @@ use std::time::{Instant, SystemTime};
 use http::{HeaderMap, HeaderName, HeaderValue, Method, Request, Uri, Version};
 
 use super::AccessLog;
-use crate::net::{ConnInfo, TrustedProxies};
+use crate::net::{ConnInfo, TrustedProxies, X_FORWARDED_FOR};
 
 /// The scope's `client`, as the access line prints it.
 pub enum Client {
@@ -41,7 +41,7 @@ impl AccessEntry {
         let forwarded = match (conn.trusted_proxy, proxies) {
             (true, Some(proxies)) => request
                 .headers()
-                .get("x-forwarded-for")
+                .get(X_FORWARDED_FOR)
                 .and_then(|value| value.to_str().ok())
                 .and_then(|value| proxies.client_from_forwarded_for(value))
                 .map(str::to_owned),

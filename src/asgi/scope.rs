@@ -12,7 +12,7 @@ use pyo3::types::{PyBytes, PyDict, PyList, PyString, PyTuple};
 use pyo3::{intern, IntoPyObjectExt};
 
 use crate::jobs::{RequestHead, WebSocketHead};
-use crate::net::{ConnInfo, TrustedProxies};
+use crate::net::{ConnInfo, TrustedProxies, X_FORWARDED_FOR, X_FORWARDED_PROTO};
 use crate::percent::percent_decode;
 use crate::tls::TlsInfo;
 
@@ -21,19 +21,42 @@ pub const HTTP_SPEC_VERSION: &str = "2.4";
 
 /// Python objects reused for every scope of one server.
 pub struct ScopeCache {
-    /// Every scope key, with the values that never change. Copying it costs about a memcpy
-    /// and the per-request values then overwrite existing keys, so the dict never resizes
-    /// (built key by key, a 14-key dict is resized twice).
-    template: Py<PyDict>,
+    /// Every scope key, with the values that never change, one template per HTTP version and
+    /// transport (`http_version` and `scheme` filled in: [`ScopeCache::template`]). Copying one
+    /// costs about a memcpy and the per-request values then overwrite existing keys, so the dict
+    /// never resizes (built key by key, a 14-key dict is resized twice).
+    http10: Templates,
+    http11: Templates,
+    http2: Templates,
     asgi: Py<PyDict>,
     root_path_text: String,
     state: Option<Py<PyDict>>,
     proxies: Option<TrustedProxies>,
 }
 
+/// A version's templates: over TCP and over TLS.
+struct Templates {
+    plain: Py<PyDict>,
+    tls: Py<PyDict>,
+}
+
 impl ScopeCache {
     pub fn root_path(&self) -> &str {
         &self.root_path_text
+    }
+
+    /// The template of a request's version (as [`http_version`] names it) and transport.
+    fn template(&self, version: Version, tls: bool) -> &Py<PyDict> {
+        let templates = match version {
+            Version::HTTP_10 => &self.http10,
+            Version::HTTP_2 => &self.http2,
+            _ => &self.http11,
+        };
+        if tls {
+            &templates.tls
+        } else {
+            &templates.plain
+        }
     }
 
     pub fn new(
@@ -67,8 +90,22 @@ impl ScopeCache {
         }
         template.set_item(intern!(py, "type"), intern!(py, "http"))?;
         template.set_item(intern!(py, "root_path"), PyString::new(py, root_path))?;
+        let filled = |version: Version, tls: bool| -> PyResult<Py<PyDict>> {
+            let filled = template.copy()?;
+            filled.set_item(intern!(py, "http_version"), http_version(py, version))?;
+            filled.set_item(intern!(py, "scheme"), scheme(py, tls))?;
+            Ok(filled.unbind())
+        };
+        let templates = |version: Version| -> PyResult<Templates> {
+            Ok(Templates {
+                plain: filled(version, false)?,
+                tls: filled(version, true)?,
+            })
+        };
         Ok(Self {
-            template: template.unbind(),
+            http10: templates(Version::HTTP_10)?,
+            http11: templates(Version::HTTP_11)?,
+            http2: templates(Version::HTTP_2)?,
             asgi: asgi.unbind(),
             root_path_text: root_path.to_owned(),
             state,
@@ -168,21 +205,19 @@ fn build_request_scope<'py>(
     parts: &http::request::Parts,
     conn: &ConnInfo,
 ) -> PyResult<Bound<'py, PyDict>> {
-    let scope = cache.template.bind(py).copy()?;
+    let scope = cache
+        .template(parts.version, conn.tls.is_some())
+        .bind(py)
+        .copy()?;
     scope.set_item(intern!(py, "asgi"), cache.asgi.bind(py).copy()?)?;
-    scope.set_item(intern!(py, "http_version"), http_version(py, parts.version))?;
     let (mut client, server) = connection_addresses(py, conn)?;
-    let mut scheme = if conn.tls.is_some() {
-        intern!(py, "https").clone()
-    } else {
-        intern!(py, "http").clone()
-    };
     if let (true, Some(proxies)) = (conn.trusted_proxy, &cache.proxies) {
-        apply_proxy_headers(py, proxies, &parts.headers, &mut scheme, &mut client)?;
+        if let Some(scheme) = apply_proxy_headers(py, proxies, &parts.headers, &mut client)? {
+            scope.set_item(intern!(py, "scheme"), scheme)?;
+        }
     }
     scope.set_item(intern!(py, "server"), server)?;
     scope.set_item(intern!(py, "client"), client)?;
-    scope.set_item(intern!(py, "scheme"), scheme)?;
     scope.set_item(intern!(py, "method"), method(py, &parts.method))?;
 
     let raw_path = parts.uri.path().as_bytes();
@@ -267,6 +302,15 @@ fn http_version(py: Python<'_>, version: Version) -> &Bound<'_, PyString> {
     }
 }
 
+/// The scheme of a connection, before any `X-Forwarded-Proto`.
+fn scheme(py: Python<'_>, tls: bool) -> &Bound<'_, PyString> {
+    if tls {
+        intern!(py, "https")
+    } else {
+        intern!(py, "http")
+    }
+}
+
 fn method<'py>(py: Python<'py>, method: &Method) -> Bound<'py, PyString> {
     let interned = match *method {
         Method::GET => intern!(py, "GET"),
@@ -281,32 +325,28 @@ fn method<'py>(py: Python<'py>, method: &Method) -> Bound<'py, PyString> {
     interned.clone()
 }
 
-/// X-Forwarded-Proto sets the scheme (http, https, ws, wss) and X-Forwarded-For the client, whose
-/// port is then unknown (0), as uvicorn's ProxyHeadersMiddleware does.
+/// X-Forwarded-Proto sets the scheme (http, https, ws, wss: returned, if set) and X-Forwarded-For
+/// the client, whose port is then unknown (0), as uvicorn's ProxyHeadersMiddleware does.
 fn apply_proxy_headers<'py>(
     py: Python<'py>,
     proxies: &TrustedProxies,
     headers: &http::HeaderMap,
-    scheme: &mut Bound<'py, PyString>,
     client: &mut Bound<'py, PyAny>,
-) -> PyResult<()> {
-    if let Some(proto) = headers
-        .get("x-forwarded-proto")
+) -> PyResult<Option<Bound<'py, PyString>>> {
+    let scheme = headers
+        .get(X_FORWARDED_PROTO)
         .and_then(|value| value.to_str().ok())
         .map(str::trim)
-    {
-        if matches!(proto, "http" | "https" | "ws" | "wss") {
-            *scheme = PyString::new(py, proto);
-        }
-    }
+        .filter(|proto| matches!(*proto, "http" | "https" | "ws" | "wss"))
+        .map(|proto| PyString::new(py, proto));
     if let Some(host) = headers
-        .get("x-forwarded-for")
+        .get(X_FORWARDED_FOR)
         .and_then(|value| value.to_str().ok())
         .and_then(|value| proxies.client_from_forwarded_for(value))
     {
         *client = (host, 0).into_bound_py_any(py)?;
     }
-    Ok(())
+    Ok(scheme)
 }
 
 /// The `(client, server)` scope values of a connection, built once per connection.

@@ -17,4 +17,4 @@ pub use conn_info::ConnInfo;
 pub use listener::{Accepted, Listener};
 pub use proxy_protocol::{ProxiedAddresses, ProxyVersions};
 pub use transport::{input_pending, ReadCount, Socket, Transport, WriteStall};
-pub use trust::TrustedProxies;
+pub use trust::{TrustedProxies, X_FORWARDED_FOR, X_FORWARDED_PROTO};

@@ -3,6 +3,12 @@
 
 use std::net::IpAddr;
 
+use http::HeaderName;
+
+/// The headers a trusted proxy sets, named once (a `&str` key is parsed on every lookup).
+pub const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+pub const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
+
 /// The parsed `--forwarded-allow-ips`: `*`, IP addresses, CIDR networks and literals (a Unix
 /// socket path, for instance).
 #[derive(Debug, Default, Clone)]
