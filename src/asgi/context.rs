@@ -3,6 +3,7 @@
 
 use std::collections::HashMap;
 
+use http::header::Entry;
 use http::{HeaderMap, HeaderName, HeaderValue};
 use parking_lot::Mutex;
 use pyo3::prelude::*;
@@ -54,8 +55,10 @@ impl PyContext {
     /// `server` and the `--header` defaults, unless the app set a header of the same name.
     pub fn add_default_headers(&self, headers: &mut HeaderMap) {
         for (name, value) in &self.default_headers {
-            if !headers.contains_key(name) {
-                headers.insert(name.clone(), value.clone());
+            // One lookup: the name is cloned only when inserted. (Past the map's size limit
+            // the default is left out.)
+            if let Ok(Entry::Vacant(vacant)) = headers.try_entry(name) {
+                let _ = vacant.try_insert(value.clone());
             }
         }
     }

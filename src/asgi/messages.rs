@@ -12,6 +12,16 @@ use crate::flow::ZERO_COPY_MIN;
 
 /// Append the app's `[(name, value), ...]` (bytes pairs) to `headers`.
 pub fn append_headers(headers: &mut HeaderMap, pairs: &Bound<'_, PyAny>) -> PyResult<()> {
+    for_each_header(pairs, |name, value| {
+        headers.append(name, value);
+    })
+}
+
+/// Each of the app's `[(name, value), ...]` (bytes pairs), checked, in order.
+pub fn for_each_header(
+    pairs: &Bound<'_, PyAny>,
+    mut each: impl FnMut(HeaderName, HeaderValue),
+) -> PyResult<()> {
     for pair in pairs.try_iter()? {
         let pair = pair?;
         let (name, value) = match pair.cast::<PyTuple>() {
@@ -25,7 +35,7 @@ pub fn append_headers(headers: &mut HeaderMap, pairs: &Bound<'_, PyAny>) -> PyRe
         })?;
         let value = HeaderValue::from_bytes(value)
             .map_err(|_| ProtocolError::InvalidHeaderValue(name.as_str().to_owned()))?;
-        headers.append(name, value);
+        each(name, value);
     }
     Ok(())
 }

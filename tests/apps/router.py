@@ -683,6 +683,16 @@ MISUSE = {
         }
     ],
     "unknown-type": [{"type": "http.response.bogus", "body": b"?"}],
+    "content-length-not-a-number": [
+        {"type": "http.response.start", "status": 200, "headers": [(b"content-length", b"abc")]}
+    ],
+    "content-length-first-of-two-bad": [
+        {
+            "type": "http.response.start",
+            "status": 200,
+            "headers": [(b"content-length", b"3x"), (b"x-bad", b"1"), (b"content-length", b"3")],
+        }
+    ],
     "body-not-bytes": "special",
     "body-longer-than-content-length": "special",
     "body-shorter-than-content-length": "special",

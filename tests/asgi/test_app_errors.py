@@ -95,6 +95,8 @@ BEFORE_START_CASES = [
     "header-value-cr",
     "header-value-nul",
     "unknown-type",
+    "content-length-not-a-number",
+    "content-length-first-of-two-bad",
 ]
 
 
