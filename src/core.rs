@@ -5,7 +5,6 @@
 //! loop's reader callback on the bridge's eventfd) starts apps for new requests and completes
 //! waiting futures.
 
-use std::collections::HashMap;
 use std::os::fd::RawFd;
 use std::sync::Arc;
 use std::time::Duration;
@@ -16,7 +15,7 @@ use pyo3::prelude::*;
 use pyo3::types::PyDict;
 
 use crate::asgi::awaitable::Done;
-use crate::asgi::context::PyContext;
+use crate::asgi::context::{ActiveApps, PyContext};
 use crate::asgi::dispatch::Dispatcher;
 use crate::asgi::scope::ScopeCache;
 use crate::errors::CoreError;
@@ -85,7 +84,7 @@ impl Core {
             done: Py::new(py, Done)?,
             default_headers: settings.default_headers.clone(),
             runtime: runtime.handle().clone(),
-            active: Mutex::new(HashMap::new()),
+            active: Mutex::new(ActiveApps::default()),
         });
         let http1 = http1_builder(&settings);
         let shared = Arc::new(Shared::new(bridge.clone(), settings, http1));
