@@ -6,7 +6,7 @@
 
 use std::net::SocketAddr;
 
-use http::{Method, Version};
+use http::{HeaderName, HeaderValue, Method, Version};
 use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyDict, PyList, PyString, PyTuple};
 use pyo3::{intern, IntoPyObjectExt};
@@ -210,14 +210,6 @@ fn build_request_scope<'py>(
         .bind(py)
         .copy()?;
     scope.set_item(intern!(py, "asgi"), cache.asgi.bind(py).copy()?)?;
-    let (mut client, server) = connection_addresses(py, conn)?;
-    if let (true, Some(proxies)) = (conn.trusted_proxy, &cache.proxies) {
-        if let Some(scheme) = apply_proxy_headers(py, proxies, &parts.headers, &mut client)? {
-            scope.set_item(intern!(py, "scheme"), scheme)?;
-        }
-    }
-    scope.set_item(intern!(py, "server"), server)?;
-    scope.set_item(intern!(py, "client"), client)?;
     scope.set_item(intern!(py, "method"), method(py, &parts.method))?;
 
     let raw_path = parts.uri.path().as_bytes();
@@ -238,21 +230,18 @@ fn build_request_scope<'py>(
     let query = parts.uri.query().unwrap_or("").as_bytes();
     scope.set_item(intern!(py, "query_string"), PyBytes::new(py, query))?;
 
+    // One pass over the request's headers: the scope's list, and what the checks below need
+    // (no hash lookups).
     let headers = PyList::empty(py);
-    if parts.version == Version::HTTP_2 && !parts.headers.contains_key(http::header::HOST) {
-        // HTTP/2 carries the host as `:authority`; ASGI apps expect a `host` header, first.
-        if let Some(authority) = parts.uri.authority() {
-            let pair = PyTuple::new(
-                py,
-                [
-                    PyBytes::new(py, b"host"),
-                    PyBytes::new(py, authority.as_str().as_bytes()),
-                ],
-            )?;
-            headers.append(pair)?;
-        }
-    }
+    let proxies = cache.proxies.as_ref().filter(|_| conn.trusted_proxy);
+    let mut forwarded = Forwarded::default();
+    let mut has_host = false;
     for (name, value) in parts.headers.iter() {
+        if *name == http::header::HOST {
+            has_host = true;
+        } else if proxies.is_some() {
+            forwarded.note(name, value);
+        }
         let pair = PyTuple::new(
             py,
             [
@@ -262,7 +251,28 @@ fn build_request_scope<'py>(
         )?;
         headers.append(pair)?;
     }
+    if parts.version == Version::HTTP_2 && !has_host {
+        // HTTP/2 carries the host as `:authority`; ASGI apps expect a `host` header, first.
+        if let Some(authority) = parts.uri.authority() {
+            let pair = PyTuple::new(
+                py,
+                [
+                    PyBytes::new(py, b"host"),
+                    PyBytes::new(py, authority.as_str().as_bytes()),
+                ],
+            )?;
+            headers.insert(0, pair)?;
+        }
+    }
     scope.set_item(intern!(py, "headers"), headers)?;
+    let (mut client, server) = connection_addresses(py, conn)?;
+    if let Some(proxies) = proxies {
+        if let Some(scheme) = apply_proxy_headers(py, proxies, &forwarded, &mut client)? {
+            scope.set_item(intern!(py, "scheme"), scheme)?;
+        }
+    }
+    scope.set_item(intern!(py, "server"), server)?;
+    scope.set_item(intern!(py, "client"), client)?;
     match &cache.state {
         Some(state) => scope.set_item(intern!(py, "state"), state.bind(py).copy()?)?,
         None => scope.set_item(intern!(py, "state"), PyDict::new(py))?,
@@ -325,22 +335,39 @@ fn method<'py>(py: Python<'py>, method: &Method) -> Bound<'py, PyString> {
     interned.clone()
 }
 
+/// The first `X-Forwarded-Proto` and `X-Forwarded-For` of a request (what `HeaderMap::get` gives).
+#[derive(Default)]
+struct Forwarded<'a> {
+    proto: Option<&'a HeaderValue>,
+    for_: Option<&'a HeaderValue>,
+}
+
+impl<'a> Forwarded<'a> {
+    fn note(&mut self, name: &HeaderName, value: &'a HeaderValue) {
+        if *name == X_FORWARDED_PROTO {
+            self.proto.get_or_insert(value);
+        } else if *name == X_FORWARDED_FOR {
+            self.for_.get_or_insert(value);
+        }
+    }
+}
+
 /// X-Forwarded-Proto sets the scheme (http, https, ws, wss: returned, if set) and X-Forwarded-For
 /// the client, whose port is then unknown (0), as uvicorn's ProxyHeadersMiddleware does.
 fn apply_proxy_headers<'py>(
     py: Python<'py>,
     proxies: &TrustedProxies,
-    headers: &http::HeaderMap,
+    forwarded: &Forwarded<'_>,
     client: &mut Bound<'py, PyAny>,
 ) -> PyResult<Option<Bound<'py, PyString>>> {
-    let scheme = headers
-        .get(X_FORWARDED_PROTO)
+    let scheme = forwarded
+        .proto
         .and_then(|value| value.to_str().ok())
         .map(str::trim)
         .filter(|proto| matches!(*proto, "http" | "https" | "ws" | "wss"))
         .map(|proto| PyString::new(py, proto));
-    if let Some(host) = headers
-        .get(X_FORWARDED_FOR)
+    if let Some(host) = forwarded
+        .for_
         .and_then(|value| value.to_str().ok())
         .and_then(|value| proxies.client_from_forwarded_for(value))
     {
