@@ -14,8 +14,9 @@ requests, is the figure; the threads are named by what runs on them (``io``: tok
     python -m benches.instructions --python /work/venv-a/bin/python --python /work/venv-b/bin/python
     python -m benches.instructions --top 25                        # and the hottest functions
 
-Loads: ``h2c`` (``-c4 -m10``), ``h2c1`` (``-c1 -m1``), ``h1`` (``--h1 -c8``), ``h1c1``
-(``--h1 -c1``). With several ``--python``, each round runs them in turn, alternating the order
+Loads: ``h2c`` (``-c4 -m10``), ``h2c1`` (``-c1 -m1``), ``h2c32`` (``-c32 -m10``, as the h2c
+workload of ``benches/run.py``: enough requests in flight for the cyclic GC to run), ``h1``
+(``--h1 -c8``), ``h1c1`` (``--h1 -c1``). With several ``--python``, each round runs them in turn, alternating the order
 (ABBA) from round to round. Run from the repository root; ``--keep`` leaves the callgrind files for
 ``callgrind_annotate``.
 """
@@ -39,6 +40,7 @@ from benches.run import HOST, REPO_ROOT, server_command
 LOADS = {
     "h2c": ["-c4", "-m10"],
     "h2c1": ["-c1", "-m1"],
+    "h2c32": ["-c32", "-m10"],
     "h1": ["--h1", "-c8"],
     "h1c1": ["--h1", "-c1"],
 }

@@ -242,26 +242,12 @@ fn build_request_scope<'py>(
         } else if proxies.is_some() {
             forwarded.note(name, value);
         }
-        let pair = PyTuple::new(
-            py,
-            [
-                PyBytes::new(py, name.as_str().as_bytes()),
-                PyBytes::new(py, value.as_bytes()),
-            ],
-        )?;
-        headers.append(pair)?;
+        headers.append(header_pair(py, name.as_str().as_bytes(), value.as_bytes())?)?;
     }
     if parts.version == Version::HTTP_2 && !has_host {
         // HTTP/2 carries the host as `:authority`; ASGI apps expect a `host` header, first.
         if let Some(authority) = parts.uri.authority() {
-            let pair = PyTuple::new(
-                py,
-                [
-                    PyBytes::new(py, b"host"),
-                    PyBytes::new(py, authority.as_str().as_bytes()),
-                ],
-            )?;
-            headers.insert(0, pair)?;
+            headers.insert(0, header_pair(py, b"host", authority.as_str().as_bytes())?)?;
         }
     }
     scope.set_item(intern!(py, "headers"), headers)?;
@@ -283,6 +269,19 @@ fn build_request_scope<'py>(
     }
     scope.set_item(intern!(py, "extensions"), extensions)?;
     Ok(scope)
+}
+
+/// A `(name, value)` pair of the scope's headers, untracked by the cyclic GC from the start: a
+/// tuple of two `bytes` can be part of no reference cycle, and CPython's collector untracks such
+/// tuples itself, but only in a collection that has walked them first. With hundreds of HTTP/2
+/// requests in flight, collections run while their scopes are alive.
+fn header_pair<'py>(py: Python<'py>, name: &[u8], value: &[u8]) -> PyResult<Bound<'py, PyTuple>> {
+    let pair = PyTuple::new(py, [PyBytes::new(py, name), PyBytes::new(py, value)])?;
+    // SAFETY: `pair` is a live tuple, created just now with the GIL held; untracking it only
+    // takes it off the collector's lists (it stays reference-counted, and its deallocation
+    // checks whether it is tracked), and its items, `bytes`, refer to no other object.
+    unsafe { pyo3::ffi::PyObject_GC_UnTrack(pair.as_ptr().cast()) };
+    Ok(pair)
 }
 
 /// The ASGI `tls` extension (TLS spec 0.2): present only on TLS connections.

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
+import gc
 import hashlib
 import json
 import sys
@@ -148,6 +149,7 @@ async def ep_scope(scope, receive, send, q):
         "server_types": [type_name(x) for x in scope["server"]] if scope.get("server") is not None else None,
         "header_types": sorted({f"{type_name(k)},{type_name(v)}" for k, v in scope.get("headers", [])}),
         "header_item_types": sorted({type_name(h) for h in scope.get("headers", [])}),
+        "header_pairs_gc_tracked": sorted({gc.is_tracked(h) for h in scope.get("headers", [])}),
     }
     await respond_json(send, out)
 
