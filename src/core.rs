@@ -15,7 +15,7 @@ use pyo3::prelude::*;
 use pyo3::types::PyDict;
 
 use crate::asgi::awaitable::Done;
-use crate::asgi::context::{ById, PyContext};
+use crate::asgi::context::{ActiveApps, PyContext};
 use crate::asgi::dispatch::Dispatcher;
 use crate::asgi::scope::ScopeCache;
 use crate::errors::CoreError;
@@ -84,7 +84,7 @@ impl Core {
             done: Py::new(py, Done)?,
             default_headers: settings.default_headers.clone(),
             runtime: runtime.handle().clone(),
-            active: Mutex::new(ById::default()),
+            active: Mutex::new(ActiveApps::default()),
         });
         let http1 = http1_builder(&settings);
         let shared = Arc::new(Shared::new(bridge.clone(), settings, http1));

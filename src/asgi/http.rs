@@ -20,7 +20,9 @@ use pyo3::types::{PyBytes, PyDict, PyString};
 
 use super::awaitable::Ready;
 use super::context::PyContext;
-use super::messages::{append_headers, bytes_from_py, flag};
+use super::messages::{
+    append_header, append_headers, bytes_from_py, flag, for_each_header, reserve_headers,
+};
 use super::waiters::{is_done, on_wake, set_result, Parked, Wakeable};
 use crate::bridge::{SendRoom, WaitKind};
 use crate::errors::{Disconnected, ProtocolError};
@@ -107,12 +109,23 @@ impl HttpProtocol {
             .ok_or(ProtocolError::InvalidStatus(status))?;
         let (mut head, ()) = Response::new(()).into_parts();
         head.status = status;
+        // The Content-Length the app declared: the last one, each checked (the first bad one
+        // is the error, once every header has been checked).
+        let mut declared = Ok(None);
         if let Some(headers) = message.get_item(intern!(py, "headers"))? {
-            append_headers(&mut head.headers, &headers, self.ctx.default_headers.len())?;
-            // The server decides the framing (ASGI spec).
-            head.headers.remove(TRANSFER_ENCODING);
+            let map = &mut head.headers;
+            reserve_headers(map, &headers, self.ctx.default_headers.len())?;
+            for_each_header(&headers, |name, value| {
+                if name == TRANSFER_ENCODING {
+                    return Ok(()); // the server decides the framing (ASGI spec)
+                }
+                if name == CONTENT_LENGTH && declared.is_ok() {
+                    declared = parse_length(&value).map(Some);
+                }
+                append_header(map, name, value)
+            })?;
         }
-        let mut content_length = declared_length(&head.headers)?;
+        let mut content_length = declared?;
         self.ctx.add_default_headers(&mut head.headers);
         if let (Some(access_log), Some(scope)) = (&self.ctx.access_log, &self.scope) {
             access_log.call1(py, (scope.clone_ref(py), status.as_u16()))?;
@@ -563,13 +576,16 @@ fn file_error(err: &std::io::Error, path: &std::path::Path) -> PyErr {
 fn declared_length(headers: &HeaderMap) -> Result<Option<u64>, ProtocolError> {
     let mut length = None;
     for value in headers.get_all(CONTENT_LENGTH) {
-        let parsed = std::str::from_utf8(value.as_bytes())
-            .ok()
-            .and_then(|text| text.trim().parse::<u64>().ok())
-            .ok_or(ProtocolError::InvalidContentLength)?;
-        length = Some(parsed);
+        length = Some(parse_length(value)?);
     }
     Ok(length)
+}
+
+fn parse_length(value: &http::HeaderValue) -> Result<u64, ProtocolError> {
+    std::str::from_utf8(value.as_bytes())
+        .ok()
+        .and_then(|text| text.trim().parse::<u64>().ok())
+        .ok_or(ProtocolError::InvalidContentLength)
 }
 
 /// Enforce a declared Content-Length; returns the bytes still owed.

@@ -10,8 +10,8 @@ use pyo3::types::{PyBytes, PyDict, PyList, PyString, PyTuple};
 use crate::errors::ProtocolError;
 use crate::flow::ZERO_COPY_MIN;
 
-/// The most distinct header names a `HeaderMap` holds (`http`'s limit): past it an app's response is
-/// refused, not a panic.
+/// The most distinct header names a `HeaderMap` holds (`http`'s limit): past it an app's
+/// response is refused, not a panic.
 const MAX_HEADERS: usize = 32_768;
 
 /// Append the app's `[(name, value), ...]` (bytes pairs) to `headers`, with room for
@@ -21,24 +21,58 @@ pub fn append_headers(
     pairs: &Bound<'_, PyAny>,
     room_after: usize,
 ) -> PyResult<()> {
-    // A list (what apps send) is read by index, with room made once: no iterator object and
-    // no regrowing of the map per response.
+    reserve_headers(headers, pairs, room_after)?;
+    for_each_header(pairs, |name, value| append_header(headers, name, value))
+}
+
+/// Room in `headers`, made once, for the app's pairs and `room_after` more fields (a map that
+/// grows field by field rehashes on the way).
+pub fn reserve_headers(
+    headers: &mut HeaderMap,
+    pairs: &Bound<'_, PyAny>,
+    room_after: usize,
+) -> PyResult<()> {
+    let count = pairs.len().unwrap_or(0);
+    headers
+        .try_reserve(count.saturating_add(room_after))
+        .map_err(|_| ProtocolError::TooManyHeaders(MAX_HEADERS))?;
+    Ok(())
+}
+
+/// `headers.append`, refused with the protocol error past the map's limit.
+pub fn append_header(
+    headers: &mut HeaderMap,
+    name: HeaderName,
+    value: HeaderValue,
+) -> PyResult<()> {
+    headers
+        .try_append(name, value)
+        .map_err(|_| ProtocolError::TooManyHeaders(MAX_HEADERS))?;
+    Ok(())
+}
+
+/// Each of the app's `[(name, value), ...]` (bytes pairs), checked, in order. A list (what apps
+/// send) is read by index: no iterator object per response.
+pub fn for_each_header(
+    pairs: &Bound<'_, PyAny>,
+    mut each: impl FnMut(HeaderName, HeaderValue) -> PyResult<()>,
+) -> PyResult<()> {
     if let Ok(list) = pairs.cast::<PyList>() {
-        headers
-            .try_reserve(list.len() + room_after)
-            .map_err(|_| ProtocolError::TooManyHeaders(MAX_HEADERS))?;
         for pair in list.iter() {
-            append_pair(headers, &pair)?;
+            let (name, value) = checked_pair(&pair)?;
+            each(name, value)?;
         }
         return Ok(());
     }
     for pair in pairs.try_iter()? {
-        append_pair(headers, &pair?)?;
+        let (name, value) = checked_pair(&pair?)?;
+        each(name, value)?;
     }
     Ok(())
 }
 
-fn append_pair(headers: &mut HeaderMap, pair: &Bound<'_, PyAny>) -> PyResult<()> {
+/// One `(name, value)` pair of bytes, as a valid header field.
+fn checked_pair(pair: &Bound<'_, PyAny>) -> PyResult<(HeaderName, HeaderValue)> {
     let (name, value) = match pair.cast::<PyTuple>() {
         Ok(tuple) if tuple.len() == 2 => (tuple.get_item(0)?, tuple.get_item(1)?),
         _ => (pair.get_item(0)?, pair.get_item(1)?),
@@ -50,10 +84,7 @@ fn append_pair(headers: &mut HeaderMap, pair: &Bound<'_, PyAny>) -> PyResult<()>
     })?;
     let value = HeaderValue::from_bytes(value)
         .map_err(|_| ProtocolError::InvalidHeaderValue(name.as_str().to_owned()))?;
-    headers
-        .try_append(name, value)
-        .map_err(|_| ProtocolError::TooManyHeaders(MAX_HEADERS))?;
-    Ok(())
+    Ok((name, value))
 }
 
 /// A `bytes` payload as `Bytes`. Large ones share the Python object (dropped on the I/O thread

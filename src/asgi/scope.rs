@@ -6,7 +6,7 @@
 
 use std::net::SocketAddr;
 
-use http::{Method, Version};
+use http::{HeaderName, HeaderValue, Method, Version};
 use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyDict, PyList, PyString, PyTuple};
 use pyo3::{intern, IntoPyObjectExt};
@@ -21,19 +21,42 @@ pub const HTTP_SPEC_VERSION: &str = "2.4";
 
 /// Python objects reused for every scope of one server.
 pub struct ScopeCache {
-    /// Every scope key, with the values that never change. Copying it costs about a memcpy
-    /// and the per-request values then overwrite existing keys, so the dict never resizes
-    /// (built key by key, a 14-key dict is resized twice).
-    template: Py<PyDict>,
+    /// Every scope key, with the values that never change, one template per HTTP version and
+    /// transport (`http_version` and `scheme` filled in: [`ScopeCache::template`]). Copying one
+    /// costs about a memcpy and the per-request values then overwrite existing keys, so the dict
+    /// never resizes (built key by key, a 14-key dict is resized twice).
+    http10: Templates,
+    http11: Templates,
+    http2: Templates,
     asgi: Py<PyDict>,
     root_path_text: String,
     state: Option<Py<PyDict>>,
     proxies: Option<TrustedProxies>,
 }
 
+/// A version's templates: over TCP and over TLS.
+struct Templates {
+    plain: Py<PyDict>,
+    tls: Py<PyDict>,
+}
+
 impl ScopeCache {
     pub fn root_path(&self) -> &str {
         &self.root_path_text
+    }
+
+    /// The template of a request's version (as [`http_version`] names it) and transport.
+    fn template(&self, version: Version, tls: bool) -> &Py<PyDict> {
+        let templates = match version {
+            Version::HTTP_10 => &self.http10,
+            Version::HTTP_2 => &self.http2,
+            _ => &self.http11,
+        };
+        if tls {
+            &templates.tls
+        } else {
+            &templates.plain
+        }
     }
 
     pub fn new(
@@ -67,8 +90,22 @@ impl ScopeCache {
         }
         template.set_item(intern!(py, "type"), intern!(py, "http"))?;
         template.set_item(intern!(py, "root_path"), PyString::new(py, root_path))?;
+        let filled = |version: Version, tls: bool| -> PyResult<Py<PyDict>> {
+            let filled = template.copy()?;
+            filled.set_item(intern!(py, "http_version"), http_version(py, version))?;
+            filled.set_item(intern!(py, "scheme"), scheme(py, tls))?;
+            Ok(filled.unbind())
+        };
+        let templates = |version: Version| -> PyResult<Templates> {
+            Ok(Templates {
+                plain: filled(version, false)?,
+                tls: filled(version, true)?,
+            })
+        };
         Ok(Self {
-            template: template.unbind(),
+            http10: templates(Version::HTTP_10)?,
+            http11: templates(Version::HTTP_11)?,
+            http2: templates(Version::HTTP_2)?,
             asgi: asgi.unbind(),
             root_path_text: root_path.to_owned(),
             state,
@@ -168,21 +205,11 @@ fn build_request_scope<'py>(
     parts: &http::request::Parts,
     conn: &ConnInfo,
 ) -> PyResult<Bound<'py, PyDict>> {
-    let scope = cache.template.bind(py).copy()?;
+    let scope = cache
+        .template(parts.version, conn.tls.is_some())
+        .bind(py)
+        .copy()?;
     scope.set_item(intern!(py, "asgi"), cache.asgi.bind(py).copy()?)?;
-    scope.set_item(intern!(py, "http_version"), http_version(py, parts.version))?;
-    let (mut client, server) = connection_addresses(py, conn)?;
-    let mut scheme = if conn.tls.is_some() {
-        intern!(py, "https").clone()
-    } else {
-        intern!(py, "http").clone()
-    };
-    if let (true, Some(proxies)) = (conn.trusted_proxy, &cache.proxies) {
-        apply_proxy_headers(py, proxies, &parts.headers, &mut scheme, &mut client)?;
-    }
-    scope.set_item(intern!(py, "server"), server)?;
-    scope.set_item(intern!(py, "client"), client)?;
-    scope.set_item(intern!(py, "scheme"), scheme)?;
     scope.set_item(intern!(py, "method"), method(py, &parts.method))?;
 
     let raw_path = parts.uri.path().as_bytes();
@@ -203,31 +230,35 @@ fn build_request_scope<'py>(
     let query = parts.uri.query().unwrap_or("").as_bytes();
     scope.set_item(intern!(py, "query_string"), PyBytes::new(py, query))?;
 
+    // One pass over the request's headers: the scope's list, and what the checks below need
+    // (no hash lookups).
     let headers = PyList::empty(py);
-    if parts.version == Version::HTTP_2 && !parts.headers.contains_key(http::header::HOST) {
+    let proxies = cache.proxies.as_ref().filter(|_| conn.trusted_proxy);
+    let mut forwarded = Forwarded::default();
+    let mut has_host = false;
+    for (name, value) in parts.headers.iter() {
+        if *name == http::header::HOST {
+            has_host = true;
+        } else if proxies.is_some() {
+            forwarded.note(name, value);
+        }
+        headers.append(header_pair(py, name.as_str().as_bytes(), value.as_bytes())?)?;
+    }
+    if parts.version == Version::HTTP_2 && !has_host {
         // HTTP/2 carries the host as `:authority`; ASGI apps expect a `host` header, first.
         if let Some(authority) = parts.uri.authority() {
-            let pair = PyTuple::new(
-                py,
-                [
-                    PyBytes::new(py, b"host"),
-                    PyBytes::new(py, authority.as_str().as_bytes()),
-                ],
-            )?;
-            headers.append(pair)?;
+            headers.insert(0, header_pair(py, b"host", authority.as_str().as_bytes())?)?;
         }
     }
-    for (name, value) in parts.headers.iter() {
-        let pair = PyTuple::new(
-            py,
-            [
-                PyBytes::new(py, name.as_str().as_bytes()),
-                PyBytes::new(py, value.as_bytes()),
-            ],
-        )?;
-        headers.append(pair)?;
-    }
     scope.set_item(intern!(py, "headers"), headers)?;
+    let (mut client, server) = connection_addresses(py, conn)?;
+    if let Some(proxies) = proxies {
+        if let Some(scheme) = apply_proxy_headers(py, proxies, &forwarded, &mut client)? {
+            scope.set_item(intern!(py, "scheme"), scheme)?;
+        }
+    }
+    scope.set_item(intern!(py, "server"), server)?;
+    scope.set_item(intern!(py, "client"), client)?;
     match &cache.state {
         Some(state) => scope.set_item(intern!(py, "state"), state.bind(py).copy()?)?,
         None => scope.set_item(intern!(py, "state"), PyDict::new(py))?,
@@ -238,6 +269,19 @@ fn build_request_scope<'py>(
     }
     scope.set_item(intern!(py, "extensions"), extensions)?;
     Ok(scope)
+}
+
+/// A `(name, value)` pair of the scope's headers, untracked by the cyclic GC from the start: a
+/// tuple of two `bytes` can be part of no reference cycle, and CPython's collector untracks such
+/// tuples itself, but only in a collection that has walked them first. With hundreds of HTTP/2
+/// requests in flight, collections run while their scopes are alive.
+fn header_pair<'py>(py: Python<'py>, name: &[u8], value: &[u8]) -> PyResult<Bound<'py, PyTuple>> {
+    let pair = PyTuple::new(py, [PyBytes::new(py, name), PyBytes::new(py, value)])?;
+    // SAFETY: `pair` is a live tuple, created just now with the GIL held; untracking it only
+    // takes it off the collector's lists (it stays reference-counted, and its deallocation
+    // checks whether it is tracked), and its items, `bytes`, refer to no other object.
+    unsafe { pyo3::ffi::PyObject_GC_UnTrack(pair.as_ptr().cast()) };
+    Ok(pair)
 }
 
 /// The ASGI `tls` extension (TLS spec 0.2): present only on TLS connections. Built by the
@@ -291,6 +335,15 @@ fn http_version(py: Python<'_>, version: Version) -> &Bound<'_, PyString> {
     }
 }
 
+/// The scheme of a connection, before any `X-Forwarded-Proto`.
+fn scheme(py: Python<'_>, tls: bool) -> &Bound<'_, PyString> {
+    if tls {
+        intern!(py, "https")
+    } else {
+        intern!(py, "http")
+    }
+}
+
 fn method<'py>(py: Python<'py>, method: &Method) -> Bound<'py, PyString> {
     let interned = match *method {
         Method::GET => intern!(py, "GET"),
@@ -305,32 +358,45 @@ fn method<'py>(py: Python<'py>, method: &Method) -> Bound<'py, PyString> {
     interned.clone()
 }
 
-/// X-Forwarded-Proto sets the scheme (http, https, ws, wss) and X-Forwarded-For the client, whose
-/// port is then unknown (0), as uvicorn's ProxyHeadersMiddleware does.
+/// The first `X-Forwarded-Proto` and `X-Forwarded-For` of a request (what `HeaderMap::get` gives).
+#[derive(Default)]
+struct Forwarded<'a> {
+    proto: Option<&'a HeaderValue>,
+    for_: Option<&'a HeaderValue>,
+}
+
+impl<'a> Forwarded<'a> {
+    fn note(&mut self, name: &HeaderName, value: &'a HeaderValue) {
+        if *name == X_FORWARDED_PROTO {
+            self.proto.get_or_insert(value);
+        } else if *name == X_FORWARDED_FOR {
+            self.for_.get_or_insert(value);
+        }
+    }
+}
+
+/// X-Forwarded-Proto sets the scheme (http, https, ws, wss: returned, if set) and X-Forwarded-For
+/// the client, whose port is then unknown (0), as uvicorn's ProxyHeadersMiddleware does.
 fn apply_proxy_headers<'py>(
     py: Python<'py>,
     proxies: &TrustedProxies,
-    headers: &http::HeaderMap,
-    scheme: &mut Bound<'py, PyString>,
+    forwarded: &Forwarded<'_>,
     client: &mut Bound<'py, PyAny>,
-) -> PyResult<()> {
-    if let Some(proto) = headers
-        .get(X_FORWARDED_PROTO)
+) -> PyResult<Option<Bound<'py, PyString>>> {
+    let scheme = forwarded
+        .proto
         .and_then(|value| value.to_str().ok())
         .map(str::trim)
-    {
-        if matches!(proto, "http" | "https" | "ws" | "wss") {
-            *scheme = PyString::new(py, proto);
-        }
-    }
-    if let Some(host) = headers
-        .get(X_FORWARDED_FOR)
+        .filter(|proto| matches!(*proto, "http" | "https" | "ws" | "wss"))
+        .map(|proto| PyString::new(py, proto));
+    if let Some(host) = forwarded
+        .for_
         .and_then(|value| value.to_str().ok())
         .and_then(|value| proxies.client_from_forwarded_for(value))
     {
         *client = (host, 0).into_bound_py_any(py)?;
     }
-    Ok(())
+    Ok(scheme)
 }
 
 /// The `(client, server)` scope values of a connection, built once per connection.

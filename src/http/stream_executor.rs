@@ -29,20 +29,25 @@ type StreamFuture = Pin<Box<dyn Future<Output = ()> + Send>>;
 const PASSES_PER_POLL: usize = 4;
 
 /// The executor given to hyper's HTTP/2 builder: it queues stream futures for [`Joined`].
+/// hyper keeps a clone in every stream: one `Arc` to count.
 #[derive(Clone)]
 pub struct StreamExecutor {
-    spawned: Arc<Mutex<Vec<Watched>>>,
-    /// The progress of the stream hyper spawns next (see [`StreamExecutor::watch_next`]).
-    next: Arc<Mutex<Option<Arc<StreamProgress>>>>,
+    queue: Arc<Mutex<Queue>>,
     /// `--timeout-response-write`.
     stall_limit: Duration,
+}
+
+#[derive(Default)]
+struct Queue {
+    spawned: Vec<Watched>,
+    /// The progress of the stream hyper spawns next (see [`StreamExecutor::watch_next`]).
+    next: Option<Arc<StreamProgress>>,
 }
 
 impl StreamExecutor {
     pub fn new(stall_limit: Duration) -> Self {
         Self {
-            spawned: Arc::default(),
-            next: Arc::default(),
+            queue: Arc::default(),
             stall_limit,
         }
     }
@@ -51,7 +56,7 @@ impl StreamExecutor {
     /// stream and spawns the stream's future right after, in the same poll of the connection:
     /// the service calls this, and the spawn picks it up.
     pub fn watch_next(&self, progress: Arc<StreamProgress>) {
-        *self.next.lock() = Some(progress);
+        self.queue.lock().next = Some(progress);
     }
 }
 
@@ -60,17 +65,16 @@ where
     F: Future<Output = ()> + Send + 'static,
 {
     fn execute(&self, future: F) {
-        let watch = self.next.lock().take().map(|progress| Watch {
+        let stream: StreamFuture = Box::pin(future);
+        let mut queue = self.queue.lock();
+        let watch = queue.next.take().map(|progress| Watch {
             progress,
             limit: self.stall_limit,
             timer: None,
         });
         // Always called from inside `Joined::poll` (hyper spawns streams while the connection
         // is polled), which picks the future up before it returns.
-        self.spawned.lock().push(Watched {
-            stream: Box::pin(future),
-            watch,
-        });
+        queue.spawned.push(Watched { stream, watch });
     }
 }
 
@@ -139,9 +143,9 @@ impl<C> Joined<C> {
     }
 
     fn adopt_spawned(&mut self) -> bool {
-        let mut spawned = self.executor.spawned.lock();
-        let any = !spawned.is_empty();
-        for future in spawned.drain(..) {
+        let mut queue = self.executor.queue.lock();
+        let any = !queue.spawned.is_empty();
+        for future in queue.spawned.drain(..) {
             self.streams.push(future);
         }
         any

@@ -5,8 +5,7 @@ use std::net::IpAddr;
 
 use http::HeaderName;
 
-/// The headers a trusted proxy sets, as names ready to look up (a `&str` key is parsed and
-/// hashed again on every lookup).
+/// The headers a trusted proxy sets, named once (a `&str` key is parsed on every lookup).
 pub const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
 pub const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
 

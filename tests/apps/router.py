@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
+import gc
 import hashlib
 import json
 import sys
@@ -148,6 +149,7 @@ async def ep_scope(scope, receive, send, q):
         "server_types": [type_name(x) for x in scope["server"]] if scope.get("server") is not None else None,
         "header_types": sorted({f"{type_name(k)},{type_name(v)}" for k, v in scope.get("headers", [])}),
         "header_item_types": sorted({type_name(h) for h in scope.get("headers", [])}),
+        "header_pairs_gc_tracked": sorted({gc.is_tracked(h) for h in scope.get("headers", [])}),
     }
     await respond_json(send, out)
     if "tamper" in q:
@@ -698,6 +700,16 @@ MISUSE = {
         }
     ],
     "unknown-type": [{"type": "http.response.bogus", "body": b"?"}],
+    "content-length-not-a-number": [
+        {"type": "http.response.start", "status": 200, "headers": [(b"content-length", b"abc")]}
+    ],
+    "content-length-first-of-two-bad": [
+        {
+            "type": "http.response.start",
+            "status": 200,
+            "headers": [(b"content-length", b"3x"), (b"x-bad", b"1"), (b"content-length", b"3")],
+        }
+    ],
     "body-not-bytes": "special",
     "body-longer-than-content-length": "special",
     "body-shorter-than-content-length": "special",

@@ -96,6 +96,8 @@ BEFORE_START_CASES = [
     "header-value-nul",
     "too-many-headers",
     "unknown-type",
+    "content-length-not-a-number",
+    "content-length-first-of-two-bad",
 ]
 
 
