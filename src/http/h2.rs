@@ -109,15 +109,7 @@ where
         let response = match malformed(&request) {
             // hyper answers a service error carrying an h2 reason with RST_STREAM(reason).
             Some(reason) => Err(h2::Error::from(reason)),
-            // Boxed where it is made: the request's future is ~700 bytes, and the stream's
-            // future that holds it is moved by value into hyper's stream state, into the
-            // executor and into its box; each of those moves is then a pointer's.
-            None => Ok(Box::pin(handle_request(
-                &service_shared,
-                &conn,
-                request,
-                hints,
-            ))),
+            None => Ok(handle_request(&service_shared, &conn, request, hints)),
         };
         async move {
             let response = match response?.await {
