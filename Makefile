@@ -20,7 +20,7 @@ OTHER_PYTHONS ?= $(foreach v,3.10 3.12 3.13,$(firstword $(wildcard $(HOME)/.pyen
 SMOKE_TESTS ?= tests/asgi tests/http1/test_framing.py
 SMOKE_DIR ?= /tmp/ferrocorn-smoke
 
-.PHONY: help install lint layers stubtest test ci tools fmt bench smoke-pythons smoke-ci-python fuzz-smoke
+.PHONY: help install lint layers stubtest test ci tools fmt bench smoke-pythons fuzz-smoke
 
 help: ## list the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-z-]+:.*## / {printf "  make %-9s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -54,7 +54,7 @@ test: ## Rust unit tests, then the black-box Python suite (needs an installed fe
 	cargo test --locked
 	$(PYTHON) -m pytest tests
 
-ci: tools lint test smoke-ci-python fuzz-smoke ## system tools, lint, test, a wheel per other CPython, the fuzz smoke: what CI runs after `make install`
+ci: tools lint test smoke-pythons fuzz-smoke ## system tools, lint, test, a wheel per other CPython, the fuzz smoke: what CI runs after `make install`
 
 # Tests that drive curl, h2load or a real browser skip without them; CI machines start without them.
 TOOLS = curl:curl h2load:nghttp2-client chromium:chromium
@@ -69,7 +69,8 @@ tools: ## install the system tools some tests drive (curl, h2load, chromium) whe
 		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing >/dev/null; \
 	else echo "tools: missing$$missing (not root or no apt): the tests that drive them skip"; fi
 
-smoke-pythons: ## a wheel per other CPython (OTHER_PYTHONS), installed in a fresh venv with no Rust in reach, runs SMOKE_TESTS
+smoke-pythons: ## (part of ci) a wheel per other CPython (OTHER_PYTHONS), installed in a fresh venv with no Rust in reach, runs SMOKE_TESTS
+	@if [ -z "$(strip $(OTHER_PYTHONS))" ]; then echo "smoke-pythons: no CPython 3.10, 3.12 or 3.13 under pyenv, skipped"; fi
 	@for py in $(OTHER_PYTHONS); do \
 		version=$$($$py -c 'import sys; print("%d.%d" % sys.version_info[:2])'); \
 		echo "== CPython $$version ($$py)"; \
@@ -82,13 +83,6 @@ smoke-pythons: ## a wheel per other CPython (OTHER_PYTHONS), installed in a fres
 		env PATH=/usr/local/bin:/usr/bin:/bin CARGO_HOME=/nonexistent RUSTUP_HOME=/nonexistent \
 			$(SMOKE_DIR)/$$version/venv/bin/python -m pytest -q $(SMOKE_TESTS) || exit 1; \
 	done
-
-smoke-ci-python: ## (part of ci) smoke-pythons for every other CPython we claim that this machine has
-	@if [ -n "$(strip $(OTHER_PYTHONS))" ]; then \
-		$(MAKE) --no-print-directory smoke-pythons; \
-	else \
-		echo "smoke-ci-python: no CPython 3.10, 3.12 or 3.13 under pyenv, skipped"; \
-	fi
 
 # Fuzzing (fuzz/, docs/hardening.md): every cargo-fuzz target, built in one cargo invocation with the
 # flags `cargo fuzz build -O` uses (libFuzzer, AddressSanitizer; no cargo-fuzz binary needed), then

@@ -79,6 +79,13 @@ impl PyContext {
         self.create_future.call0(py)
     }
 
+    /// How many fields a response head gets after the app's: the defaults below, and the two
+    /// hyper inserts into the map itself on HTTP/2 (`date`, `content-length`). The app's
+    /// headers are read into a map with room for these too, or it regrows (rehashes) for them.
+    pub fn fields_added(&self) -> usize {
+        self.default_headers.len() + 2
+    }
+
     /// `server` and the `--header` defaults, unless the app set a header of the same name.
     pub fn add_default_headers(&self, headers: &mut HeaderMap) {
         for (name, value) in &self.default_headers {

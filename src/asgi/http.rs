@@ -31,10 +31,6 @@ use crate::exchange::{
     RequestBody, ResponseBody,
 };
 
-/// Fields hyper inserts into a response's map itself on HTTP/2 (`date`, `content-length`):
-/// room is made for them with the app's, or the map regrows (rehashes) for them.
-const HYPER_INSERTS: usize = 2;
-
 enum ResponseState {
     /// Nothing sent yet.
     Idle,
@@ -118,11 +114,7 @@ impl HttpProtocol {
         let mut declared = Ok(None);
         if let Some(headers) = message.get_item(intern!(py, "headers"))? {
             let map = &mut head.headers;
-            reserve_headers(
-                map,
-                &headers,
-                self.ctx.default_headers.len() + HYPER_INSERTS,
-            )?;
+            reserve_headers(map, &headers, self.ctx.fields_added())?;
             for_each_header(&headers, |name, value| {
                 if name == TRANSFER_ENCODING {
                     return Ok(()); // the server decides the framing (ASGI spec)

@@ -15,7 +15,7 @@ use crate::flow::ZERO_COPY_MIN;
 const MAX_HEADERS: usize = 32_768;
 
 /// Append the app's `[(name, value), ...]` (bytes pairs) to `headers`, with room for
-/// `room_after` more fields that the server adds after them (its default headers).
+/// `room_after` more fields that the server adds after them (`PyContext::fields_added`).
 pub fn append_headers(
     headers: &mut HeaderMap,
     pairs: &Bound<'_, PyAny>,

@@ -101,7 +101,7 @@ impl WebSocketProtocol {
             headers.insert(SEC_WEBSOCKET_EXTENSIONS, deflate.response_header());
         }
         if let Some(extra) = message.get_item(intern!(py, "headers"))? {
-            append_headers(headers, &extra, self.ctx.default_headers.len())?;
+            append_headers(headers, &extra, self.ctx.fields_added())?;
         }
         self.ctx.add_default_headers(response.headers_mut());
         *response.status_mut() = if self.handshake.http2 {
@@ -143,7 +143,7 @@ impl WebSocketProtocol {
         let (mut head, ()) = Response::new(()).into_parts();
         head.status = code;
         if let Some(headers) = message.get_item(intern!(py, "headers"))? {
-            append_headers(&mut head.headers, &headers, 0)?;
+            append_headers(&mut head.headers, &headers, self.ctx.fields_added())?;
         }
         self.log_info(py, &code.as_u16().to_string())?;
         self.state = State::Denying {
