@@ -89,7 +89,7 @@ smoke-pythons: ## (part of ci) a wheel per other CPython (OTHER_PYTHONS), instal
 # each run FUZZ_SECONDS from its committed seeds into a throw-away corpus. A crash, leak or timeout
 # fails the target (its input is left in fuzz/artifacts/<target>/).
 FUZZ_TOOLCHAIN ?= +nightly
-FUZZ_SECONDS ?= 20
+FUZZ_SECONDS ?= 10
 FUZZ_TRIPLE ?= $(shell rustc $(FUZZ_TOOLCHAIN) -vV 2>/dev/null | sed -n 's/^host: //p')
 FUZZ_TARGET_DIR ?= $(or $(CARGO_TARGET_DIR),fuzz/target)
 FUZZ_TARGETS := $(basename $(notdir $(wildcard fuzz/fuzz_targets/*.rs)))
@@ -99,7 +99,7 @@ FUZZ_RUSTFLAGS = -Cpasses=sancov-module -Cllvm-args=-sanitizer-coverage-level=4 
 	-Cllvm-args=-simplifycfg-branch-fold-threshold=0 -Zsanitizer=address \
 	-Cllvm-args=-sanitizer-coverage-stack-depth -Ccodegen-units=1
 
-fuzz-smoke: ## build every fuzz target (nightly), run each FUZZ_SECONDS (20) s from its seeds; fails on a crash
+fuzz-smoke: ## build every fuzz target (nightly), run each FUZZ_SECONDS (10) s from its seeds; fails on a crash
 	RUSTFLAGS="$(FUZZ_RUSTFLAGS)" cargo $(FUZZ_TOOLCHAIN) build --manifest-path fuzz/Cargo.toml \
 		--target $(FUZZ_TRIPLE) --release --config 'profile.release.debug="line-tables-only"' \
 		--target-dir $(FUZZ_TARGET_DIR) --bins
