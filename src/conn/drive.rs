@@ -22,12 +22,13 @@
 
 use std::future::Future;
 use std::pin::Pin;
-use std::task::Poll;
+use std::task::{Context, Poll, Waker};
 use std::time::Duration;
 
 use tokio::time::Instant;
 
 use super::client_clock::{ClientClock, Expiry};
+use super::control_wake::ControlWake;
 use super::last_words::request_timeout_response;
 use super::ConnActivity;
 use crate::bridge::LogLevel;
@@ -258,6 +259,14 @@ pub async fn drive<C>(
         shared.settings.response_write_timeout,
         activity,
     );
+    // The connection's own timers live as long as it does and are reset when their deadlines
+    // change; they and the phase watch are polled with `control`'s waker, only when one of
+    // them has fired (see `ControlWake`), not on each wake-up hyper's reads and writes cause.
+    let control = ControlWake::new();
+    let control_waker = Waker::from(control.clone());
+    let client_timer = tokio::time::sleep_until(clock.armed().unwrap_or_else(far_away));
+    let timer = tokio::time::sleep_until(shutdown.deadline);
+    tokio::pin!(client_timer, timer);
     loop {
         if shutdown.stage == Stage::Serving {
             let next = shutdown.on_phase(phase.borrow_and_update().action());
@@ -267,78 +276,101 @@ pub async fn drive<C>(
                 Next::Close => return,
             }
         }
-        // hyper calls the service (which begins the request) inside the connection's poll, in
-        // this task: checked right after it, this needs no waker.
         let quiescing_since = shutdown.quiescing_since();
-        let request_began = std::future::poll_fn(|_| match quiescing_since {
-            Some(requests) if activity.requests() != requests => Poll::Ready(()),
-            _ => Poll::Pending,
-        });
         let timer_armed = shutdown.timer_armed();
-        let timer = tokio::time::sleep_until(shutdown.deadline);
+        if timer.deadline() != shutdown.deadline {
+            timer.as_mut().reset(shutdown.deadline);
+        }
+        let client_deadline = clock.armed();
+        if let Some(at) = client_deadline.filter(|&at| at != client_timer.deadline()) {
+            client_timer.as_mut().reset(at);
+        }
         // The client clocks run while serving and while quiescing: a head that began during
         // the drain must still end in time (nothing else bounds it: hyper's own head timer is
         // off, see http/h1.rs).
         let http1_timed = matches!(shutdown.stage, Stage::Serving | Stage::Quiescing { .. });
-        let client_deadline = clock.armed();
-        let client_timer =
-            tokio::time::sleep_until(client_deadline.unwrap_or_else(|| Instant::now() + FAR_AWAY));
-        // The connection, polled; `None` when the client clock's deadline changed after a poll.
-        let polled = std::future::poll_fn(|cx| match connection.as_mut().poll(cx) {
-            Poll::Ready(result) => Poll::Ready(Some(result)),
-            Poll::Pending if clock.observe(activity, http1_timed) => Poll::Ready(None),
-            Poll::Pending => Poll::Pending,
-        });
-        let next = tokio::select! {
-            // The connection first: the phase rarely changes.
-            biased;
-            polled = polled => match polled {
-                Some(result) => {
-                    if let Err(err) = result {
-                        report_connection_error(shared, &err);
+        // A reset timer, and the new watch future below, register their waker when polled.
+        control.poll_all_next();
+        let event = {
+            let mut phase_changed = std::pin::pin!(phase.changed());
+            std::future::poll_fn(|cx| {
+                control.register(cx.waker());
+                // The connection first: the phase rarely changes.
+                match connection.as_mut().poll(cx) {
+                    Poll::Ready(result) => return Poll::Ready(Event::Ended(result)),
+                    Poll::Pending if clock.observe(activity, http1_timed) => {
+                        return Poll::Ready(Event::ClockChanged)
                     }
+                    Poll::Pending => {}
+                }
+                // hyper calls the service (which begins the request) inside the connection's
+                // poll, in this task: checked right after it, this needs no waker.
+                if quiescing_since.is_some_and(|requests| activity.requests() != requests) {
+                    return Poll::Ready(Event::RequestBegan);
+                }
+                if !control.take_fired() {
+                    return Poll::Pending;
+                }
+                let mut own = Context::from_waker(&control_waker);
+                let fired = if client_deadline.is_some()
+                    && client_timer.as_mut().poll(&mut own).is_ready()
+                {
+                    Event::ClientTimer
+                } else if let Poll::Ready(changed) = phase_changed.as_mut().poll(&mut own) {
+                    Event::PhaseChanged(changed.is_ok())
+                } else if timer_armed && timer.as_mut().poll(&mut own).is_ready() {
+                    Event::Timer
+                } else {
+                    return Poll::Pending;
+                };
+                // The ones after it were not polled this time.
+                control.poll_all_next();
+                Poll::Ready(fired)
+            })
+            .await
+        };
+        let next = match event {
+            Event::Ended(result) => {
+                if let Err(err) = result {
+                    report_connection_error(shared, &err);
+                }
+                return;
+            }
+            Event::ClockChanged => Next::Wait,
+            Event::ClientTimer => match clock.expired(activity, http1_timed) {
+                Some(Expiry::Head) if matches!(protocol, Protocol::Http2 { .. }) => {
+                    // A header block left open: GOAWAY, then the close (within a second,
+                    // whatever the client does; its other streams get that second).
+                    report_slow_client(shared, Expiry::Head);
+                    graceful_shutdown(connection.as_mut());
+                    let _ = tokio::time::timeout(FAREWELL_LIMIT, connection.as_mut()).await;
                     return;
+                }
+                Some(Expiry::Head) if activity.write_stalled_since().is_none() => {
+                    // RFC 9110 §15.5.9: the client that began a head gets 408 before the
+                    // close. No request is open (the head clock runs only then) and nothing
+                    // is unflushed (the socket refuses no write), so the 408 follows the
+                    // last response whole; the stream under hyper says it (LastWords) at
+                    // hyper's next read, then ends.
+                    report_slow_client(shared, Expiry::Head);
+                    activity.say_last_words(request_timeout_response(shared.settings.date_header));
+                    let _ = tokio::time::timeout(FAREWELL_LIMIT, connection.as_mut()).await;
+                    return;
+                }
+                Some(expiry) => {
+                    report_slow_client(shared, expiry);
+                    Next::Close
                 }
                 None => Next::Wait,
             },
-            () = client_timer, if client_deadline.is_some() => {
-                match clock.expired(activity, http1_timed) {
-                    Some(Expiry::Head) if matches!(protocol, Protocol::Http2 { .. }) => {
-                        // A header block left open: GOAWAY, then the close (within a second,
-                        // whatever the client does; its other streams get that second).
-                        report_slow_client(shared, Expiry::Head);
-                        graceful_shutdown(connection.as_mut());
-                        let _ = tokio::time::timeout(FAREWELL_LIMIT, connection.as_mut()).await;
-                        return;
-                    }
-                    Some(Expiry::Head) if activity.write_stalled_since().is_none() => {
-                        // RFC 9110 §15.5.9: the client that began a head gets 408 before the
-                        // close. No request is open (the head clock runs only then) and nothing
-                        // is unflushed (the socket refuses no write), so the 408 follows the
-                        // last response whole; the stream under hyper says it (LastWords) at
-                        // hyper's next read, then ends.
-                        report_slow_client(shared, Expiry::Head);
-                        activity.say_last_words(request_timeout_response(shared.settings.date_header));
-                        let _ = tokio::time::timeout(FAREWELL_LIMIT, connection.as_mut()).await;
-                        return;
-                    }
-                    Some(expiry) => {
-                        report_slow_client(shared, expiry);
-                        Next::Close
-                    }
-                    None => Next::Wait,
-                }
+            Event::PhaseChanged(false) => Next::Close,
+            Event::PhaseChanged(true) if shutdown.stage != Stage::Serving => {
+                shutdown.on_later_phase(phase.borrow().action())
             }
-            changed = phase.changed() => match changed {
-                Err(_) => Next::Close,
-                Ok(()) if shutdown.stage != Stage::Serving => {
-                    shutdown.on_later_phase(phase.borrow().action())
-                }
-                // Handled at the top of the loop.
-                Ok(()) => Next::Wait,
-            },
-            () = request_began, if quiescing_since.is_some() => shutdown.on_request_began(),
-            () = timer, if timer_armed => shutdown.on_timer(),
+            // Handled at the top of the loop.
+            Event::PhaseChanged(true) => Next::Wait,
+            Event::RequestBegan => shutdown.on_request_began(),
+            Event::Timer => shutdown.on_timer(),
         };
         match next {
             Next::Wait => {}
@@ -346,6 +378,26 @@ pub async fn drive<C>(
             Next::Close => return,
         }
     }
+}
+
+/// What ended one wait of [`drive`]'s loop.
+enum Event {
+    /// The connection ended.
+    Ended(Result<(), hyper::Error>),
+    /// The client clock's deadline came earlier: its timer is to be reset.
+    ClockChanged,
+    /// The client clock's timer fired.
+    ClientTimer,
+    /// The server's phase changed (`false`: its sender is gone).
+    PhaseChanged(bool),
+    /// A request began while quiescing.
+    RequestBegan,
+    /// The shutdown state machine's timer fired.
+    Timer,
+}
+
+fn far_away() -> Instant {
+    Instant::now() + FAR_AWAY
 }
 
 fn report_slow_client(shared: &Shared, expiry: Expiry) {

@@ -6,6 +6,7 @@
 
 mod activity;
 mod client_clock;
+mod control_wake;
 mod drive;
 mod header_blocks;
 mod last_words;
