@@ -6,6 +6,7 @@ from __future__ import annotations
 import http.client
 import os
 import signal
+import ssl
 import sys
 import threading
 import time
@@ -185,7 +186,7 @@ def test_gunicorns_tls_settings_terminate_tls_in_the_worker(run_process, tmp_pat
     leaf.private_key_pem.write_to_path(str(key))
     ca.cert_pem.write_to_path(str(ca_file))
     srv = start_gunicorn(run_process, "-w", "1", "--certfile", str(cert), "--keyfile", str(key))
-    with httpx.Client(verify=str(ca_file), http2=False) as client:
+    with httpx.Client(verify=ssl.create_default_context(cafile=str(ca_file)), http2=False) as client:
         response = client.get(f"https://127.0.0.1:{srv.port}/tls")
     assert response.status_code == 200 and "path=/tls" in response.text
 
