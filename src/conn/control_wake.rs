@@ -1,6 +1,6 @@
 //! The waker a connection's task gives its own timers and the server's phase watch: it notes
-//! that one of them fired before it wakes the task, so the task polls them only then, not on
-//! every wake-up of the connection (each read and each write).
+//! that one of them fired before it wakes the task, so the task polls them only then (and once
+//! after each change to them), not on every wake-up of the connection (each read and write).
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;

@@ -265,8 +265,8 @@ pub async fn drive<C>(
     let control = ControlWake::new();
     let control_waker = Waker::from(control.clone());
     let client_timer = tokio::time::sleep_until(clock.armed().unwrap_or_else(far_away));
-    let timer = tokio::time::sleep_until(shutdown.deadline);
-    tokio::pin!(client_timer, timer);
+    let shutdown_timer = tokio::time::sleep_until(shutdown.deadline);
+    tokio::pin!(client_timer, shutdown_timer);
     loop {
         if shutdown.stage == Stage::Serving {
             let next = shutdown.on_phase(phase.borrow_and_update().action());
@@ -278,8 +278,9 @@ pub async fn drive<C>(
         }
         let quiescing_since = shutdown.quiescing_since();
         let timer_armed = shutdown.timer_armed();
-        if timer.deadline() != shutdown.deadline {
-            timer.as_mut().reset(shutdown.deadline);
+        // A reset registers the timer at once: only for one that is polled.
+        if timer_armed && shutdown_timer.deadline() != shutdown.deadline {
+            shutdown_timer.as_mut().reset(shutdown.deadline);
         }
         let client_deadline = clock.armed();
         if let Some(at) = client_deadline.filter(|&at| at != client_timer.deadline()) {
@@ -303,29 +304,30 @@ pub async fn drive<C>(
                     }
                     Poll::Pending => {}
                 }
+                // Checked in the order of their importance: a forced close (the phase) before
+                // a request that began meanwhile.
+                let fired = control.take_fired();
+                let mut own = Context::from_waker(&control_waker);
+                if fired {
+                    if client_deadline.is_some() && client_timer.as_mut().poll(&mut own).is_ready()
+                    {
+                        return Poll::Ready(Event::ClientTimer);
+                    }
+                    if let Poll::Ready(changed) = phase_changed.as_mut().poll(&mut own) {
+                        return Poll::Ready(Event::PhaseChanged(changed.is_ok()));
+                    }
+                }
                 // hyper calls the service (which begins the request) inside the connection's
                 // poll, in this task: checked right after it, this needs no waker.
                 if quiescing_since.is_some_and(|requests| activity.requests() != requests) {
                     return Poll::Ready(Event::RequestBegan);
                 }
-                if !control.take_fired() {
-                    return Poll::Pending;
+                if fired && timer_armed && shutdown_timer.as_mut().poll(&mut own).is_ready() {
+                    return Poll::Ready(Event::ShutdownTimer);
                 }
-                let mut own = Context::from_waker(&control_waker);
-                let fired = if client_deadline.is_some()
-                    && client_timer.as_mut().poll(&mut own).is_ready()
-                {
-                    Event::ClientTimer
-                } else if let Poll::Ready(changed) = phase_changed.as_mut().poll(&mut own) {
-                    Event::PhaseChanged(changed.is_ok())
-                } else if timer_armed && timer.as_mut().poll(&mut own).is_ready() {
-                    Event::Timer
-                } else {
-                    return Poll::Pending;
-                };
-                // The ones after it were not polled this time.
-                control.poll_all_next();
-                Poll::Ready(fired)
+                // Whichever of them returns Ready ends this wait, and the loop's next one polls
+                // them all again (`poll_all_next` above).
+                Poll::Pending
             })
             .await
         };
@@ -370,7 +372,7 @@ pub async fn drive<C>(
             // Handled at the top of the loop.
             Event::PhaseChanged(true) => Next::Wait,
             Event::RequestBegan => shutdown.on_request_began(),
-            Event::Timer => shutdown.on_timer(),
+            Event::ShutdownTimer => shutdown.on_timer(),
         };
         match next {
             Next::Wait => {}
@@ -384,7 +386,7 @@ pub async fn drive<C>(
 enum Event {
     /// The connection ended.
     Ended(Result<(), hyper::Error>),
-    /// The client clock's deadline came earlier: its timer is to be reset.
+    /// The client clock's deadline came earlier, or one appeared: its timer is to be reset.
     ClockChanged,
     /// The client clock's timer fired.
     ClientTimer,
@@ -393,7 +395,7 @@ enum Event {
     /// A request began while quiescing.
     RequestBegan,
     /// The shutdown state machine's timer fired.
-    Timer,
+    ShutdownTimer,
 }
 
 fn far_away() -> Instant {
